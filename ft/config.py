@@ -1,0 +1,346 @@
+"""One typed configuration: dataclasses loaded from YAML, overridden by dotted CLI keys, validated early.
+
+    cfg = load_config("configs/demo.yaml", ["--lora.r", "64", "--train.learning_rate", "1e-4"])
+
+Every error names the key and the value; unknown keys suggest the closest valid one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = "smollm2-135m-instruct"  # Hub id, local folder, GGUF file, or a known alias
+    gguf_file: str | None = None  # file name inside name_or_path when it is a folder holding a GGUF
+    revision: str | None = None
+    trust_remote_code: bool = False
+    attn_implementation: str = "auto"  # auto | sdpa | eager | flash_attention_2 | flex_attention
+    gradient_checkpointing: bool = True
+    cache_dir: str = "~/.cache/sqlft/models"  # where GGUF files are converted once
+
+
+@dataclass
+class QuantizationConfig:
+    mode: str = "4bit"  # 4bit | 8bit | none
+    quant_type: str = "nf4"
+    double_quant: bool = True
+    compute_dtype: str = "bfloat16"  # bfloat16 | float16 | float32
+    dtype: str = "bfloat16"  # dtype of the unquantized weights (and 4-bit storage, for ZeRO-3)
+
+
+@dataclass
+class LoraConfig:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    bias: str = "none"
+
+
+@dataclass
+class DataConfig:
+    # Training source. `format`: auto | jsonl | json | csv | parquet | hf | spider | bird | bundled
+    source: str = "bundled"  # path, HF dataset name, or "bundled"
+    format: str = "auto"
+    split: str | None = None  # spider/bird: train_spider | train_others | dev ...; hf: split name
+    columns: dict[str, str] = field(default_factory=dict)  # our field -> source column
+    # Eval split: a given eval source, a fraction of rows, or held-out databases.
+    eval_source: str | None = None
+    eval_format: str = "auto"
+    eval_split: str | None = None
+    eval_fraction: float = 0.0
+    eval_dbs: list[str] = field(default_factory=list)
+    max_eval_rows: int | None = None
+    # Prompting and tokenization.
+    template: str = "default"  # default | chat | schema_first
+    max_length: int = 1024
+    overlong: str = "truncate_schema"  # skip | truncate_schema | error
+    packing: bool = False
+    group_by_length: bool = False
+    skip_bad_rows: bool = False
+    drop_unparsable_gold: bool = False
+    limit: int | None = None  # use only the first N training rows (after shuffling with the seed)
+    cache_dir: str = "~/.cache/sqlft/data"  # where the bundled dataset is generated
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = "runs/demo"
+    seed: int = 42
+    epochs: float = 1.0
+    max_steps: int | None = None  # optimizer steps; overrides epochs
+    per_device_batch_size: int = 4
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 2e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 10
+    lr_scheduler: str = "cosine"  # cosine | linear | constant
+    max_grad_norm: float = 1.0
+    optimizer: str = "adamw"  # adamw | paged_adamw_8bit (CUDA only)
+    log_every: int = 5
+    eval_every: int = 0  # eval loss every N steps (0: only at the end)
+    eval_batches: int = 8  # batches of the eval split used for the periodic eval loss
+
+
+@dataclass
+class CheckpointConfig:
+    every: int = 0  # optimizer steps between checkpoints (0: only at the end)
+    keep_last: int = 2
+    resume: str = "auto"  # auto | none | PATH
+
+
+@dataclass
+class TrackingConfig:
+    wandb: bool = True
+    project: str = "sqlft"
+    entity: str | None = None
+    run_name: str | None = None
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class EvalConfig:
+    at_end: bool = True  # evaluate base and fine-tuned by execution at the end of training
+    every: int = 0  # execution eval on a fixed sample every N steps (0: off)
+    sample_size: int = 32
+    max_new_tokens: int = 192
+    batch_size: int = 8
+    timeout_s: float = 5.0
+    max_rows: int = 10000
+    retries: int = 0  # alternatives sampled when an answer fails schema validation
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    quantization: QuantizationConfig = field(default_factory=QuantizationConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# ----------------------------------------------------------------------------------------------
+# building from dicts, with did-you-mean errors
+
+
+def _suggest(name: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
+    return f" Did you mean '{close[0]}'?" if close else f" Valid keys: {', '.join(valid)}."
+
+
+def _coerce(value, tp, key: str):
+    """Turn a YAML / CLI value into the annotated type; errors name the key."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None or (isinstance(value, str) and value.lower() in ("null", "none")):
+            if type(None) in args:
+                return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if origin is list:
+        if isinstance(value, str):
+            value = [v for v in (s.strip() for s in value.split(",")) if v] if value else []
+        if not isinstance(value, list):
+            raise ConfigError(f"Config key '{key}' must be a list, got {value!r}.")
+        return [_coerce(v, args[0], key) for v in value]
+    if origin is dict:
+        if isinstance(value, str):
+            value = yaml.safe_load(value) or {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"Config key '{key}' must be a mapping, got {value!r}.")
+        return {str(k): str(v) for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
+            return False
+        raise ConfigError(f"Config key '{key}' must be true or false, got {value!r}.")
+    if tp in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"Config key '{key}' must be a number, got {value!r}.")
+        try:
+            out = tp(float(value)) if tp is int and isinstance(value, str) and "e" in value.lower() else tp(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"Config key '{key}' must be {'an integer' if tp is int else 'a number'}, got {value!r}.") from None
+        if tp is int and isinstance(value, float) and value != int(value):
+            raise ConfigError(f"Config key '{key}' must be an integer, got {value!r}.")
+        return out
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"Config key '{key}' must be a string, got {value!r}.")
+        return str(value)
+    return value
+
+
+def _build(cls, data: dict, prefix: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"Config section '{prefix.rstrip('.') or '<root>'}' must be a mapping, got {data!r}.")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            raise ConfigError(f"Unknown config key '{prefix}{key}'.{_suggest(key, names)}")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _build(tp, value or {}, f"{prefix}{key}.")
+        else:
+            kwargs[key] = _coerce(value, tp, f"{prefix}{key}")
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict, dotted: str, value) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"Config key '{dotted}': '{p}' is not a section.")
+    node[parts[-1]] = value
+
+
+def _all_keys(cls=Config, prefix="") -> list[str]:
+    out = []
+    for f in dataclasses.fields(cls):
+        tp = typing.get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(tp):
+            out += _all_keys(tp, f"{prefix}{f.name}.")
+        else:
+            out.append(f"{prefix}{f.name}")
+    return out
+
+
+def parse_overrides(args: list[str]) -> dict[str, str]:
+    """`--a.b 1 --c.d=2` -> {"a.b": "1", "c.d": "2"}; the value is parsed as YAML later."""
+    out, i = {}, 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--"):
+            raise ConfigError(f"Unexpected argument '{arg}': overrides look like --section.key VALUE.")
+        key = arg[2:]
+        if "=" in key:
+            key, value = key.split("=", 1)
+            i += 1
+        else:
+            if i + 1 >= len(args):
+                raise ConfigError(f"Override '--{key}' has no value.")
+            value = args[i + 1]
+            i += 2
+        valid = _all_keys()
+        if key not in valid:
+            raise ConfigError(f"Unknown config key '{key}'.{_suggest(key, valid)}")
+        out[key] = value
+    return out
+
+
+def _yaml_value(text: str):
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | dict | None = None) -> Config:
+    tree: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"Config file '{p}' does not exist.")
+        try:
+            tree = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"Config file '{p}' is not valid YAML: {e}") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"Config file '{p}' must hold a mapping of sections, got {type(tree).__name__}.")
+    if isinstance(overrides, list):
+        overrides = parse_overrides(overrides)
+    for key, value in (overrides or {}).items():
+        _set_dotted(tree, key, _yaml_value(value) if isinstance(value, str) else value)
+    cfg = _build(Config, tree, "")
+    validate(cfg)
+    return cfg
+
+
+def _check(cond: bool, key: str, value, why: str) -> None:
+    if not cond:
+        raise ConfigError(f"Config key '{key}' has a bad value {value!r}: {why}.")
+
+
+def _one_of(key: str, value, options) -> None:
+    _check(value in options, key, value, f"must be one of {', '.join(map(str, options))}")
+
+
+def validate(cfg: Config) -> None:
+    """Cheap checks that run before any model is loaded."""
+    m, q, lo, d, t, c, e = cfg.model, cfg.quantization, cfg.lora, cfg.data, cfg.train, cfg.checkpoint, cfg.eval
+    _check(bool(m.name_or_path), "model.name_or_path", m.name_or_path, "must not be empty")
+    looks_local = m.name_or_path.startswith((".", "/", "~")) or m.name_or_path.endswith(".gguf")
+    if looks_local:
+        _check(Path(m.name_or_path).expanduser().exists(), "model.name_or_path", m.name_or_path, "path does not exist")
+    _one_of("model.attn_implementation", m.attn_implementation, ["auto", "sdpa", "eager", "flash_attention_2", "flex_attention"])
+    _one_of("quantization.mode", q.mode, ["4bit", "8bit", "none"])
+    _one_of("quantization.quant_type", q.quant_type, ["nf4", "fp4"])
+    _one_of("quantization.compute_dtype", q.compute_dtype, ["bfloat16", "float16", "float32"])
+    _one_of("quantization.dtype", q.dtype, ["bfloat16", "float16", "float32"])
+    _check(lo.r > 0, "lora.r", lo.r, "must be > 0")
+    _check(lo.alpha > 0, "lora.alpha", lo.alpha, "must be > 0")
+    _check(0 <= lo.dropout < 1, "lora.dropout", lo.dropout, "must be in [0, 1)")
+    _check(len(lo.target_modules) > 0, "lora.target_modules", lo.target_modules, "must name at least one module")
+    _one_of("lora.bias", lo.bias, ["none", "all", "lora_only"])
+    _one_of("data.format", d.format, ["auto", "jsonl", "json", "csv", "parquet", "hf", "spider", "bird", "bundled"])
+    _one_of("data.eval_format", d.eval_format, ["auto", "jsonl", "json", "csv", "parquet", "hf", "spider", "bird", "bundled"])
+    _one_of("data.template", d.template, ["default", "chat", "schema_first"])
+    _one_of("data.overlong", d.overlong, ["skip", "truncate_schema", "error"])
+    _check(d.max_length >= 16, "data.max_length", d.max_length, "must be >= 16")
+    _check(0 <= d.eval_fraction < 1, "data.eval_fraction", d.eval_fraction, "must be in [0, 1)")
+    _check(d.limit is None or d.limit > 0, "data.limit", d.limit, "must be > 0")
+    for key, src, fmt in (("data.source", d.source, d.format), ("data.eval_source", d.eval_source, d.eval_format)):
+        if src and src != "bundled" and fmt not in ("hf",) and (src.startswith((".", "/", "~")) or Path(src).suffix):
+            _check(Path(src).expanduser().exists(), key, src, "file or folder does not exist")
+    _check(t.per_device_batch_size > 0, "train.per_device_batch_size", t.per_device_batch_size, "must be > 0")
+    _check(t.gradient_accumulation_steps > 0, "train.gradient_accumulation_steps", t.gradient_accumulation_steps, "must be > 0")
+    _check(t.learning_rate > 0, "train.learning_rate", t.learning_rate, "must be > 0")
+    _check(t.epochs > 0, "train.epochs", t.epochs, "must be > 0")
+    _check(t.max_steps is None or t.max_steps > 0, "train.max_steps", t.max_steps, "must be > 0")
+    _check(t.warmup_steps >= 0, "train.warmup_steps", t.warmup_steps, "must be >= 0")
+    _check(t.max_grad_norm >= 0, "train.max_grad_norm", t.max_grad_norm, "must be >= 0 (0 disables clipping)")
+    _check(t.log_every > 0, "train.log_every", t.log_every, "must be > 0")
+    _check(t.eval_every >= 0, "train.eval_every", t.eval_every, "must be >= 0")
+    _one_of("train.lr_scheduler", t.lr_scheduler, ["cosine", "linear", "constant"])
+    _one_of("train.optimizer", t.optimizer, ["adamw", "paged_adamw_8bit"])
+    _check(bool(t.output_dir), "train.output_dir", t.output_dir, "must not be empty")
+    _check(c.every >= 0, "checkpoint.every", c.every, "must be >= 0")
+    _check(c.keep_last >= 1, "checkpoint.keep_last", c.keep_last, "must be >= 1")
+    if c.resume not in ("auto", "none"):
+        _check(Path(c.resume).is_dir(), "checkpoint.resume", c.resume, "must be auto, none, or an existing checkpoint folder")
+    _check(e.sample_size > 0, "eval.sample_size", e.sample_size, "must be > 0")
+    _check(e.max_new_tokens > 0, "eval.max_new_tokens", e.max_new_tokens, "must be > 0")
+    _check(e.batch_size > 0, "eval.batch_size", e.batch_size, "must be > 0")
+    _check(e.timeout_s > 0, "eval.timeout_s", e.timeout_s, "must be > 0")
+    _check(e.retries >= 0, "eval.retries", e.retries, "must be >= 0")
+
+
+def to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
