@@ -202,7 +202,7 @@ def _build(cls, data: dict, prefix: str):
     kwargs = {}
     for key, value in data.items():
         if key not in names:
-            raise ConfigError(f"Unknown config key '{prefix}{key}'.{_suggest(key, names)}")
+            raise ConfigError(f"Unknown config key '{prefix}{key}'.{_suggest(prefix + key, [prefix + n for n in names])}")
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
             kwargs[key] = _build(tp, value or {}, f"{prefix}{key}.")

@@ -1,0 +1,139 @@
+"""Atomic checkpoints on shared storage: write to a temp folder, publish once, mark COMPLETED last.
+
+Layout of `<output_dir>/checkpoints/step-000050/`:
+    adapter/            LoRA adapter (safetensors), loadable by PeftModel.from_pretrained; no base weights
+    tokenizer files
+    optimizer.pt        optimizer state (identical on every DDP rank, so saved once)
+    scheduler.pt
+    rng-rank<R>.pt      RNG states of every process
+    state.json          step, epoch, position in the data, W&B run id, world size
+    config.yaml         the resolved config
+    COMPLETED           written last; resume ignores folders without it
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+MARKER = "COMPLETED"
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+@dataclass
+class TrainState:
+    step: int = 0  # optimizer steps done
+    examples_seen: int = 0
+    target_tokens_seen: int = 0
+    tokens_seen: int = 0
+    wandb_run_id: str | None = None
+    world_size: int = 1
+
+
+def checkpoints_root(output_dir: str | Path) -> Path:
+    return Path(output_dir) / "checkpoints"
+
+
+def step_dir(output_dir: str | Path, step: int) -> Path:
+    return checkpoints_root(output_dir) / f"step-{step:06d}"
+
+
+def temp_dir(output_dir: str | Path, step: int) -> Path:
+    # Deterministic name: every rank knows where to write without a broadcast.
+    return checkpoints_root(output_dir) / f".tmp-step-{step:06d}"
+
+
+def is_complete(path: Path) -> bool:
+    return (path / MARKER).is_file()
+
+
+def complete_checkpoints(output_dir: str | Path) -> list[Path]:
+    root = checkpoints_root(output_dir)
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name)) and is_complete(p)]
+    return [p for _, p in sorted(found)]
+
+
+def find_resume(output_dir: str | Path, resume: str) -> Path | None:
+    """`auto`: newest complete checkpoint (or None); `none`: None; else the given folder, which must be complete."""
+    if resume == "none":
+        return None
+    if resume == "auto":
+        found = complete_checkpoints(output_dir)
+        return found[-1] if found else None
+    path = Path(resume)
+    if not is_complete(path):
+        raise FileNotFoundError(f"checkpoint.resume '{path}' is not a complete checkpoint (no {MARKER} marker).")
+    return path
+
+
+def begin(output_dir: str | Path, step: int, is_main: bool) -> Path:
+    """Main process clears any stale temp folder of this step and creates it; callers barrier after this."""
+    tmp = temp_dir(output_dir, step)
+    if is_main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    return tmp
+
+
+def save_rng(folder: Path, rank: int) -> None:
+    torch.save(
+        {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+        folder / f"rng-rank{rank}.pt",
+    )
+
+
+def load_rng(folder: Path, rank: int) -> bool:
+    path = folder / f"rng-rank{rank}.pt"
+    if not path.is_file():
+        return False
+    # weights_only=False on purpose: RNG states hold numpy / Python objects, and the file is our own.
+    rng = torch.load(path, weights_only=False)
+    random.setstate(rng["python"])
+    np.random.set_state(rng["numpy"])
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    return True
+
+
+def write_state(folder: Path, state: TrainState, config_yaml: str) -> None:
+    (folder / "state.json").write_text(json.dumps(asdict(state), indent=2))
+    (folder / "config.yaml").write_text(config_yaml)
+
+
+def read_state(folder: Path) -> TrainState:
+    return TrainState(**json.loads((folder / "state.json").read_text()))
+
+
+def publish(tmp: Path, output_dir: str | Path, step: int) -> Path:
+    """Main process only: rename into place, then write the marker (the last thing, so it proves the rest)."""
+    final = step_dir(output_dir, step)
+    if final.exists():  # a checkpoint of this step from an earlier attempt: replace it, marker first
+        (final / MARKER).unlink(missing_ok=True)
+        shutil.rmtree(final)
+    os.rename(tmp, final)
+    with open(final / MARKER, "w") as f:
+        f.write("ok\n")
+        f.flush()
+        os.fsync(f.fileno())
+    return final
+
+
+def prune(output_dir: str | Path, keep_last: int) -> None:
+    """Keep the newest `keep_last` complete checkpoints; remove stale temp folders."""
+    root = checkpoints_root(output_dir)
+    for old in complete_checkpoints(output_dir)[:-keep_last]:
+        (old / MARKER).unlink(missing_ok=True)  # unmark first: a half-deleted folder is never taken
+        shutil.rmtree(old, ignore_errors=True)
+    for tmp in root.glob(".tmp-step-*"):
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,133 @@
+"""From encoded examples to micro-batches: packing, padding, and a deterministic, resumable order.
+
+The order of micro-batches is a pure function of (seed, epoch), so every process can compute it, take its own
+disjoint share, and a resumed run can skip to where it stopped without replaying a data loader.
+"""
+from __future__ import annotations
+
+import bisect
+import random
+from dataclasses import dataclass
+
+import torch
+
+from ft.data.prompt import Encoded
+
+
+def pack_best_fit_decreasing(lengths: list[int], max_length: int) -> list[list[int]]:
+    """Bins of example indices, each bin's total length <= max_length (best-fit decreasing, O(n log n))."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    bins: list[list[int]] = []
+    free: list[tuple[int, int]] = []  # sorted (space left, bin index)
+    for i in order:
+        n = lengths[i]
+        if n > max_length:
+            raise ValueError(f"example {i} has {n} tokens, more than max_length={max_length}")
+        k = bisect.bisect_left(free, (n, -1))  # tightest bin that still fits
+        if k < len(free):
+            space, b = free.pop(k)
+            bins[b].append(i)
+            bisect.insort(free, (space - n, b))
+        else:
+            bins.append([i])
+            bisect.insort(free, (max_length - n, len(bins) - 1))
+    return bins
+
+
+@dataclass
+class BatchPlan:
+    """Which examples form each micro-batch, for every epoch, for every process."""
+
+    lengths: list[int]
+    batch_size: int  # rows per micro-batch per process
+    max_length: int
+    packing: bool
+    group_by_length: bool
+    seed: int
+    world_size: int = 1
+    accumulation: int = 1
+
+    def __post_init__(self):
+        # Packing is computed once; epochs shuffle the bins (BFD itself is deterministic).
+        self.bins = pack_best_fit_decreasing(self.lengths, self.max_length) if self.packing else None
+
+    def _rows(self, epoch: int) -> list[list[int]]:
+        """Rows (lists of example indices) in this epoch's order."""
+        rng = random.Random(self.seed * 1_000_003 + epoch)
+        if self.packing:
+            rows = [list(b) for b in self.bins]
+            rng.shuffle(rows)
+            return rows
+        idx = list(range(len(self.lengths)))
+        rng.shuffle(idx)
+        if self.group_by_length:  # sort within mega-batches: less padding, still random across them
+            mega = self.batch_size * 32
+            idx = [i for s in range(0, len(idx), mega) for i in sorted(idx[s : s + mega], key=lambda j: -self.lengths[j])]
+        return [[i] for i in idx]
+
+    def global_micro_batches(self, epoch: int) -> list[list[list[int]]]:
+        """All micro-batches of the epoch (each a list of rows), trimmed to whole optimizer steps."""
+        if getattr(self, "_cached", (None,))[0] == epoch:
+            return self._cached[1]
+        rows = self._rows(epoch)
+        batches = [rows[s : s + self.batch_size] for s in range(0, len(rows) - self.batch_size + 1, self.batch_size)]
+        if self.group_by_length and not self.packing:
+            random.Random(self.seed * 7919 + epoch).shuffle(batches)
+        per_step = self.world_size * self.accumulation
+        self._cached = (epoch, batches[: len(batches) // per_step * per_step])
+        return self._cached[1]
+
+    def steps_per_epoch(self) -> int:
+        return len(self.global_micro_batches(0)) // (self.world_size * self.accumulation)
+
+    def step_batches(self, epoch: int, step_in_epoch: int, rank: int) -> list[list[list[int]]]:
+        """The `accumulation` micro-batches this rank processes for one optimizer step.
+
+        Micro-batches of a step are laid out [step][micro][rank], so rank r's share is disjoint from the others.
+        """
+        batches = self.global_micro_batches(epoch)
+        start = step_in_epoch * self.world_size * self.accumulation
+        window = batches[start : start + self.world_size * self.accumulation]
+        return [window[m * self.world_size + rank] for m in range(self.accumulation)]
+
+
+def collate(rows: list[list[int]], examples: list[Encoded], pad_id: int, packed: bool) -> dict[str, torch.Tensor]:
+    """Tensors for one micro-batch, padded to its longest row (never to max_length).
+
+    Packed rows carry `position_ids` that restart at 0 for every example and no 2-D attention mask, which is what
+    lets transformers build a block-diagonal causal mask (call the model with use_cache=False). Unpacked rows are
+    right-padded with an attention mask. Labels of padding and of every example's first token are -100, so no loss
+    crosses a boundary.
+    """
+    ids, labels, pos = [], [], []
+    for row in rows:
+        r_ids, r_lab, r_pos = [], [], []
+        for i in row:
+            ex = examples[i]
+            r_ids += ex.input_ids
+            r_lab += [-100] + ex.labels[1:]
+            r_pos += list(range(len(ex.input_ids)))
+        ids.append(r_ids)
+        labels.append(r_lab)
+        pos.append(r_pos)
+    width = max(len(r) for r in ids)
+    batch = {
+        "input_ids": torch.tensor([r + [pad_id] * (width - len(r)) for r in ids]),
+        "labels": torch.tensor([r + [-100] * (width - len(r)) for r in labels]),
+    }
+    if packed:
+        # Padding continues the positions of its own pseudo-sequence, so it forms a separate block.
+        batch["position_ids"] = torch.tensor([p + list(range(width - len(p))) for p in pos])
+    else:
+        batch["attention_mask"] = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in ids])
+    return batch
+
+
+def padding_stats(batches: list[list[list[int]]], lengths: list[int]) -> dict:
+    """Fraction of padded positions when each micro-batch is padded to its longest row."""
+    real = total = 0
+    for batch in batches:
+        row_lens = [sum(lengths[i] for i in row) for row in batch]
+        real += sum(row_lens)
+        total += max(row_lens) * len(row_lens)
+    return {"tokens": real, "padded_tokens": total, "padding_fraction": 1 - real / total if total else 0.0}

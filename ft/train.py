@@ -1,0 +1,359 @@
+"""THE RECIPE: fine-tune a text-to-SQL model with QLoRA.
+
+    accelerate launch ft/train.py [--config configs/X.yaml] [--section.key value ...]
+
+Reads top to bottom: config -> data -> model -> loop (accumulate, step, log, eval, checkpoint) -> finish.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: import the package from the repo, not ft/ as top level
+    _repo = str(Path(__file__).resolve().parents[1])
+    sys.path[:] = [_repo] + [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import contextlib
+import logging
+import math
+import os
+import time
+
+import torch
+import torch.nn.functional as F
+
+from ft import checkpoint as ckpt
+from ft.config import Config, ConfigError, load_config, to_yaml
+from ft.data.batching import BatchPlan, collate, padding_stats
+from ft.data.prompt import encode_rows
+from ft.data.rows import DataError
+from ft.distributed import EXIT_PREEMPTED, StopFlag, cpu_rehearsal_shim, loss_scale, peak_memory_mb, sum_across
+from ft.model import ModelError, add_lora, load_base_model, load_tokenizer, local_model_dir, trainable_parameters
+from ft.tracking import Tracker, new_run_id, wandb_offline_default
+
+log = logging.getLogger("sqlft")
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+
+
+# ------------------------------------------------------------------------------------------------
+# building blocks the loop calls
+
+
+def token_loss_sum(model, batch: dict) -> tuple[torch.Tensor, int]:
+    """Summed cross-entropy over target tokens, and their count.
+
+    The LM head runs only where the next token is a target (`logits_to_keep` as a boolean mask): prompts are
+    mostly schema, so most logits would be thrown away anyway.
+    """
+    labels = batch["labels"]
+    keep = torch.zeros_like(labels, dtype=torch.bool)
+    keep[:, :-1] = labels[:, 1:] != -100
+    targets = labels[:, 1:][keep[:, :-1]]
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    logits = model(**inputs, use_cache=False, logits_to_keep=keep).logits
+    logits = logits.reshape(-1, logits.shape[-1]).float()
+    return F.cross_entropy(logits, targets, reduction="sum"), int(targets.numel())
+
+
+def target_tokens(batch: dict) -> int:
+    return int((batch["labels"][:, 1:] != -100).sum())
+
+
+def backward_window(model, accelerator, batches: list[dict]) -> tuple[float, int, float]:
+    """Forward + backward over one accumulation window; gradients end up those of the window's token mean.
+
+    Token losses are summed and divided by the target tokens of the whole window on all processes, so a
+    short example weighs as much per token as a long one (a mean of per-batch means would not).
+    Returns (local loss sum, local target tokens, global target tokens).
+    """
+    window_targets = sum_across(accelerator, sum(target_tokens(b) for b in batches))
+    scale = loss_scale(accelerator.num_processes, window_targets)
+    total, count = 0.0, 0
+    for i, batch in enumerate(batches):
+        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+        last = i == len(batches) - 1
+        with contextlib.nullcontext() if last else accelerator.no_sync(model):  # all-reduce once per window
+            loss_sum, n = token_loss_sum(model, batch)
+            accelerator.backward(loss_sum * scale)
+        total, count = total + loss_sum.item(), count + n
+    return total, count, window_targets
+
+
+def make_scheduler(optimizer, cfg: Config, total_steps: int):
+    from transformers import get_scheduler
+
+    name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[cfg.train.lr_scheduler]
+    return get_scheduler(name, optimizer, num_warmup_steps=cfg.train.warmup_steps, num_training_steps=total_steps)
+
+
+def make_optimizer(model, cfg: Config):
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.train.optimizer == "paged_adamw_8bit":
+        if not torch.cuda.is_available():
+            raise ConfigError("Config key 'train.optimizer' has a bad value 'paged_adamw_8bit': it needs CUDA; use adamw.")
+        import bitsandbytes as bnb
+
+        return bnb.optim.PagedAdamW8bit(params, lr=cfg.train.learning_rate, weight_decay=cfg.train.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.train.learning_rate, weight_decay=cfg.train.weight_decay)
+
+
+@torch.no_grad()
+def eval_loss(model, accelerator, examples, cfg: Config, max_batches: int | None) -> float | None:
+    """Token-mean loss on the held-out split; each rank takes every world_size-th batch."""
+    if not examples:
+        return None
+    bs, pad = cfg.train.per_device_batch_size, eval_loss.pad_id
+    batches = [list(range(s, min(s + bs, len(examples)))) for s in range(0, len(examples), bs)]
+    if max_batches:
+        batches = batches[: max_batches * accelerator.num_processes]
+    model.eval()
+    total = count = 0.0
+    for b in batches[accelerator.process_index :: accelerator.num_processes]:
+        batch = {k: v.to(accelerator.device) for k, v in collate([[i] for i in b], examples, pad, packed=False).items()}
+        loss, n = token_loss_sum(model, batch)
+        total, count = total + loss.item(), count + n
+    model.train()
+    total, count = sum_across(accelerator, total), sum_across(accelerator, count)
+    return total / count if count else None
+
+
+def save_adapter(accelerator, model, tokenizer, dest: Path) -> None:
+    """Adapter weights only (the frozen base is never written), loadable by PeftModel.from_pretrained."""
+    state_dict = accelerator.get_state_dict(model) if accelerator.distributed_type.name == "DEEPSPEED" else None
+    if accelerator.is_main_process:
+        unwrapped = accelerator.unwrap_model(model)
+        # save_embedding_layers=False: with lm_head among the LoRA targets, peft would otherwise copy the whole
+        # frozen lm_head (1 GB for a 128k vocabulary) into every checkpoint.
+        unwrapped.save_pretrained(dest, state_dict=state_dict, safe_serialization=True, save_embedding_layers=False)
+        tokenizer.save_pretrained(dest)
+
+
+def save_checkpoint(accelerator, model, optimizer, scheduler, tokenizer, state, cfg: Config) -> Path:
+    out = cfg.train.output_dir
+    tmp = ckpt.begin(out, state.step, accelerator.is_main_process)
+    accelerator.wait_for_everyone()
+    save_adapter(accelerator, model, tokenizer, tmp / "adapter")
+    ckpt.save_rng(tmp, accelerator.process_index)
+    if accelerator.is_main_process:
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        ckpt.write_state(tmp, state, to_yaml(cfg))
+    accelerator.wait_for_everyone()  # every rank's files are in before one process publishes
+    final = ckpt.step_dir(out, state.step)
+    if accelerator.is_main_process:
+        ckpt.publish(tmp, out, state.step)
+        ckpt.prune(out, cfg.checkpoint.keep_last)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def load_checkpoint(path: Path, accelerator, model, optimizer, scheduler) -> ckpt.TrainState:
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    set_peft_model_state_dict(accelerator.unwrap_model(model), load_file(path / "adapter" / "adapter_model.safetensors"))
+    # weights_only=False deliberately: optimizer / scheduler states are our own files and hold Python objects.
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False, map_location=accelerator.device))
+    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
+    if not ckpt.load_rng(path, accelerator.process_index):
+        log.warning("no RNG state for rank %d in %s (world size changed?); continuing with fresh RNG",
+                    accelerator.process_index, path)
+    return ckpt.read_state(path)
+
+
+def check_output_dir(path: str) -> None:
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-probe"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"Config key 'train.output_dir': cannot write to '{out}': {e.strerror or e}.") from None
+
+
+# ------------------------------------------------------------------------------------------------
+# the recipe
+
+
+def train(cfg: Config) -> dict:
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+
+    # ---- processes, seed, output -------------------------------------------------------------
+    cpu_rehearsal_shim()
+    wandb_offline_default()
+    accelerator = Accelerator(log_with="wandb" if cfg.tracking.wandb else None, project_dir=cfg.train.output_dir)
+    is_main, rank, world = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
+    logging.basicConfig(level=logging.INFO if is_main else logging.WARNING, format="%(asctime)s %(message)s")
+    set_seed(cfg.train.seed)
+    if is_main:
+        check_output_dir(cfg.train.output_dir)
+        print("---- resolved config ----\n" + to_yaml(cfg) + "-------------------------", flush=True)
+    accelerator.wait_for_everyone()
+
+    # ---- data --------------------------------------------------------------------------------
+    from ft.data.sources import load_splits
+
+    with accelerator.main_process_first():  # GGUF conversion and dataset generation happen once
+        model_dir = local_model_dir(cfg)
+        tokenizer = load_tokenizer(model_dir)
+        train_rows, eval_rows, data_report = load_splits(cfg.data, cfg.train.seed)
+    d = cfg.data
+    train_ex, enc_report = encode_rows(train_rows, tokenizer, d.template, d.max_length, d.overlong)
+    eval_ex, _ = encode_rows(eval_rows, tokenizer, d.template, d.max_length, "skip")
+    if not train_ex:
+        raise DataError(f"No training examples left from '{d.source}' after encoding ({enc_report}).")
+    eval_loss.pad_id = tokenizer.pad_token_id
+    lengths = [len(e.input_ids) for e in train_ex]
+    plan = BatchPlan(lengths, cfg.train.per_device_batch_size, d.max_length, d.packing, d.group_by_length,
+                     cfg.train.seed, world, cfg.train.gradient_accumulation_steps)
+    steps_per_epoch = plan.steps_per_epoch()
+    if steps_per_epoch == 0:
+        raise DataError(
+            f"{len(train_ex)} training examples make no full optimizer step of "
+            f"{world} processes x {cfg.train.gradient_accumulation_steps} accumulation x "
+            f"{cfg.train.per_device_batch_size} rows; lower the batch size or add data."
+        )
+    total_steps = cfg.train.max_steps or math.ceil(cfg.train.epochs * steps_per_epoch)
+    pad_report = padding_stats(plan.global_micro_batches(0), lengths)
+    if is_main:
+        log.info("data: %s | encoding: %s | padding %.1f%% | %d steps/epoch, %d steps",
+                 data_report, enc_report, 100 * pad_report["padding_fraction"], steps_per_epoch, total_steps)
+
+    # ---- model -------------------------------------------------------------------------------
+    device_map = {"": accelerator.device} if accelerator.device.type == "cuda" and accelerator.distributed_type.name != "DEEPSPEED" else None
+    model, attn = load_base_model(cfg, model_dir, device_map=device_map)
+    model = add_lora(model, cfg)
+    n_train, n_total = trainable_parameters(model)
+    if is_main:
+        log.info("model %s | attention %s | quantization %s | trainable %d / %d params",
+                 cfg.model.name_or_path, attn, cfg.quantization.mode, n_train, n_total)
+    optimizer = make_optimizer(model, cfg)
+    scheduler = make_scheduler(optimizer, cfg, total_steps)  # stepped by us: accelerate would step it per process
+    model, optimizer = accelerator.prepare(model, optimizer)
+
+    # ---- resume ------------------------------------------------------------------------------
+    resume_from = ckpt.find_resume(cfg.train.output_dir, cfg.checkpoint.resume)
+    if resume_from is not None:
+        state = load_checkpoint(resume_from, accelerator, model, optimizer, scheduler)
+        if is_main:
+            log.info("resumed from %s at step %d", resume_from, state.step)
+    else:
+        state = ckpt.TrainState(wandb_run_id=new_run_id() if is_main else None, world_size=world)
+    tracker = Tracker(accelerator, cfg, state.wandb_run_id, resumed=resume_from is not None)
+    if resume_from is None:
+        tracker.log({"perf/trainable_params": n_train, "perf/padding_fraction": pad_report["padding_fraction"]}, step=0)
+
+    # ---- loop --------------------------------------------------------------------------------
+    stop = StopFlag()
+    model.train()
+    bar = tqdm(total=total_steps, initial=state.step, disable=not is_main, desc="train", dynamic_ncols=True)
+    window = {"loss": 0.0, "targets": 0, "tokens": 0, "examples": 0, "t0": time.perf_counter()}
+    trace = open(Path(cfg.train.output_dir) / "examples.jsonl", "a") if is_main else None
+    preempted = False
+    while state.step < total_steps:
+        epoch, step_in_epoch = divmod(state.step, steps_per_epoch)
+        micro = plan.step_batches(epoch, step_in_epoch, rank)
+        batches = [collate(rows, train_ex, tokenizer.pad_token_id, d.packing) for rows in micro]
+        loss_sum, n_targets, window_targets = backward_window(model, accelerator, batches)
+        # What every rank saw this step follows from the plan: no collective needed to count it.
+        step_examples = [[j for row in m for j in row] for rk in range(world) for m in plan.step_batches(epoch, step_in_epoch, rk)]
+        window["loss"] += loss_sum
+        window["targets"] += n_targets
+        window["tokens"] += sum(lengths[j] for m in step_examples for j in m)  # real tokens, padding excluded
+        window["examples"] += sum(len(m) for m in step_examples)
+        grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.train.max_grad_norm) if cfg.train.max_grad_norm > 0 else None
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        state.step += 1
+        state.target_tokens_seen += int(window_targets)
+        state.examples_seen += sum(len(m) for m in step_examples)
+        state.tokens_seen += sum(lengths[j] for m in step_examples for j in m)
+        if trace is not None:
+            trace.write(f'{{"step": {state.step}, "examples": {step_examples}}}\n')
+            trace.flush()
+        bar.update(1)
+
+        if state.step % cfg.train.log_every == 0 or state.step == total_steps:
+            elapsed = time.perf_counter() - window["t0"]
+            loss = sum_across(accelerator, window["loss"]) / max(sum_across(accelerator, window["targets"]), 1)
+            tokens, examples = window["tokens"], window["examples"]
+            targets = sum_across(accelerator, window["targets"])
+            metrics = {
+                "train/loss": loss, "train/lr": scheduler.get_last_lr()[0],
+                "train/epoch": state.step / steps_per_epoch, "train/examples_seen": state.examples_seen,
+                "perf/target_tokens_per_s": targets / elapsed, "perf/tokens_per_s": tokens / elapsed,
+                "perf/samples_per_s": examples / elapsed, "perf/peak_memory_mb": peak_memory_mb(accelerator.device),
+            }
+            if grad_norm is not None:
+                metrics["train/grad_norm"] = float(grad_norm)
+            tracker.log(metrics, step=state.step)
+            bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens / elapsed:.0f}")
+            window = {"loss": 0.0, "targets": 0, "tokens": 0, "examples": 0, "t0": time.perf_counter()}
+
+        if cfg.train.eval_every and state.step % cfg.train.eval_every == 0 and state.step < total_steps:
+            ev = eval_loss(model, accelerator, eval_ex, cfg, cfg.train.eval_batches)
+            if ev is not None:
+                tracker.log({"eval/loss": ev}, step=state.step)
+
+        stopping = stop.should_stop(accelerator)
+        if (cfg.checkpoint.every and state.step % cfg.checkpoint.every == 0) or stopping or state.step == total_steps:
+            path = save_checkpoint(accelerator, model, optimizer, scheduler, tokenizer, state, cfg)
+            if is_main:
+                tqdm.write(f"checkpoint: {path}")
+        if stopping:
+            preempted = True
+            break
+    bar.close()
+    if trace is not None:
+        trace.close()
+
+    # ---- finish ------------------------------------------------------------------------------
+    result = {"step": state.step, "output_dir": cfg.train.output_dir, "preempted": preempted}
+    if not preempted:
+        ev = eval_loss(model, accelerator, eval_ex, cfg, None)
+        if ev is not None:
+            tracker.log({"eval/loss": ev}, step=state.step)
+            result["eval_loss"] = ev
+        adapter_dir = Path(cfg.train.output_dir) / "adapter"
+        final = ckpt.step_dir(cfg.train.output_dir, state.step) / "adapter"
+        if is_main:
+            import shutil
+
+            tmp = adapter_dir.with_name(".adapter.tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(final, tmp)
+            shutil.rmtree(adapter_dir, ignore_errors=True)
+            os.rename(tmp, adapter_dir)
+            print(f"\nadapter: {adapter_dir.resolve()}  (checkpoint {final.parent})", flush=True)
+        result["adapter"] = str(adapter_dir)
+    tracker.finish()
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    config_path = DEFAULT_CONFIG
+    if "--config" in argv:
+        i = argv.index("--config")
+        if i + 1 >= len(argv):
+            print("error: --config needs a path", file=sys.stderr)
+            return 2
+        config_path = argv[i + 1]
+        del argv[i : i + 2]
+    try:
+        cfg = load_config(config_path, argv)
+        result = train(cfg)
+    except (ConfigError, DataError, ModelError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return EXIT_PREEMPTED if result["preempted"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from tiny import build_tiny_model  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+SCHEMA = """CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT, city TEXT);
+
+CREATE TABLE orders (id INTEGER PRIMARY KEY, customer_id INTEGER REFERENCES customers(id), total REAL, day TEXT);
+
+CREATE TABLE products (id INTEGER PRIMARY KEY, name TEXT, price REAL);"""
+
+CITIES = ["Paris", "Berlin", "Madrid", "Rome", "Oslo", "Lisbon", "Vienna", "Prague"]
+
+
+def make_rows(n: int = 48) -> list[dict]:
+    """Small fixed text-to-SQL rows with answers of different lengths."""
+    rows = []
+    for i in range(n):
+        city = CITIES[i % len(CITIES)]
+        kind = i % 3
+        if kind == 0:
+            q, sql = f"How many customers live in {city}?", f"SELECT COUNT(*) FROM customers WHERE city = '{city}'"
+        elif kind == 1:
+            q = f"What is the total of orders by customers from {city}?"
+            sql = f"SELECT SUM(o.total) FROM orders o JOIN customers c ON o.customer_id = c.id WHERE c.city = '{city}'"
+        else:
+            q = f"List the names of the {i % 5 + 1} most expensive products."
+            sql = f"SELECT name FROM products ORDER BY price DESC LIMIT {i % 5 + 1}"
+        rows.append({"question": q, "query": sql, "schema": SCHEMA, "difficulty": ["simple", "join", "topk"][kind]})
+    return rows
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def rows_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("rows") / "train.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in make_rows()))
+    return path

@@ -1,0 +1,231 @@
+"""The training loop, end to end on a tiny random Llama (CPU)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import REPO
+
+TRAIN = [sys.executable, str(REPO / "ft" / "train.py")]
+
+
+def write_config(tmp: Path, tiny_model: Path, rows_file: Path, **sections) -> Path:
+    cfg = {
+        "model": {"name_or_path": str(tiny_model), "gradient_checkpointing": False},
+        "quantization": {"mode": "none", "dtype": "float32", "compute_dtype": "float32"},
+        "lora": {"r": 16, "alpha": 16, "dropout": 0.0, "target_modules": ["q_proj", "v_proj", "lm_head"]},
+        "data": {"source": str(rows_file), "eval_fraction": 0.25, "max_length": 256},
+        "train": {"output_dir": str(tmp / "run"), "max_steps": 30, "per_device_batch_size": 4,
+                  "learning_rate": 1e-2, "warmup_steps": 2, "log_every": 2, "seed": 0},
+        "checkpoint": {"every": 0},
+        "tracking": {"wandb": False},
+        "eval": {"at_end": False},
+    }
+    for section, values in sections.items():
+        cfg[section] = cfg.get(section, {}) | values
+    path = tmp / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def run(config: Path, *extra: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    proc = subprocess.run(TRAIN + ["--config", str(config), *extra], capture_output=True, text=True,
+                          env=os.environ | {"WANDB_MODE": "offline"} | (env or {}), timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def adapter_tensors(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(path / "adapter_model.safetensors")
+
+
+def test_loss_falls_and_adapter_loads_and_wandb_offline(tmp_path, tiny_model, rows_file):
+    cfg = write_config(tmp_path, tiny_model, rows_file, tracking={"wandb": True, "project": "t"},
+                       train={"eval_every": 10})
+    proc = run(cfg)
+    out = tmp_path / "run"
+    m = [r for r in metrics(out) if "train/loss" in r]
+    assert m[-1]["train/loss"] < 0.75 * m[0]["train/loss"], m
+    assert {"train/lr", "train/grad_norm", "perf/tokens_per_s", "perf/target_tokens_per_s", "perf/samples_per_s",
+            "perf/peak_memory_mb", "train/epoch"} <= set(m[-1])
+    evals = [r["eval/loss"] for r in metrics(out) if "eval/loss" in r]
+    assert len(evals) >= 3 and evals[-1] < evals[0]
+    assert "---- resolved config ----" in proc.stdout and "adapter:" in proc.stdout
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_model), dtype=torch.float32)
+    model = PeftModel.from_pretrained(base, str(out / "adapter"))
+    assert any("lora_B" in n and p.abs().sum() > 0 for n, p in model.named_parameters())
+    # the frozen base is not in the adapter
+    assert all("lora_" in k for k in adapter_tensors(out / "adapter"))
+
+    # W&B offline run folder holds the logged metrics and the config
+    runs = list((out / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    files = {p.name for p in runs[0].rglob("*")}
+    assert any(f.endswith(".wandb") for f in files)
+    raw = b"".join(p.read_bytes() for p in runs[0].rglob("*.wandb"))
+    assert b"train/loss" in raw and b"eval/loss" in raw and b"learning_rate" in raw
+
+
+def test_grad_accumulation_matches_big_batch(tiny_model, rows_file):
+    """batch 1 x accumulation 4 == batch 4 x accumulation 1 (fp32), and mean-of-means would not be."""
+    from accelerate import Accelerator
+
+    from ft.config import load_config
+    from ft.data.batching import collate
+    from ft.data.prompt import encode_rows
+    from ft.data.rows import Row
+    from ft.model import add_lora, load_base_model, load_tokenizer
+    from ft.train import backward_window, token_loss_sum
+
+    cfg = load_config(None, {"model.name_or_path": str(tiny_model), "model.gradient_checkpointing": "false",
+                             "quantization.mode": "none", "quantization.dtype": "float32", "lora.dropout": "0"})
+    acc = Accelerator(cpu=True)
+    tok = load_tokenizer(str(tiny_model))
+    rows = [Row(**json.loads(l)) for l in rows_file.read_text().splitlines()[:4]]
+    ex, _ = encode_rows(rows, tok, "default", 512, "error")
+    assert len({sum(l != -100 for l in e.labels) for e in ex}) > 1  # different target lengths
+    torch.manual_seed(0)
+    model = add_lora(load_base_model(cfg, str(tiny_model))[0], cfg)
+    for n, p in model.named_parameters():
+        if "lora_B" in n:
+            p.data.normal_(0, 0.02)  # so lora_A gets gradients too
+
+    def grads(micro_rows, mean_of_means=False):
+        model.zero_grad()
+        batches = [collate(r, ex, tok.pad_token_id, packed=False) for r in micro_rows]
+        if mean_of_means:
+            for b in batches:
+                s, n = token_loss_sum(model, b)
+                (s / n / len(batches)).backward()
+        else:
+            backward_window(model, acc, batches)
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    small = grads([[[0]], [[1]], [[2]], [[3]]])
+    big = grads([[[0], [1], [2], [3]]])
+    mom = grads([[[0]], [[1]], [[2]], [[3]]], mean_of_means=True)
+    worst = max((small[k] - big[k]).abs().max().item() for k in big)
+    assert worst < 1e-5
+    # the same parameter update: one SGD step from the same weights
+    lr = 0.1
+    assert max((lr * small[k] - lr * big[k]).abs().max().item() for k in big) < 1e-6
+    assert max((mom[k] - big[k]).abs().max().item() for k in big) > 1e-3 * max(big[k].abs().max().item() for k in big)
+
+
+def test_qlora_4bit_path_on_cpu(tmp_path, tiny_model, rows_file):
+    cfg = write_config(tmp_path, tiny_model, rows_file,
+                       quantization={"mode": "4bit", "dtype": "bfloat16", "compute_dtype": "bfloat16"},
+                       train={"max_steps": 12})
+    proc = run(cfg)
+    assert "quantization 4bit" in proc.stderr + proc.stdout
+    m = [r["train/loss"] for r in metrics(tmp_path / "run") if "train/loss" in r]
+    assert m[-1] < m[0]
+    assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def _trace(run_dir: Path) -> dict:
+    out = {}
+    for line in (run_dir / "examples.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        out[rec["step"]] = rec["examples"]  # a replayed step after a resume overwrites the killed attempt
+    return out
+
+
+def test_resume_after_sigkill_matches_uninterrupted(tmp_path, tiny_model, rows_file):
+    common = dict(train={"max_steps": 16, "per_device_batch_size": 2, "gradient_accumulation_steps": 2,
+                         "epochs": 3, "seed": 3}, lora={"dropout": 0.1}, checkpoint={"every": 4, "keep_last": 2},
+                  data={"packing": True, "max_length": 256})
+    ref_dir, kill_dir = tmp_path / "ref", tmp_path / "kill"
+    ref_dir.mkdir(), kill_dir.mkdir()
+    run(write_config(ref_dir, tiny_model, rows_file, **common))
+
+    cfg = write_config(kill_dir, tiny_model, rows_file, **common)
+    proc = subprocess.Popen(TRAIN + ["--config", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = kill_dir / "run" / "checkpoints" / "step-000008" / "COMPLETED"
+    deadline = time.time() + 300
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (kill_dir / "run" / "adapter").exists(), "the run finished before it could be killed"
+    done = sorted(p.name for p in (kill_dir / "run" / "checkpoints").glob("step-*"))
+    assert "step-000016" not in done
+
+    run(cfg)  # same command: resumes from the newest complete checkpoint
+    a, b = adapter_tensors(ref_dir / "run" / "adapter"), adapter_tensors(kill_dir / "run" / "adapter")
+    assert a.keys() == b.keys()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-6
+    assert _trace(ref_dir / "run") == _trace(kill_dir / "run")
+    assert len(list((kill_dir / "run" / "checkpoints").glob("step-*"))) == 2  # keep_last
+
+
+def test_sigterm_checkpoints_and_exits_for_requeue(tmp_path, tiny_model, rows_file):
+    from ft.distributed import EXIT_PREEMPTED
+
+    cfg = write_config(tmp_path, tiny_model, rows_file, train={"max_steps": 400, "per_device_batch_size": 2})
+    proc = subprocess.Popen(TRAIN + ["--config", str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    trace = tmp_path / "run" / "examples.jsonl"
+    deadline = time.time() + 300
+    while (not trace.exists() or trace.stat().st_size == 0) and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGUSR1)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == EXIT_PREEMPTED, out[-3000:]
+    ckpts = list((tmp_path / "run" / "checkpoints").glob("step-*"))
+    assert len(ckpts) == 1 and (ckpts[0] / "COMPLETED").exists()
+    stopped_at = int(ckpts[0].name.split("-")[1])
+    assert 0 < stopped_at < 400
+    state = json.loads((ckpts[0] / "state.json").read_text())
+    assert state["step"] == stopped_at
+
+
+def test_incomplete_checkpoint_is_ignored(tmp_path):
+    from ft import checkpoint as ckpt
+
+    out = tmp_path / "run"
+    for step in (4, 8):
+        d = ckpt.step_dir(out, step)
+        d.mkdir(parents=True)
+        (d / "state.json").write_text("{}")
+    (ckpt.step_dir(out, 4) / ckpt.MARKER).write_text("ok")
+    ckpt.temp_dir(out, 12).mkdir()  # a crash mid-write
+    assert ckpt.find_resume(out, "auto") == ckpt.step_dir(out, 4)
+    assert ckpt.find_resume(out, "none") is None
+    with pytest.raises(FileNotFoundError, match="not a complete checkpoint"):
+        ckpt.find_resume(out, str(ckpt.step_dir(out, 8)))
+
+
+@pytest.mark.parametrize(
+    "override,pattern",
+    [
+        (["--model.name_or_path", "./no/such/model"], "model.name_or_path"),
+        (["--lora.r", "0"], "lora.r"),
+        (["--train.output_dir", "/proc/sqlft-cannot-write"], "train.output_dir"),
+        (["--lora.target_modules", "q_proj,nonexistent_proj"], "nonexistent_proj"),
+    ],
+)
+def test_bad_input_is_a_clear_error(tmp_path, tiny_model, rows_file, override, pattern):
+    cfg = write_config(tmp_path, tiny_model, rows_file)
+    proc = run(cfg, *override, check=False)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "error:" in proc.stderr and pattern in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not list((tmp_path / "run").glob("checkpoints/step-*"))
