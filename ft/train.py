@@ -27,6 +27,7 @@ from ft.config import Config, ConfigError, load_config, to_yaml
 from ft.data.batching import BatchPlan, collate, padding_stats
 from ft.data.prompt import encode_rows
 from ft.data.rows import DataError
+from ft.evaluate import format_table, prediction_table_rows, write_results
 from ft.distributed import EXIT_PREEMPTED, StopFlag, cpu_rehearsal_shim, loss_scale, peak_memory_mb, sum_across
 from ft.model import ModelError, add_lora, load_base_model, load_tokenizer, local_model_dir, trainable_parameters
 from ft.tracking import Tracker, new_run_id, wandb_offline_default
@@ -117,6 +118,42 @@ def eval_loss(model, accelerator, examples, cfg: Config, max_batches: int | None
     return total / count if count else None
 
 
+def execution_eval(model, accelerator, tokenizer, rows, cfg: Config) -> tuple[list, dict] | None:
+    """Generate + execute on `rows`, sharded over processes; predictions gathered on every rank.
+
+    Every rank runs the same number of batches (the last shard is padded with repeats that are dropped), so
+    ZeRO-3's synced generation never waits on a rank that has finished.
+    """
+    from accelerate.utils import gather_object
+
+    from ft.evaluate import evaluate, summarize
+
+    if not rows:
+        return None
+    world, rank = accelerator.num_processes, accelerator.process_index
+    per_rank = math.ceil(len(rows) / world)
+    shard = rows[rank * per_rank : (rank + 1) * per_rank]
+    real = len(shard)
+    shard = shard + [rows[0]] * (per_rank - real)
+    e = cfg.eval
+    t0 = time.perf_counter()
+    preds, _ = evaluate(accelerator.unwrap_model(model), tokenizer, shard, template=cfg.data.template,
+                        batch_size=e.batch_size, max_new_tokens=e.max_new_tokens, timeout_s=e.timeout_s,
+                        max_rows=e.max_rows, retries=e.retries,
+                        synced_gpus=accelerator.distributed_type.name == "DEEPSPEED" and world > 1)
+    preds = gather_object([preds[:real]]) if world > 1 else [preds[:real]]
+    preds = [p for part in preds for p in part]
+    return preds, summarize(preds, time.perf_counter() - t0)
+
+
+def eval_metrics(prefix: str, metrics: dict) -> dict:
+    """Flatten a summary into tracker keys: eval/ex, eval/tier/join/ex, ..."""
+    out = {f"{prefix}/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}
+    for tier, vals in metrics.get("tiers", {}).items():
+        out |= {f"{prefix}/tier/{tier}/{k}": v for k, v in vals.items() if k != "n"}
+    return out
+
+
 def save_adapter(accelerator, model, tokenizer, dest: Path) -> None:
     """Adapter weights only (the frozen base is never written), loadable by PeftModel.from_pretrained."""
     state_dict = accelerator.get_state_dict(model) if accelerator.distributed_type.name == "DEEPSPEED" else None
@@ -201,6 +238,7 @@ def train(cfg: Config) -> dict:
         tokenizer = load_tokenizer(model_dir)
         train_rows, eval_rows, data_report = load_splits(cfg.data, cfg.train.seed)
     d = cfg.data
+    eval_sample = eval_rows[: cfg.eval.sample_size]  # fixed: the same questions at every periodic evaluation
     train_ex, enc_report = encode_rows(train_rows, tokenizer, d.template, d.max_length, d.overlong)
     eval_ex, _ = encode_rows(eval_rows, tokenizer, d.template, d.max_length, "skip")
     if not train_ex:
@@ -298,6 +336,11 @@ def train(cfg: Config) -> dict:
             ev = eval_loss(model, accelerator, eval_ex, cfg, cfg.train.eval_batches)
             if ev is not None:
                 tracker.log({"eval/loss": ev}, step=state.step)
+        if cfg.eval.every and state.step % cfg.eval.every == 0 and state.step < total_steps:
+            result = execution_eval(model, accelerator, tokenizer, eval_sample, cfg)
+            if result is not None:
+                tracker.log(eval_metrics("eval", result[1]), step=state.step)
+                tracker.log_table("eval/predictions", *prediction_table_rows(result[0]), step=state.step)
 
         stopping = stop.should_stop(accelerator)
         if (cfg.checkpoint.every and state.step % cfg.checkpoint.every == 0) or stopping or state.step == total_steps:
@@ -318,6 +361,23 @@ def train(cfg: Config) -> dict:
         if ev is not None:
             tracker.log({"eval/loss": ev}, step=state.step)
             result["eval_loss"] = ev
+        if cfg.eval.at_end and eval_rows:
+            # Base vs fine-tuned on the held-out split: the same model with its adapter switched off, then on.
+            summaries = {}
+            with accelerator.unwrap_model(model).disable_adapter():
+                base = execution_eval(model, accelerator, tokenizer, eval_rows, cfg)
+            tuned = execution_eval(model, accelerator, tokenizer, eval_rows, cfg)
+            for name, (preds, summary) in (("base", base), ("finetuned", tuned)):
+                summaries[name] = summary
+                if is_main:
+                    write_results(Path(cfg.train.output_dir) / "eval", preds, summary, name)
+                tracker.log(eval_metrics(f"final/{name}", summary), step=state.step)
+            tracker.log_table("final/predictions", *prediction_table_rows(tuned[0]), step=state.step)
+            tracker.summary({f"final/{n}/ex": m["ex"] for n, m in summaries.items()})
+            result["eval"] = summaries
+            if is_main:
+                print("\nexecution accuracy on the held-out split (" + str(len(eval_rows)) + " questions):\n"
+                      + format_table(summaries), flush=True)
         adapter_dir = Path(cfg.train.output_dir) / "adapter"
         final = ckpt.step_dir(cfg.train.output_dir, state.step) / "adapter"
         if is_main:
