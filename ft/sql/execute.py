@@ -1,0 +1,252 @@
+"""Run untrusted, model-written SQL on a SQLite database, and compare result sets.
+
+Generated SQL is treated as hostile. Layers of defence, each enough on its own for writes:
+  1. the file is opened read-only (`mode=ro` URI) and `PRAGMA query_only` is on;
+  2. only one statement, and it must start like a read (SELECT / WITH / VALUES);
+  3. an authorizer allows only reads, recursive CTEs, functions other than a small deny list and a
+     few introspection pragmas; it refuses everything else (ATTACH, VACUUM [INTO], writes, ...);
+  4. a progress handler aborts the query at a deadline, and size limits bound single values.
+Errors come back in `ExecResult.error`, never raised, so an evaluation loop keeps going.
+"""
+from __future__ import annotations
+
+import math
+import sqlite3
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+from sqlglot import exp
+from sqlglot.tokens import TokenType
+
+from .macros import register_macros
+from .parse import SQLGLOT_ERRORS, first_statement, parse_one, tokenize
+
+# Pragmas that only describe the schema; their argument is a name, never a setting.
+_READ_ONLY_PRAGMAS = frozenset({
+    "table_info", "table_xinfo", "table_list", "index_list", "index_info", "index_xinfo",
+    "foreign_key_list", "function_list", "collation_list", "pragma_list", "module_list",
+})
+# Built-ins that reach outside the database (or have had memory-safety bugs with crafted input).
+_DENIED_FUNCTIONS = frozenset({"load_extension", "fts3_tokenizer", "readfile", "writefile", "edit"})
+# Largest string/blob a query may build (SQLite's default is 1e9 bytes: a memory bomb).
+_MAX_VALUE_BYTES = 50_000_000
+_PROGRESS_EVERY_N_OPS = 1000
+
+
+def read_only_authorizer(action, arg1, arg2, db_name, trigger):
+    """sqlite3 authorizer that permits reads only; see the module docstring."""
+    if action in (sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_RECURSIVE):
+        return sqlite3.SQLITE_OK
+    if action == sqlite3.SQLITE_FUNCTION:
+        return sqlite3.SQLITE_DENY if (arg2 or "").lower() in _DENIED_FUNCTIONS else sqlite3.SQLITE_OK
+    if action == sqlite3.SQLITE_PRAGMA and (arg1 or "").lower() in _READ_ONLY_PRAGMAS:
+        return sqlite3.SQLITE_OK
+    # Writes, DDL, ATTACH (also how VACUUM [INTO] starts), transactions and other pragmas.
+    return sqlite3.SQLITE_DENY
+
+
+def install_read_only_authorizer(conn: sqlite3.Connection) -> None:
+    # The first use of a table-valued function on a connection registers it in the in-memory
+    # schema, which the authorizer would see as a write to sqlite_master; do that beforehand.
+    try:
+        conn.execute("SELECT count(*) FROM json_each('[]'), json_tree('[]')").fetchall()
+    except sqlite3.Error:  # a build without JSON support
+        pass
+    conn.set_authorizer(read_only_authorizer)
+
+
+@dataclass
+class ExecResult:
+    rows: list[tuple] | None
+    columns: list[str] | None
+    error: str | None
+    elapsed_s: float
+    truncated: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def _single_read_statement(sql: str) -> tuple[str | None, str | None]:
+    """(statement without trailing ';', None) or (None, reason it is refused)."""
+    first = first_statement(sql)
+    rest = sql[len(first) + 1:]
+    try:
+        # Only whitespace, comments and empty statements (';') may follow the first ';'.
+        if any(t.token_type != TokenType.SEMICOLON for t in tokenize(rest)):
+            return None, "only one SQL statement is allowed"
+    except SQLGLOT_ERRORS:
+        return None, "only one SQL statement is allowed"
+    try:
+        tokens = tokenize(first)
+    except SQLGLOT_ERRORS:  # e.g. an unterminated string: let SQLite report the syntax error
+        return first, None
+    if not tokens:
+        return None, "empty SQL"
+    keyword = tokens[0].text.upper()
+    if keyword not in ("SELECT", "WITH", "VALUES"):
+        return None, f"only read queries (SELECT) are allowed, got {keyword}"
+    return first, None
+
+
+def _ro_uri(db_path) -> str:
+    # Percent-encode the path: '?', '#' or '%' in a file name would otherwise change the URI.
+    return "file:" + quote(str(Path(db_path).resolve())) + "?mode=ro"
+
+
+def execute(db_path, sql: str, macros: list[dict] | None = None, timeout_s: float = 5.0,
+            max_rows: int = 10000) -> ExecResult:
+    """Run one untrusted read query; at most `max_rows` rows come back (`truncated` says so)."""
+    start = time.monotonic()
+
+    def failed(msg: str) -> ExecResult:
+        return ExecResult(None, None, msg, time.monotonic() - start, False)
+
+    statement, refusal = _single_read_statement(sql or "")
+    if refusal:
+        return failed(refusal)
+    if not Path(db_path).is_file():  # SQLite would say "unable to open database file"
+        return failed(f"database file not found: {db_path}")
+
+    deadline = start + timeout_s
+    timed_out = False
+
+    def past_deadline() -> int:
+        nonlocal timed_out
+        timed_out = time.monotonic() > deadline
+        return int(timed_out)  # non-zero aborts the running statement
+
+    conn = None
+    try:
+        conn = sqlite3.connect(_ro_uri(db_path), uri=True, timeout=min(timeout_s, 1.0), isolation_level=None)
+        # Real-world databases (BIRD) hold some text that isn't valid UTF-8.
+        conn.text_factory = lambda b: b.decode("utf-8", errors="replace")
+        conn.execute("PRAGMA query_only = ON")
+        if hasattr(conn, "setlimit"):  # Python >= 3.11
+            conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, _MAX_VALUE_BYTES)
+            conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
+        register_macros(conn, macros)
+        install_read_only_authorizer(conn)
+        conn.set_progress_handler(past_deadline, _PROGRESS_EVERY_N_OPS)
+
+        cur = conn.execute(statement)
+        columns = [d[0] for d in cur.description] if cur.description else []
+        rows = cur.fetchmany(max_rows + 1)
+        truncated = len(rows) > max_rows
+        return ExecResult(rows[:max_rows], columns, None, time.monotonic() - start, truncated)
+    except Exception as e:  # noqa: BLE001 - any failure is the query's result, not ours
+        if timed_out:
+            return failed(f"timeout: query exceeded {timeout_s:g}s")
+        return failed(f"{type(e).__name__}: {e}")
+    finally:
+        if conn is not None:
+            conn.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Result comparison
+
+
+def _norm_value(v):
+    # Round floats to 6 significant digits so that 0.1+0.2 and 0.3 compare equal. An integral float
+    # becomes the exact int first, so SUM(x) * 1.0 = 1234567.0 still equals an integer 1234567.
+    if isinstance(v, float):
+        if math.isnan(v) or math.isinf(v):
+            return v
+        if v.is_integer() and abs(v) < 2**53:
+            return int(v)
+        return float(f"{v:.6g}")
+    if isinstance(v, memoryview):
+        return bytes(v)
+    return v
+
+
+def _norm_rows(rows) -> list[tuple]:
+    return [tuple(_norm_value(v) for v in row) for row in rows or []]
+
+
+# At most this many column permutations are tried; candidates are pre-filtered by each column's
+# multiset of values, so real results almost never come near it.
+_MAX_PERMUTATIONS = 10_000
+
+
+def _column_permutations(gold: list[tuple], pred: list[tuple], ncols: int):
+    """Yield mappings perm (pred column perm[i] plays gold column i) worth trying.
+
+    A pred column can only stand for a gold column holding the same multiset of values, which
+    leaves very few candidates except for columns that are copies of each other.
+    """
+    gold_cols = [Counter(row[i] for row in gold) for i in range(ncols)]
+    pred_cols = [Counter(row[j] for row in pred) for j in range(ncols)]
+    candidates = [[j for j in range(ncols) if pred_cols[j] == gold_cols[i]] for i in range(ncols)]
+    if any(not c for c in candidates):
+        return
+    tried = 0
+    perm: list[int] = []
+    used: set[int] = set()
+
+    def search(i):
+        nonlocal tried
+        if tried >= _MAX_PERMUTATIONS:
+            return
+        if i == ncols:
+            tried += 1
+            yield tuple(perm)
+            return
+        for j in candidates[i]:
+            if j not in used:
+                perm.append(j)
+                used.add(j)
+                yield from search(i + 1)
+                perm.pop()
+                used.discard(j)
+
+    yield from search(0)
+
+
+def results_match(gold_rows, pred_rows, *, mode: str = "multiset", ordered: bool = False) -> bool:
+    """Does the predicted result equal the gold result?
+
+    mode="set": BIRD's metric, `set(pred) == set(gold)` (duplicates, row order and column order
+    count for nothing / everything respectively; `ordered` is ignored).
+    mode="multiset": Spider's execution metric: rows compared as multisets (as lists when
+    `ordered`), and the predicted columns may be a permutation of the gold ones.
+    Floats are rounded to 6 significant digits; None equals None.
+    """
+    gold, pred = _norm_rows(gold_rows), _norm_rows(pred_rows)
+    if mode == "set":
+        return set(gold) == set(pred)
+    if mode != "multiset":
+        raise ValueError(f"unknown mode {mode!r}; expected 'set' or 'multiset'")
+    if not gold and not pred:
+        return True
+    if len(gold) != len(pred):
+        return False
+    ncols = len(gold[0])
+    if any(len(r) != ncols for r in gold) or any(len(r) != ncols for r in pred):
+        return False
+    gold_key = gold if ordered else Counter(gold)
+    for perm in _column_permutations(gold, pred, ncols):
+        permuted = [tuple(row[j] for j in perm) for row in pred]
+        if (permuted if ordered else Counter(permuted)) == gold_key:
+            return True
+    return False
+
+
+def query_has_order_by(sql: str) -> bool:
+    """Whether the query's outermost SELECT (or compound SELECT) has an ORDER BY.
+
+    An ORDER BY only inside a subquery or window doesn't order the result. When sqlglot can't
+    parse the query, falls back to looking for "ORDER BY" in the text (as Spider's evaluator does).
+    """
+    try:
+        tree = parse_one(sql)
+    except (*SQLGLOT_ERRORS, ValueError):
+        return "order by" in " ".join((sql or "").lower().split())
+    while isinstance(tree, exp.Subquery) and not tree.args.get("order"):
+        tree = tree.this
+    return bool(tree.args.get("order"))
