@@ -103,7 +103,7 @@ def score_one(row: Row, raw: str, latency: float, timeout_s: float, max_rows: in
     p = Prediction(question=row.question, gold=row.query, predicted=pred_sql, tier=row.difficulty, db_id=row.db_id,
                    raw_output=raw, latency_s=latency)
     v = validate(pred_sql, row.schema, row.macros)
-    p.validation_errors = [i.message for i in v.errors]
+    p.validation_errors = [i.message + (f" (did you mean {i.suggestion}?)" if i.suggestion else "") for i in v.errors]
     p.hallucinated = [i.name for i in v.errors if i.kind in ("unknown_table", "unknown_column")]
     p.exact_match = bool(pred_sql) and normalize_sql(pred_sql) == normalize_sql(row.query)
     if not row.db_path:

@@ -51,3 +51,28 @@ def rows_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("rows") / "train.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in make_rows()))
     return path
+
+
+def build_shop_db(path: Path) -> Path:
+    """A SQLite file with SCHEMA's tables and a few rows, for execution tests."""
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    conn.executescript(SCHEMA)
+    conn.executemany("INSERT INTO customers VALUES (?, ?, ?)", [(i, f"c{i}", CITIES[i % len(CITIES)]) for i in range(1, 41)])
+    conn.executemany("INSERT INTO orders VALUES (?, ?, ?, ?)",
+                     [(i, i % 40 + 1, round(10 + i * 3.5, 2), f"2024-{i % 12 + 1:02d}-15") for i in range(1, 121)])
+    conn.executemany("INSERT INTO products VALUES (?, ?, ?)", [(i, f"p{i}", 5.0 * i) for i in range(1, 21)])
+    conn.commit()
+    conn.close()
+    return path
+
+
+@pytest.fixture(scope="session")
+def shop_rows_file(tmp_path_factory) -> Path:
+    """make_rows() with a real database to execute on (db_path relative to the file)."""
+    folder = tmp_path_factory.mktemp("shop")
+    build_shop_db(folder / "shop.sqlite")
+    path = folder / "rows.jsonl"
+    path.write_text("".join(json.dumps(r | {"db_id": "shop", "db_path": "shop.sqlite"}) + "\n" for r in make_rows(24)))
+    return path
