@@ -87,7 +87,7 @@ def test_schema_is_compact_and_matches_database(dataset):
             assert [re.match(r"CREATE TABLE (\w+)", s).group(1) for s in statements] == tables
             for t in tables:
                 n_cols = len(conn.execute(f"PRAGMA table_info({t})").fetchall())
-                assert 2 <= n_cols <= 7
+                assert 3 <= n_cols <= 7
                 assert conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] > 0
 
 

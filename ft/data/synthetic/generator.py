@@ -23,7 +23,7 @@ from .questions import TIERS, draw_examples
 from .schemas import DATABASES, HELDOUT_DBS, Database
 from .templates import TEMPLATES
 
-VERSION = "2"  # bump when the output changes, so cached copies are regenerated
+VERSION = "3"  # bump when the output changes, so cached copies are regenerated
 GENERATOR = "sqlft.data.synthetic"
 PER_TEMPLATE = 20  # examples per template unless it sets its own target (or runs out of distinct values)
 EVAL_FRACTION = 0.05  # share of each training database's questions (per tier) held out for eval

@@ -128,8 +128,12 @@ class Drawer:
             value = self._slot(spec)
             for k, v in (value.items() if isinstance(value, dict) else [(name, value)]):
                 text[k], sql[k] = _show(v)
-        question = self.rng.choice(tpl.questions).format(**text)
-        return question[0].upper() + question[1:], tpl.sql.format(**sql)
+        try:
+            question = self.rng.choice(tpl.questions).format(**text)
+            query = tpl.sql.format(**sql)
+        except KeyError as e:
+            raise ValueError(f"template {tpl.label()} uses {e} but no slot provides it") from None
+        return question[0].upper() + question[1:], query
 
     def acceptable(self, sql: str) -> bool:
         """Does the query give a meaningful, unambiguous answer?"""

@@ -164,11 +164,15 @@ def create(conn: sqlite3.Connection, ddl: str) -> None:
 # ------------------------------------------------------------------------------------------- sales
 
 SALES_DDL = """
-CREATE TABLE categories (category_id INTEGER PRIMARY KEY, name TEXT NOT NULL);
-CREATE TABLE products (product_id INTEGER PRIMARY KEY, name TEXT NOT NULL, category_id INTEGER REFERENCES categories(category_id), unit_price REAL, stock INTEGER);
-CREATE TABLE customers (customer_id INTEGER PRIMARY KEY, name TEXT NOT NULL, city TEXT, country TEXT, segment TEXT, signup_date TEXT);
-CREATE TABLE orders (order_id INTEGER PRIMARY KEY, customer_id INTEGER REFERENCES customers(customer_id), order_date TEXT, status TEXT, channel TEXT);
-CREATE TABLE order_items (item_id INTEGER PRIMARY KEY, order_id INTEGER REFERENCES orders(order_id), product_id INTEGER REFERENCES products(product_id), quantity INTEGER, unit_price REAL, discount REAL);
+CREATE TABLE categories (category_id INTEGER PRIMARY KEY, name TEXT NOT NULL, department TEXT);
+CREATE TABLE products (product_id INTEGER PRIMARY KEY, name TEXT NOT NULL,
+    category_id INTEGER REFERENCES categories(category_id), unit_price REAL, stock INTEGER);
+CREATE TABLE customers (customer_id INTEGER PRIMARY KEY, name TEXT NOT NULL, city TEXT, country TEXT,
+    segment TEXT, signup_date TEXT);
+CREATE TABLE orders (order_id INTEGER PRIMARY KEY, customer_id INTEGER REFERENCES customers(customer_id),
+    order_date TEXT, status TEXT, channel TEXT);
+CREATE TABLE order_items (item_id INTEGER PRIMARY KEY, order_id INTEGER REFERENCES orders(order_id),
+    product_id INTEGER REFERENCES products(product_id), quantity INTEGER, unit_price REAL, discount REAL);
 """
 
 CATEGORIES = {  # name: (price range, product nouns)
@@ -181,12 +185,14 @@ CATEGORIES = {  # name: (price range, product nouns)
     "Books": ((7, 60), "Cookbook Atlas Novel Guide Journal Almanac Anthology Workbook Memoir".split()),
     "Garden": ((9, 350), "Hose Shovel Planter Sprinkler Rake Pruner Grill Lantern Birdhouse".split()),
 }
+CATEGORY_DEPARTMENT = {"Electronics": "Tech", "Furniture": "Home", "Office Supplies": "Office", "Kitchen": "Home",
+                       "Sports": "Leisure", "Toys": "Leisure", "Books": "Leisure", "Garden": "Home"}
 BRANDS = "Nova Apex Zen Orbit Vista Pulse Terra Luma Echo Summit Polar Aurora".split()
 
 
 def build_sales(conn: sqlite3.Connection, rng: random.Random) -> None:
     create(conn, SALES_DDL)
-    insert(conn, "categories", [(i + 1, name) for i, name in enumerate(CATEGORIES)])
+    insert(conn, "categories", [(i + 1, name, CATEGORY_DEPARTMENT[name]) for i, name in enumerate(CATEGORIES)])
     products = []
     for cat_id, (cat, ((lo, hi), nouns)) in enumerate(CATEGORIES.items(), 1):
         names = sorted({f"{b} {n}" for b in BRANDS for n in nouns})
@@ -199,7 +205,10 @@ def build_sales(conn: sqlite3.Connection, rng: random.Random) -> None:
     for i, name in enumerate(people(rng, 400), 1):
         city, country = rng.choices(CITIES, city_w)[0]
         segment = rng.choices(["Consumer", "Corporate", "Small Business"], [6, 3, 2])[0]
-        customers.append((i, name, city, country, segment, iso(rand_date(rng, date(2021, 6, 1), date(2024, 6, 30)))))
+        # Half the customers predate the order history, so every year has orders; the rest keep joining.
+        signup = rand_date(rng, date(2021, 1, 1), date(2021, 12, 31)) if rng.random() < 0.5 else \
+            rand_date(rng, START, date(2024, 6, 30))
+        customers.append((i, name, city, country, segment, iso(signup)))
     insert(conn, "customers", customers)
 
     # A few products are never ordered, so "never ordered" questions have answers.
@@ -224,11 +233,14 @@ def build_sales(conn: sqlite3.Connection, rng: random.Random) -> None:
 
 HOTELS_DDL = """
 CREATE TABLE hotels (hotel_id INTEGER PRIMARY KEY, name TEXT NOT NULL, city TEXT, stars INTEGER);
-CREATE TABLE rooms (room_id INTEGER PRIMARY KEY, hotel_id INTEGER REFERENCES hotels(hotel_id), room_number TEXT, room_type TEXT, nightly_rate REAL);
+CREATE TABLE rooms (room_id INTEGER PRIMARY KEY, hotel_id INTEGER REFERENCES hotels(hotel_id),
+    room_number TEXT, room_type TEXT, nightly_rate REAL);
 CREATE TABLE guests (guest_id INTEGER PRIMARY KEY, name TEXT NOT NULL, country TEXT, loyalty_tier TEXT);
-CREATE TABLE bookings (booking_id INTEGER PRIMARY KEY, guest_id INTEGER REFERENCES guests(guest_id), room_id INTEGER REFERENCES rooms(room_id), check_in TEXT, check_out TEXT, status TEXT);
+CREATE TABLE bookings (booking_id INTEGER PRIMARY KEY, guest_id INTEGER REFERENCES guests(guest_id),
+    room_id INTEGER REFERENCES rooms(room_id), check_in TEXT, check_out TEXT, status TEXT);
 CREATE TABLE services (service_id INTEGER PRIMARY KEY, name TEXT NOT NULL, price REAL);
-CREATE TABLE service_usage (usage_id INTEGER PRIMARY KEY, booking_id INTEGER REFERENCES bookings(booking_id), service_id INTEGER REFERENCES services(service_id), quantity INTEGER, usage_date TEXT);
+CREATE TABLE service_usage (usage_id INTEGER PRIMARY KEY, booking_id INTEGER REFERENCES bookings(booking_id),
+    service_id INTEGER REFERENCES services(service_id), quantity INTEGER, usage_date TEXT);
 """
 HOTEL_NAMES = [
     ("Grand Harbor Hotel", "Sydney", 5), ("Maple Leaf Inn", "Toronto", 3), ("Royal Crescent", "London", 5),
@@ -281,13 +293,20 @@ def build_hotels(conn: sqlite3.Connection, rng: random.Random) -> None:
 HR_DDL = """
 CREATE TABLE departments (department_id INTEGER PRIMARY KEY, name TEXT NOT NULL, location TEXT, budget REAL);
 CREATE TABLE positions (position_id INTEGER PRIMARY KEY, title TEXT NOT NULL, level INTEGER);
-CREATE TABLE employees (employee_id INTEGER PRIMARY KEY, name TEXT NOT NULL, department_id INTEGER REFERENCES departments(department_id), position_id INTEGER REFERENCES positions(position_id), manager_id INTEGER REFERENCES employees(employee_id), hire_date TEXT, salary REAL);
-CREATE TABLE reviews (review_id INTEGER PRIMARY KEY, employee_id INTEGER REFERENCES employees(employee_id), review_date TEXT, rating INTEGER);
-CREATE TABLE leave_requests (leave_id INTEGER PRIMARY KEY, employee_id INTEGER REFERENCES employees(employee_id), start_date TEXT, end_date TEXT, leave_type TEXT, status TEXT);
+CREATE TABLE employees (employee_id INTEGER PRIMARY KEY, name TEXT NOT NULL,
+    department_id INTEGER REFERENCES departments(department_id),
+    position_id INTEGER REFERENCES positions(position_id),
+    manager_id INTEGER REFERENCES employees(employee_id), hire_date TEXT, salary REAL);
+CREATE TABLE reviews (review_id INTEGER PRIMARY KEY, employee_id INTEGER REFERENCES employees(employee_id),
+    review_date TEXT, rating INTEGER);
+CREATE TABLE leave_requests (leave_id INTEGER PRIMARY KEY,
+    employee_id INTEGER REFERENCES employees(employee_id), start_date TEXT, end_date TEXT, leave_type TEXT,
+    status TEXT);
 """
 DEPARTMENTS = [("Engineering", "Berlin"), ("Sales", "New York"), ("Marketing", "London"), ("Finance", "Zurich"),
                ("Human Resources", "London"), ("Operations", "Chicago"), ("Customer Support", "Dublin"),
                ("Legal", "New York")]
+PAY_FACTOR = [1.15, 1.0, 0.95, 1.1, 0.9, 0.92, 0.8, 1.2]  # per department, so averages differ
 POSITIONS = [("Intern", 1), ("Associate", 2), ("Analyst", 2), ("Engineer", 3), ("Specialist", 3),
              ("Senior Engineer", 4), ("Team Lead", 4), ("Manager", 5), ("Director", 6)]
 
@@ -306,7 +325,7 @@ def build_hr(conn: sqlite3.Connection, rng: random.Random) -> None:
         pos = 9 if dept not in heads else (8 if rng.random() < 0.06 else rng.choices(range(1, 10), pos_w)[0])
         heads.setdefault(dept, i)
         level = POSITIONS[pos - 1][1]
-        salary = round(28000 + 17000 * level * rng.uniform(0.8, 1.3), -2)
+        salary = round((28000 + 17000 * level * rng.uniform(0.8, 1.3)) * PAY_FACTOR[dept - 1], -2)
         manager = None if heads[dept] == i else heads[dept]
         emps.append((i, name, dept, pos, manager, iso(rand_date(rng, date(2014, 1, 1), date(2024, 10, 31))), salary))
     insert(conn, "employees", emps)
@@ -334,8 +353,11 @@ def build_hr(conn: sqlite3.Connection, rng: random.Random) -> None:
 LOGISTICS_DDL = """
 CREATE TABLE warehouses (warehouse_id INTEGER PRIMARY KEY, name TEXT NOT NULL, city TEXT, capacity INTEGER);
 CREATE TABLE carriers (carrier_id INTEGER PRIMARY KEY, name TEXT NOT NULL, mode TEXT, rating REAL);
-CREATE TABLE routes (route_id INTEGER PRIMARY KEY, warehouse_id INTEGER REFERENCES warehouses(warehouse_id), destination TEXT, distance_km INTEGER);
-CREATE TABLE shipments (shipment_id INTEGER PRIMARY KEY, route_id INTEGER REFERENCES routes(route_id), carrier_id INTEGER REFERENCES carriers(carrier_id), ship_date TEXT, delivery_date TEXT, weight_kg REAL, cost REAL);
+CREATE TABLE routes (route_id INTEGER PRIMARY KEY, warehouse_id INTEGER REFERENCES warehouses(warehouse_id),
+    destination TEXT, distance_km INTEGER);
+CREATE TABLE shipments (shipment_id INTEGER PRIMARY KEY, route_id INTEGER REFERENCES routes(route_id),
+    carrier_id INTEGER REFERENCES carriers(carrier_id), ship_date TEXT, delivery_date TEXT, weight_kg REAL,
+    cost REAL);
 """
 WAREHOUSES = [("North Hub", "Chicago"), ("East Gate", "New York"), ("Bay Depot", "Seattle"),
               ("Lone Star DC", "Austin"), ("Harbor Point", "Boston"), ("Rhine Center", "Berlin"),
@@ -381,9 +403,13 @@ def build_logistics(conn: sqlite3.Connection, rng: random.Random) -> None:
 
 FINANCE_DDL = """
 CREATE TABLE departments (department_id INTEGER PRIMARY KEY, name TEXT NOT NULL, region TEXT);
-CREATE TABLE accounts (account_id INTEGER PRIMARY KEY, name TEXT NOT NULL, account_type TEXT, department_id INTEGER REFERENCES departments(department_id));
-CREATE TABLE transactions (transaction_id INTEGER PRIMARY KEY, account_id INTEGER REFERENCES accounts(account_id), txn_date TEXT, amount REAL, tax_rate REAL, vendor TEXT);
-CREATE TABLE budgets (budget_id INTEGER PRIMARY KEY, account_id INTEGER REFERENCES accounts(account_id), fiscal_quarter TEXT, amount REAL);
+CREATE TABLE accounts (account_id INTEGER PRIMARY KEY, name TEXT NOT NULL, account_type TEXT,
+    department_id INTEGER REFERENCES departments(department_id));
+CREATE TABLE transactions (transaction_id INTEGER PRIMARY KEY,
+    account_id INTEGER REFERENCES accounts(account_id), txn_date TEXT, amount REAL, tax_rate REAL,
+    vendor TEXT);
+CREATE TABLE budgets (budget_id INTEGER PRIMARY KEY, account_id INTEGER REFERENCES accounts(account_id),
+    fiscal_quarter TEXT, amount REAL);
 """
 FIN_DEPTS = [("Corporate", "EMEA"), ("Retail", "Americas"), ("Wholesale", "EMEA"), ("Research", "Americas"),
              ("Manufacturing", "APAC"), ("Marketing", "Americas"), ("IT", "APAC")]
@@ -432,10 +458,14 @@ def build_finance(conn: sqlite3.Connection, rng: random.Random) -> None:
 # ----------------------------------------------------------------------------------------- support
 
 SUPPORT_DDL = """
-CREATE TABLE customers (customer_id INTEGER PRIMARY KEY, name TEXT NOT NULL, plan TEXT, country TEXT, signup_date TEXT);
+CREATE TABLE customers (customer_id INTEGER PRIMARY KEY, name TEXT NOT NULL, plan TEXT, country TEXT,
+    signup_date TEXT);
 CREATE TABLE agents (agent_id INTEGER PRIMARY KEY, name TEXT NOT NULL, team TEXT, hire_date TEXT);
-CREATE TABLE tickets (ticket_id INTEGER PRIMARY KEY, customer_id INTEGER REFERENCES customers(customer_id), agent_id INTEGER REFERENCES agents(agent_id), opened_date TEXT, closed_date TEXT, priority TEXT, category TEXT);
-CREATE TABLE ticket_events (event_id INTEGER PRIMARY KEY, ticket_id INTEGER REFERENCES tickets(ticket_id), event_date TEXT, event_type TEXT);
+CREATE TABLE tickets (ticket_id INTEGER PRIMARY KEY, customer_id INTEGER REFERENCES customers(customer_id),
+    agent_id INTEGER REFERENCES agents(agent_id), opened_date TEXT, closed_date TEXT, priority TEXT,
+    category TEXT);
+CREATE TABLE ticket_events (event_id INTEGER PRIMARY KEY, ticket_id INTEGER REFERENCES tickets(ticket_id),
+    event_date TEXT, event_type TEXT);
 """
 TICKET_CATEGORIES = ["billing", "login", "bug", "feature request", "performance", "data export"]
 
@@ -474,9 +504,14 @@ def build_support(conn: sqlite3.Connection, rng: random.Random) -> None:
 
 CLINIC_DDL = """
 CREATE TABLE doctors (doctor_id INTEGER PRIMARY KEY, name TEXT NOT NULL, specialty TEXT, hire_date TEXT);
-CREATE TABLE patients (patient_id INTEGER PRIMARY KEY, name TEXT NOT NULL, birth_date TEXT, gender TEXT, city TEXT);
-CREATE TABLE appointments (appointment_id INTEGER PRIMARY KEY, patient_id INTEGER REFERENCES patients(patient_id), doctor_id INTEGER REFERENCES doctors(doctor_id), appointment_date TEXT, status TEXT, fee REAL);
-CREATE TABLE prescriptions (prescription_id INTEGER PRIMARY KEY, appointment_id INTEGER REFERENCES appointments(appointment_id), medication TEXT, dosage_mg INTEGER, days INTEGER);
+CREATE TABLE patients (patient_id INTEGER PRIMARY KEY, name TEXT NOT NULL, birth_date TEXT, gender TEXT,
+    city TEXT);
+CREATE TABLE appointments (appointment_id INTEGER PRIMARY KEY,
+    patient_id INTEGER REFERENCES patients(patient_id), doctor_id INTEGER REFERENCES doctors(doctor_id),
+    appointment_date TEXT, status TEXT, fee REAL);
+CREATE TABLE prescriptions (prescription_id INTEGER PRIMARY KEY,
+    appointment_id INTEGER REFERENCES appointments(appointment_id), medication TEXT, dosage_mg INTEGER,
+    days INTEGER);
 """
 SPECIALTIES = {"General Practice": 60, "Cardiology": 180, "Dermatology": 120, "Pediatrics": 80,
                "Orthopedics": 150, "Neurology": 200}

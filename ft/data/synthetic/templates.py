@@ -77,6 +77,13 @@ SALES = [
       "SELECT cat.name, ROUND(AVG(p.unit_price), 2) AS avg_price FROM products AS p JOIN categories AS cat "
       "ON p.category_id = cat.category_id GROUP BY cat.name HAVING AVG(p.unit_price) > {price}",
       price=(20, 50, 100, 150, 200, 300)),
+    T("aggregate", ["How many units were sold per category in the {department} department?",
+                    "Show the quantity sold for each {department} category.",
+                    "For the {department} department, count the units sold by category."],
+      "SELECT cat.name, SUM(oi.quantity) AS units_sold FROM order_items AS oi JOIN products AS p "
+      "ON oi.product_id = p.product_id JOIN categories AS cat ON p.category_id = cat.category_id "
+      "WHERE cat.department = '{department}' GROUP BY cat.name",
+      department="SELECT DISTINCT department FROM categories"),
     # topk
     T("topk", ["What are the {k} {dir} products?", "List the top {k} {dir} products and their prices.",
                "Show the {k} {dir} products."],
