@@ -1,0 +1,77 @@
+"""Evaluation throughput: batched generation + execution against one question at a time.
+
+    python bench/eval_throughput.py [--adapter runs/demo/adapter] [--questions 32] [--batch-size 8]
+
+Same model, same questions, same greedy decoding; the generated SQL must be identical both ways (checked).
+Writes bench/results/eval_throughput.json and .png. Target: batched >= 4x questions/s.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from train_throughput import machine, versions  # noqa: E402
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--adapter", default=None, help="adapter to evaluate (default: the demo's base model alone)")
+    ap.add_argument("--questions", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--max-new-tokens", type=int, default=128)
+    args = ap.parse_args()
+
+    from ft.config import load_config
+    from ft.data.sources import load_source
+    from ft.evaluate import evaluate
+    from ft.inference import inference_config, load_for_inference
+
+    cfg = inference_config(args.adapter, None if args.adapter else str(REPO / "configs" / "demo.yaml"), {})
+    model, tok = load_for_inference(cfg, args.adapter)
+    rows = load_source("bundled", split="eval", cache_dir=cfg.data.cache_dir)[: args.questions]
+    results = {}
+    for name, bs in (("one_at_a_time", 1), ("batched", args.batch_size)):
+        t0 = time.perf_counter()
+        preds, metrics = evaluate(model, tok, rows, template=cfg.data.template, batch_size=bs,
+                                  max_new_tokens=args.max_new_tokens)
+        wall = time.perf_counter() - t0
+        results[name] = {"batch_size": bs, "wall_s": wall, "questions_per_s": len(rows) / wall,
+                         "ex": metrics["ex"], "latency_p50_s": metrics["latency_p50_s"],
+                         "latency_p95_s": metrics["latency_p95_s"], "sql": [p.predicted for p in preds]}
+        print(name, {k: v for k, v in results[name].items() if k != "sql"}, flush=True)
+    same = results["batched"]["sql"] == results["one_at_a_time"]["sql"]
+    speedup = results["batched"]["questions_per_s"] / results["one_at_a_time"]["questions_per_s"]
+    out = {"benchmark": "eval_throughput", "machine": machine(), "versions": versions(),
+           "settings": {"adapter": args.adapter, "model": cfg.model.name_or_path, "quantization": cfg.quantization.mode,
+                        "questions": len(rows), "max_new_tokens": args.max_new_tokens},
+           "results": {k: {kk: vv for kk, vv in v.items() if kk != "sql"} for k, v in results.items()},
+           "speedup": speedup, "identical_sql": same, "target": "batched >= 4x one-at-a-time"}
+    path = REPO / "bench" / "results" / "eval_throughput.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2))
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.bar(["one at a time", f"batched ({args.batch_size})"],
+           [results["one_at_a_time"]["questions_per_s"], results["batched"]["questions_per_s"]])
+    ax.set_ylabel("questions / s (generate + execute)")
+    ax.set_title(f"evaluation throughput: {speedup:.1f}x")
+    fig.tight_layout()
+    fig.savefig(path.with_suffix(".png"), dpi=110)
+    print(f"speedup {speedup:.2f}x, identical SQL: {same}; wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
