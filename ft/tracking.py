@@ -1,15 +1,41 @@
-"""Metrics out: Weights & Biases (through Accelerate's trackers) and a local metrics.jsonl, main process only.
+"""Metrics out: Weights & Biases (through Accelerate's trackers) and local files, main process only.
 
-Metric names: `train/*` (loss, lr, grad_norm, epoch), `eval/*` (loss, execution metrics), `perf/*`
-(tokens/s, samples/s, memory). The step is the optimizer step, so a resumed run continues the same curve.
+Metric names (docs/metrics.md has the full list): `train/*` (loss, lr, grad_norm, epoch), `eval/*` (loss,
+execution metrics, per difficulty tier under `eval/tier/<tier>/*`), `final/{base,finetuned}/*` (end-of-training
+evaluation), `perf/*` (tokens/s, samples/s, MFU, memory), `sys/*` (process and machine). The step is the optimizer
+step, so a resumed run continues the same curve.
+
+Local files, written whether W&B is on or off (`python -m ft.report RUN_DIR` turns them into a page):
+    metrics.jsonl                     one JSON object per log call: {"step", "time", ...metrics}; after a resume,
+                                      replayed steps appear again (readers keep the later record)
+    run.json                          run id, git commit, resolved config, machine, one entry per (re)start
+    tables/<name>/step-NNNNNN.jsonl   the rows of each logged table (e.g. tables/eval/predictions/...)
 """
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
+
+# Dense BF16 tensor-core peak per GPU, in TFLOP/s (vendor datasheets, without sparsity). First match wins, so
+# the more specific names come first. Unknown GPUs get no perf/mfu unless SQLFT_PEAK_TFLOPS gives the peak.
+PEAK_TFLOPS = [
+    (r"GH200", 989.0),
+    (r"H100.*PCIe", 756.0),
+    (r"H100.*NVL", 835.0),
+    (r"H100|H200|H800", 989.0),
+    (r"B200", 2250.0),
+    (r"B100", 1750.0),
+    (r"A100|A800", 312.0),
+    (r"L40S", 362.0),
+    (r"L40\b", 181.0),
+    (r"\bL4\b", 121.0),
+    (r"\bA10\b", 125.0),
+]
 
 
 def new_run_id() -> str:
@@ -20,25 +46,145 @@ def new_run_id() -> str:
     return "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
 
 
-def git_commit() -> str | None:
+def _git(*args: str) -> str | None:
     try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-            cwd=Path(__file__).resolve().parent,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True, timeout=10,
+                              cwd=Path(__file__).resolve().parent).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
         return None
+
+
+def git_commit() -> str | None:
+    return _git("rev-parse", "HEAD")
+
+
+def git_dirty() -> bool | None:
+    """Uncommitted changes to tracked files (the commit alone does not reproduce the run)."""
+    out = _git("status", "--porcelain", "--untracked-files=no")
+    return None if out is None else bool(out)
+
+
+# ------------------------------------------------------------------------------------------------
+# sys/* and perf/mfu
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # the cores this process may use (Slurm's cgroup), not the host's
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def process_rss_mb() -> float:
+    """Resident memory of this process now (Linux /proc), else its peak."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def system_info(device, world_size: int) -> dict:
+    """Static facts about where the run runs, as sys/* keys (strings and numbers)."""
+    import torch
+
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world_size) or world_size)
+    info = {"sys/cpu_count": cpu_count(), "sys/world_size": world_size,
+            "sys/nodes": max(1, math.ceil(world_size / max(local_world, 1))), "sys/torch": torch.__version__}
+    if getattr(device, "type", "") == "cuda" and torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(device)
+        info |= {"sys/gpu_name": props.name, "sys/gpu_count": torch.cuda.device_count(),
+                 "sys/gpu_memory_gb": round(props.total_memory / 2**30, 1)}
+    return info
+
+
+def peak_flops(gpu_name: str | None) -> float | None:
+    """Dense BF16 peak of one GPU in FLOP/s, from SQLFT_PEAK_TFLOPS or the table; None when unknown."""
+    if os.environ.get("SQLFT_PEAK_TFLOPS"):
+        return float(os.environ["SQLFT_PEAK_TFLOPS"]) * 1e12
+    for pattern, tflops in PEAK_TFLOPS:
+        if gpu_name and re.search(pattern, gpu_name):
+            return tflops * 1e12
+    return None
+
+
+def model_params(model) -> int:
+    """Parameters a token's forward pass multiplies with: all of them, frozen or not, without the input embedding
+    table (a lookup, no matmul). 4-bit weights count unpacked; ZeRO-3 shards count whole."""
+    def numel(p) -> int:
+        if getattr(p, "ds_numel", None):
+            return int(p.ds_numel)
+        qs = getattr(p, "quant_state", None)
+        if qs is not None and getattr(qs, "shape", None) is not None:
+            return math.prod(qs.shape)
+        return p.numel()
+
+    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    skip = {id(p) for p in emb.parameters()} if emb is not None else set()
+    return sum(numel(p) for p in model.parameters() if id(p) not in skip)
+
+
+def mfu(n_params: int, tokens_per_s: float, world_size: int, peak_per_gpu: float | None) -> float | None:
+    """Model FLOPs utilization with the usual 6·N FLOPs per token (forward 2N + backward 4N).
+
+    tokens_per_s counts all processes; the peak is per GPU. With LoRA the frozen weights get no weight gradient, so
+    the work really done is nearer 4·N per token: by this convention a LoRA run's MFU reads up to 1.5x high. It is
+    for comparing runs and GPUs with each other, as other reports do, not a measurement of the hardware.
+    """
+    if not peak_per_gpu or world_size <= 0:
+        return None
+    return 6.0 * n_params * tokens_per_s / (peak_per_gpu * world_size)
+
+
+# ------------------------------------------------------------------------------------------------
+# the tracker
+
+
+def _read_existing(path: Path) -> tuple[int, dict]:
+    """Highest step in an existing metrics.jsonl (-1 when none) and the last value of each scalar.
+
+    A torn last line (a process killed mid-write) is ignored.
+    """
+    best, latest = -1, {}
+    if path.is_file():
+        with open(path) as f:
+            for line in f:
+                try:
+                    rec = json.loads(line)
+                    best = max(best, int(rec["step"]))
+                except (ValueError, KeyError, TypeError):
+                    continue
+                latest |= {k: v for k, v in rec.items() if k != "time" and isinstance(v, (int, float))}
+    return best, latest
 
 
 class Tracker:
     def __init__(self, accelerator, cfg, run_id: str, resumed: bool):
         self.accelerator = accelerator
+        self.cfg = cfg
         self.enabled = accelerator.is_main_process
-        self.path = Path(cfg.train.output_dir) / "metrics.jsonl"
+        self.out = Path(cfg.train.output_dir)
+        self.path = self.out / "metrics.jsonl"
         self.use_wandb = cfg.tracking.wandb
+        self.run_id = run_id
+        self.t0 = time.time()
+        self.latest: dict = {}  # last value of every scalar logged: artifact metadata
+        self._n_params: int | None = None
+        # W&B drops a step lower than one it already has. A resumed run replays the steps between its checkpoint
+        # and the point it was killed: those stay in metrics.jsonl (readers keep the later record) but are not
+        # sent to W&B, whose curve keeps the first attempt's values (the replay is deterministic, so the same).
+        self.wandb_floor = -1
+        if resumed and self.enabled:
+            self.wandb_floor, self.latest = _read_existing(self.path)
+        self.sys_info = system_info(accelerator.device, accelerator.num_processes)
+        self._sys_pending = dict(self.sys_info)  # static sys/* go into the first local record
+        commit, dirty = (git_commit(), git_dirty()) if self.enabled else (None, None)
         if self.use_wandb:
             t = cfg.tracking
-            run_config = cfg.to_dict() | {"git_commit": git_commit()}
+            run_config = cfg.to_dict() | {"git_commit": commit, "git_dirty": dirty,
+                                          "sys": {k.split("/", 1)[1]: v for k, v in self.sys_info.items()}}
             accelerator.init_trackers(
                 t.project,
                 config=run_config,
@@ -48,31 +194,120 @@ class Tracker:
                     "dir": str(Path(cfg.train.output_dir).resolve()),
                 }},
             )
-        if self.enabled and not resumed:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.summary(self.sys_info)
+        if self.enabled:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self._write_run_json(commit, dirty, resumed)
+
+    # ---- local run description --------------------------------------------------------------
+
+    def _write_run_json(self, commit, dirty, resumed: bool) -> None:
+        path = self.out / "run.json"
+        try:
+            previous = json.loads(path.read_text()).get("attempts", []) if path.is_file() else []
+        except (OSError, ValueError):
+            previous = []
+        doc = {
+            "run_id": self.run_id, "project": self.cfg.tracking.project, "group": self.cfg.tracking.group,
+            "wandb": self.use_wandb, "git_commit": commit, "git_dirty": dirty, "config": self.cfg.to_dict(),
+            "attempts": previous + [{"started": self.t0, "resumed": resumed, "git_commit": commit, **self.sys_info}],
+        }
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc, indent=2, default=str))
+        tmp.replace(path)
+
+    # ---- logging -----------------------------------------------------------------------------
+
+    def _wandb_run(self):
+        return self.accelerator.get_tracker("wandb", unwrap=True)
 
     def log(self, metrics: dict, step: int) -> None:
         if not self.enabled:
             return
-        if self.use_wandb:
-            self.accelerator.log(metrics, step=step)
-        record = {"step": step, "time": time.time(), **metrics}
-        with open(self.path, "a") as f:
+        record = {"step": step, "time": time.time(), **metrics, **self._sys_pending}
+        self._sys_pending = {}
+        with open(self.path, "a") as f:  # local first: the floor of a later resume never misses a W&B step
             f.write(json.dumps(record) + "\n")
+        self.latest |= {k: v for k, v in metrics.items() if isinstance(v, (int, float))} | {"step": step}
+        if self.use_wandb and step > self.wandb_floor:
+            self.accelerator.log(metrics, step=step)
+        elif self.use_wandb:  # a replayed step: W&B's history has it; its summary still gets new keys (final/*)
+            self.summary(metrics)
 
     def log_table(self, name: str, columns: list[str], rows: list[list], step: int) -> None:
-        if self.enabled and self.use_wandb:
+        if not self.enabled:
+            return
+        folder = self.out / "tables" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"step-{step:06d}.jsonl").write_text(
+            "".join(json.dumps(dict(zip(columns, r)), default=str) + "\n" for r in rows))
+        if self.use_wandb and step > self.wandb_floor:
             import wandb
 
             self.accelerator.log({name: wandb.Table(columns=columns, data=rows)}, step=step)
 
+    def resource_metrics(self, model, tokens_per_s: float) -> dict:
+        """sys/rss_mb always; on CUDA sys/gpu_reserved_mb and perf/mfu (when the GPU's peak is known).
+
+        No perf/mfu on CPU: a CPU has no single peak FLOP/s figure comparable with a GPU's tensor-core peak
+        (it depends on the vector units, cores and clocks in use), so a ratio would mean nothing.
+        """
+        import torch
+
+        out = {"sys/rss_mb": process_rss_mb()}
+        device = self.accelerator.device
+        if getattr(device, "type", "") == "cuda" and torch.cuda.is_available():
+            out["sys/gpu_reserved_mb"] = torch.cuda.memory_reserved(device) / 2**20
+            if self._n_params is None:
+                self._n_params = model_params(self.accelerator.unwrap_model(model))
+            value = mfu(self._n_params, tokens_per_s, self.accelerator.num_processes,
+                        peak_flops(self.sys_info.get("sys/gpu_name")))
+            if value is not None:
+                out["perf/mfu"] = value
+        return out
+
     def summary(self, values: dict) -> None:
         if self.enabled and self.use_wandb:
-            run = self.accelerator.get_tracker("wandb", unwrap=True)
+            run = self._wandb_run()
             for k, v in values.items():
                 run.summary[k] = v
 
+    # ---- adapters as artifacts ---------------------------------------------------------------
+
+    def log_adapter(self, path: str | Path, step: int, aliases: tuple[str, ...] = ()) -> None:
+        """The adapter folder as a W&B model artifact, with the metrics known at `step` as metadata.
+
+        By reference to the shared-storage path (nothing uploaded; W&B records each file's checksum), unless
+        tracking.upload_adapters. A referenced checkpoint pruned later (checkpoint.keep_last) leaves its artifact
+        version pointing at a deleted folder; the final adapter (<output_dir>/adapter) is never pruned.
+        """
+        if not (self.enabled and self.use_wandb):
+            return
+        import wandb
+
+        path = Path(path).resolve()
+        if path.name != "adapter" and (path / "adapter").is_dir():
+            path = path / "adapter"  # a checkpoint folder: its adapter, not the optimizer state
+        c = self.cfg
+        meta = {"step": step, "path": str(path), "base_model": c.model.name_or_path,
+                "quantization": c.quantization.mode, "lora_r": c.lora.r, "lora_alpha": c.lora.alpha,
+                "lora_target_modules": list(c.lora.target_modules),
+                "metrics": {k: v for k, v in self.latest.items() if k != "step"}}
+        art = wandb.Artifact(f"adapter-{self.run_id}", type="model", metadata=meta,
+                             description=f"LoRA adapter of run {self.run_id} at step {step}")
+        if getattr(c.tracking, "upload_adapters", False):
+            art.add_dir(str(path))
+        else:
+            art.add_reference("file://" + str(path), checksum=True)
+        self._wandb_run().log_artifact(art, aliases=[f"step-{step}", *aliases])
+
     def finish(self) -> None:
+        # The final adapter, written by this process after the end-of-training evaluation: logged with those
+        # metrics (final/*) and the alias "final".
+        adapter = self.out / "adapter"
+        if self.enabled and self.use_wandb and (adapter / "adapter_model.safetensors").is_file() \
+                and adapter.stat().st_ctime >= self.t0:
+            self.log_adapter(adapter, int(self.latest.get("step", 0)), aliases=("final",))
         if self.use_wandb:
             self.accelerator.end_training()
 
