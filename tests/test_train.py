@@ -229,3 +229,33 @@ def test_bad_input_is_a_clear_error(tmp_path, tiny_model, rows_file, override, p
     assert "error:" in proc.stderr and pattern in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not list((tmp_path / "run").glob("checkpoints/step-*"))
+
+
+def test_bad_rows_name_the_file_and_row(tmp_path, tiny_model, rows_file):
+    lines = rows_file.read_text().splitlines()
+    bad = json.loads(lines[2])
+    bad["query"] = ""
+    lines[2] = json.dumps(bad)
+    data = tmp_path / "bad.jsonl"
+    data.write_text("\n".join(lines) + "\n")
+    cfg = write_config(tmp_path, tiny_model, data)
+    proc = run(cfg, check=False)
+    assert proc.returncode == 2 and f"{data}:3" in proc.stderr and "skip_bad_rows" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    proc = run(cfg, "--data.skip_bad_rows", "true", "--train.max_steps", "2")
+    assert proc.returncode == 0 and "'bad_rows': 1" in proc.stderr + proc.stdout
+
+
+def test_data_cli_stats_and_show(tmp_path, tiny_model, rows_file):
+    cfg = write_config(tmp_path, tiny_model, rows_file)
+    stats = subprocess.run([sys.executable, "-m", "ft.data", "stats", "--config", str(cfg), "--data.packing", "true"],
+                           capture_output=True, text=True, cwd=REPO)
+    assert stats.returncode == 0, stats.stderr[-2000:]
+    assert "token-length histogram" in stats.stdout and "packed" in stats.stdout and "train by difficulty" in stats.stdout
+    show = subprocess.run([sys.executable, "-m", "ft.data", "show", "-n", "1", "--config", str(cfg)],
+                          capture_output=True, text=True, cwd=REPO)
+    assert show.returncode == 0 and "### Task" in show.stdout and "<<<LOSS STARTS HERE>>>SELECT" in show.stdout
+    bad = subprocess.run([sys.executable, "-m", "ft.data", "stats", "--config", str(cfg), "--lora.rr", "3"],
+                         capture_output=True, text=True, cwd=REPO)
+    assert bad.returncode == 2 and "lora.r" in bad.stderr
