@@ -69,6 +69,7 @@ class DataConfig:
     overlong: str = "truncate_schema"  # skip | truncate_schema | error
     packing: bool = False
     group_by_length: bool = False
+    prefix_sharing: bool = False  # a schema once per row, its questions as branches; needs schema_first
     skip_bad_rows: bool = False
     drop_unparsable_gold: bool = False
     limit: int | None = None  # use only the first N training rows (after shuffling with the seed)
@@ -109,6 +110,7 @@ class TrackingConfig:
     run_name: str | None = None
     group: str | None = None
     tags: list[str] = field(default_factory=list)
+    upload_adapters: bool = False  # W&B adapter artifacts: upload the files instead of referencing their path
 
 
 @dataclass
@@ -121,6 +123,7 @@ class EvalConfig:
     timeout_s: float = 5.0
     max_rows: int = 10000
     retries: int = 0  # alternatives sampled when an answer fails schema validation
+    reuse_schema_cache: bool = False  # one KV cache per schema, reused for its questions; needs schema_first
 
 
 @dataclass
@@ -313,6 +316,13 @@ def validate(cfg: Config) -> None:
     _one_of("data.eval_format", d.eval_format, ["auto", "jsonl", "json", "csv", "parquet", "hf", "spider", "bird", "bundled"])
     _one_of("data.template", d.template, ["default", "chat", "schema_first"])
     _one_of("data.overlong", d.overlong, ["skip", "truncate_schema", "error"])
+    for key, on in (("data.prefix_sharing", d.prefix_sharing), ("eval.reuse_schema_cache", e.reuse_schema_cache)):
+        _check(not on or d.template == "schema_first", key, on,
+               f"sharing a schema needs the schema to come first: set data.template: schema_first (is {d.template!r})")
+    _check(not d.prefix_sharing or m.attn_implementation in ("auto", "sdpa", "eager", "flex_attention"),
+           "data.prefix_sharing", d.prefix_sharing,
+           f"its tree-shaped mask can't run with model.attn_implementation {m.attn_implementation!r}; use auto, "
+           "sdpa or flex_attention")
     _check(d.max_length >= 16, "data.max_length", d.max_length, "must be >= 16")
     _check(0 <= d.eval_fraction < 1, "data.eval_fraction", d.eval_fraction, "must be in [0, 1)")
     _check(d.limit is None or d.limit > 0, "data.limit", d.limit, "must be > 0")

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         e = cfg.eval
         preds, metrics = evaluate(model, tokenizer, rows, template=cfg.data.template, batch_size=e.batch_size,
                                   max_new_tokens=e.max_new_tokens, timeout_s=e.timeout_s, max_rows=e.max_rows,
-                                  retries=e.retries)
+                                  retries=e.retries, reuse_schema_cache=e.reuse_schema_cache)
     except (ConfigError, DataError, ModelError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

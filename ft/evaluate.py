@@ -76,8 +76,16 @@ def sql_from_output(text: str) -> str:
 
 
 def generate_sql(model, tokenizer, rows: list[Row], template: str, batch_size: int, max_new_tokens: int,
-                 synced_gpus: bool = False) -> list[tuple[str, float]]:
-    """(raw output, latency) per row. Rows are batched by prompt length (less padding), results in input order."""
+                 synced_gpus: bool = False, reuse_schema_cache: bool = False) -> list[tuple[str, float]]:
+    """(raw output, latency) per row. Rows are batched by prompt length (less padding), results in input order.
+
+    reuse_schema_cache (schema_first template): each schema's KV cache is computed once and reused for all its
+    questions (ft/prefix_cache.py); same greedy output. Not with synced_gpus, whose ranks must run equal batches.
+    """
+    if reuse_schema_cache and not synced_gpus:
+        from ft.prefix_cache import generate_sql_shared
+
+        return generate_sql_shared(model, tokenizer, rows, template, batch_size, max_new_tokens)
     prompts = [encode_prompt(r, tokenizer, template) for r in rows]
     order = sorted(range(len(rows)), key=lambda i: len(prompts[i]))
     results: list[tuple[str, float] | None] = [None] * len(rows)
@@ -188,9 +196,9 @@ def retry_invalid(model, tokenizer, rows: list[Row], preds: list[Prediction], te
 
 def evaluate(model, tokenizer, rows: list[Row], *, template: str = "default", batch_size: int = 8,
              max_new_tokens: int = 192, timeout_s: float = 5.0, max_rows: int = 10000, retries: int = 0,
-             synced_gpus: bool = False) -> tuple[list[Prediction], dict]:
+             synced_gpus: bool = False, reuse_schema_cache: bool = False) -> tuple[list[Prediction], dict]:
     t0 = time.perf_counter()
-    outputs = generate_sql(model, tokenizer, rows, template, batch_size, max_new_tokens, synced_gpus)
+    outputs = generate_sql(model, tokenizer, rows, template, batch_size, max_new_tokens, synced_gpus, reuse_schema_cache)
     preds = [score_one(r, text, lat, timeout_s, max_rows) for r, (text, lat) in zip(rows, outputs)]
     if retries:
         was_training = model.training

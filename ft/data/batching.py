@@ -90,6 +90,10 @@ class BatchPlan:
         window = batches[start : start + self.world_size * self.accumulation]
         return [window[m * self.world_size + rank] for m in range(self.accumulation)]
 
+    def collate(self, rows: list[list[int]], examples: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
+        """Tensors for one micro-batch of this plan (ft.data.prefix.PrefixPlan builds tree-masked rows instead)."""
+        return collate(rows, examples, pad_id, self.packing)
+
 
 def collate(rows: list[list[int]], examples: list[Encoded], pad_id: int, packed: bool) -> dict[str, torch.Tensor]:
     """Tensors for one micro-batch, padded to its longest row (never to max_length).

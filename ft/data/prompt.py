@@ -38,7 +38,7 @@ def build_prompt(row: Row, template: str = "default", tokenizer=None, schema: st
     if template == "default":  # the seed article's question-first format
         return f"{_question_block(row)}\n\n{_schema_block(row, schema)}\n\n{ANSWER_HEADER}"
     if template == "schema_first":  # shared-prefix friendly: the schema comes before anything per-question
-        return f"{_schema_block(row, schema)}\n\n{_question_block(row)}\n\n{ANSWER_HEADER}"
+        return "".join(prompt_parts(row, template, tokenizer, schema))
     if template == "chat":
         if tokenizer is None or not getattr(tokenizer, "chat_template", None):
             raise DataError("data.template 'chat' needs a tokenizer with a chat template.")
@@ -46,6 +46,27 @@ def build_prompt(row: Row, template: str = "default", tokenizer=None, schema: st
         messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + "```sql\n"
     raise DataError(f"Unknown prompt template '{template}' (data.template): use default, chat or schema_first.")
+
+
+def prompt_parts(row: Row, template: str = "default", tokenizer=None, schema: str | None = None) -> tuple[str, str]:
+    """(shared prefix, per-question rest) of the prompt; the prefix is "" unless the template is schema_first.
+
+    The two parts are tokenized separately (ft.data.prompt.prompt_ids) for training and for inference alike, so
+    the tokens of one schema are the same for every question on it: the condition for sharing them (its KV
+    cache at inference, one copy per packed row in training, ft/data/prefix.py).
+    """
+    if template == "schema_first":
+        return f"{_schema_block(row, schema)}\n\n", f"{_question_block(row)}\n\n{ANSWER_HEADER}"
+    return "", build_prompt(row, template, tokenizer, schema)
+
+
+def prompt_ids(row: Row, tokenizer, template: str = "default", schema: str | None = None) -> tuple[list[int], int]:
+    """Prompt token ids and how many of them are the shared prefix (BOS, if the tokenizer adds one, is in it)."""
+    prefix, rest = prompt_parts(row, template, tokenizer, schema)
+    if not prefix:
+        return tokenizer(rest, add_special_tokens=True)["input_ids"], 0
+    head = tokenizer(prefix, add_special_tokens=True)["input_ids"]
+    return head + tokenizer(rest, add_special_tokens=False)["input_ids"], len(head)
 
 
 def build_answer(row: Row) -> str:
@@ -57,17 +78,18 @@ class Encoded:
     input_ids: list[int]
     labels: list[int]
     outcome: str  # kept | truncated_schema
+    prefix_len: int = 0  # leading tokens that are the schema prefix (schema_first), shareable across questions
 
 
-def _encode_parts(prompt: str, answer: str, tokenizer) -> tuple[list[int], list[int]]:
+def _encode_parts(row: Row, tokenizer, template: str, schema: str | None = None) -> tuple[list[int], list[int], int]:
     # Prompt and answer are tokenized separately so inference (prompt only) sees exactly the training prompt ids.
-    prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
-    answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    return prompt_ids, answer_ids
+    prompt, prefix_len = prompt_ids(row, tokenizer, template, schema)
+    answer_ids = tokenizer(build_answer(row), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    return prompt, answer_ids, prefix_len
 
 
 def encode_prompt(row: Row, tokenizer, template: str = "default") -> list[int]:
-    return tokenizer(build_prompt(row, template, tokenizer), add_special_tokens=True)["input_ids"]
+    return prompt_ids(row, tokenizer, template)[0]
 
 
 def _drop_unused_tables(row: Row) -> str | None:
@@ -87,24 +109,22 @@ def _drop_unused_tables(row: Row) -> str | None:
 
 def encode_example(row: Row, tokenizer, template: str, max_length: int, overlong: str) -> Encoded | None:
     """Tokenize one training example. Returns None when `overlong == "skip"` (or truncation can't fit it)."""
-    prompt_ids, answer_ids = _encode_parts(build_prompt(row, template, tokenizer), build_answer(row), tokenizer)
+    prompt, answer_ids, prefix_len = _encode_parts(row, tokenizer, template)
     outcome = "kept"
-    if len(prompt_ids) + len(answer_ids) > max_length:
+    if len(prompt) + len(answer_ids) > max_length:
         if overlong == "error":
             raise DataError(
-                f"Row {row.origin or row.question[:60]!r} is {len(prompt_ids) + len(answer_ids)} tokens, over "
+                f"Row {row.origin or row.question[:60]!r} is {len(prompt) + len(answer_ids)} tokens, over "
                 f"data.max_length={max_length}. Set data.overlong to skip or truncate_schema, or raise max_length."
             )
         if overlong == "truncate_schema":
             schema = _drop_unused_tables(row)
             if schema is not None:
-                prompt_ids, answer_ids = _encode_parts(
-                    build_prompt(row, template, tokenizer, schema=schema), build_answer(row), tokenizer
-                )
+                prompt, answer_ids, prefix_len = _encode_parts(row, tokenizer, template, schema=schema)
                 outcome = "truncated_schema"
-        if len(prompt_ids) + len(answer_ids) > max_length:
+        if len(prompt) + len(answer_ids) > max_length:
             return None  # never cut the answer: a truncated SQL teaches the model to stop mid-query
-    return Encoded(prompt_ids + answer_ids, [-100] * len(prompt_ids) + answer_ids, outcome)
+    return Encoded(prompt + answer_ids, [-100] * len(prompt) + answer_ids, outcome, prefix_len)
 
 
 def encode_rows(rows: list[Row], tokenizer, template: str, max_length: int, overlong: str) -> tuple[list[Encoded], dict]:
