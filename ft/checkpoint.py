@@ -4,6 +4,8 @@ Layout of `<output_dir>/checkpoints/step-000050/`:
     adapter/            LoRA adapter (safetensors), loadable by PeftModel.from_pretrained; no base weights
     tokenizer files
     optimizer.pt        optimizer state (identical on every DDP rank, so saved once)
+    deepspeed/          instead of optimizer.pt under DeepSpeed: the engine's checkpoint, written by every rank (its
+                        optimizer shard + fp32 master copy of the adapter); the frozen base is left out
     scheduler.pt
     rng-rank<R>.pt      RNG states of every process
     state.json          step, epoch, position in the data, W&B run id, world size
@@ -24,6 +26,7 @@ import numpy as np
 import torch
 
 MARKER = "COMPLETED"
+DEEPSPEED_DIR, DEEPSPEED_TAG = "deepspeed", "state"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
@@ -104,6 +107,37 @@ def load_rng(folder: Path, rank: int) -> bool:
     if rng["cuda"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
     return True
+
+
+def save_deepspeed_state(engine, folder: Path) -> None:
+    """Every rank: the engine writes its optimizer shard (and its module state: the adapter only) into `folder`.
+
+    `exclude_frozen_parameters` leaves the frozen base's parameters out (DeepSpeed PR #3953), but the engine still
+    builds the whole `module.state_dict()`: bitsandbytes adds the quantization state of every 4-bit layer to it
+    (absmax, quant_map: one byte per 64 weights, 1 GB for 70B), and runs its state-dict hook on ZeRO-3's [0]-shaped
+    shards. So while the engine saves, its module state is the trainable parameters alone (their shards under ZeRO-3,
+    as DeepSpeed saves them; the full values come from the optimizer's fp32 partitions on load).
+    """
+    trainable = [(n, p) for n, p in engine.module.named_parameters() if p.requires_grad]
+    engine.module_state_dict = lambda *args, **kwargs: {n: p.detach() for n, p in trainable}
+    try:
+        engine.save_checkpoint(str(folder / DEEPSPEED_DIR), tag=DEEPSPEED_TAG, exclude_frozen_parameters=True)
+    finally:
+        del engine.module_state_dict  # back to the class's method
+
+
+def load_deepspeed_state(engine, folder: Path) -> None:
+    """Every rank: adapter weights, fp32 master weights and this rank's optimizer shard back into the engine.
+
+    `load_module_strict=False`: the frozen base keys are missing on purpose (peft #746). The scheduler is ours
+    (scheduler.pt), not the engine's. DeepSpeed's TorchCheckpointEngine reads with torch.load(weights_only=False)
+    itself (its files hold Python objects; torch >= 2.6 would refuse them by default).
+    """
+    path, _ = engine.load_checkpoint(str(folder / DEEPSPEED_DIR), tag=DEEPSPEED_TAG, load_module_strict=False,
+                                     load_optimizer_states=True, load_lr_scheduler_states=False)
+    if path is None:
+        raise FileNotFoundError(f"{folder / DEEPSPEED_DIR} holds no DeepSpeed checkpoint (tag '{DEEPSPEED_TAG}'): "
+                                "was it written by a run without DeepSpeed? Resume with the same kind of config.")
 
 
 def write_state(folder: Path, state: TrainState, config_yaml: str) -> None:

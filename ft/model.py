@@ -161,12 +161,16 @@ def load_base_model(cfg: Config, path: str, device_map=None, for_training: bool 
     return model, attn
 
 
-def add_lora(model, cfg: Config):
-    """Freeze the base, prepare k-bit training, and wrap with PEFT LoRA adapters."""
+def add_lora(model, cfg: Config, reentrant_checkpointing: bool = False):
+    """Freeze the base, prepare k-bit training, and wrap with PEFT LoRA adapters.
+
+    `reentrant_checkpointing`: for ZeRO-3, where the non-reentrant checkpoint can see frozen parameters as [0]-shaped
+    shards on recomputation and raise CheckpointError (transformers #47254); the reentrant one works there.
+    """
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     gc = cfg.model.gradient_checkpointing
-    gc_kwargs = {"use_reentrant": False}
+    gc_kwargs = {"use_reentrant": reentrant_checkpointing}
     if cfg.quantization.mode in ("4bit", "8bit"):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gc, gradient_checkpointing_kwargs=gc_kwargs)
     else:
@@ -183,6 +187,12 @@ def add_lora(model, cfg: Config):
             f"Config key 'lora.target_modules' names modules the model doesn't have: {missing}. "
             f"Its linear layers: {', '.join(linear)}."
         )
+    # bitsandbytes, on CPUs with AVX512-BF16, repacks a 4-bit weight in place for faster inference the first time the
+    # layer runs in eval mode without grad (an evaluation); that layout has no backward, so from then on every LoRA
+    # gradient below it is None and training silently stops. A model being trained keeps the trainable layout.
+    for m in model.modules():
+        if getattr(m, "support_avx512bf16_for_cpu", False):
+            m.support_avx512bf16_for_cpu = False
     lcfg = LoraConfig(
         r=cfg.lora.r,
         lora_alpha=cfg.lora.alpha,

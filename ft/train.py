@@ -28,6 +28,7 @@ from ft.data.batching import BatchPlan, collate, padding_stats
 from ft.data.prompt import encode_rows
 from ft.data.rows import DataError
 from ft.evaluate import format_table, prediction_table_rows, write_results
+from ft import distributed as dist
 from ft.distributed import EXIT_PREEMPTED, StopFlag, cpu_rehearsal_shim, loss_scale, peak_memory_mb, sum_across
 from ft.model import ModelError, add_lora, load_base_model, load_tokenizer, local_model_dir, trainable_parameters
 from ft.tracking import Tracker, new_run_id, wandb_offline_default
@@ -64,16 +65,17 @@ def backward_window(model, accelerator, batches: list[dict]) -> tuple[float, int
     """Forward + backward over one accumulation window; gradients end up those of the window's token mean.
 
     Token losses are summed and divided by the target tokens of the whole window on all processes, so a
-    short example weighs as much per token as a long one (a mean of per-batch means would not).
+    short example weighs as much per token as a long one (a mean of per-batch means would not). Under DeepSpeed the
+    optimizer step happens inside the last micro-batch's `accelerator.backward` (engine.step).
     Returns (local loss sum, local target tokens, global target tokens).
     """
     window_targets = sum_across(accelerator, sum(target_tokens(b) for b in batches))
-    scale = loss_scale(accelerator.num_processes, window_targets)
+    scale = loss_scale(accelerator.num_processes, window_targets, dist.deepspeed_accumulation(accelerator))
     total, count = 0.0, 0
     for i, batch in enumerate(batches):
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         last = i == len(batches) - 1
-        with contextlib.nullcontext() if last else accelerator.no_sync(model):  # all-reduce once per window
+        with contextlib.nullcontext() if last else dist.accumulating(accelerator, model):  # sync once per window
             loss_sum, n = token_loss_sum(model, batch)
             accelerator.backward(loss_sum * scale)
         total, count = total + loss_sum.item(), count + n
@@ -100,19 +102,26 @@ def make_optimizer(model, cfg: Config):
 
 @torch.no_grad()
 def eval_loss(model, accelerator, examples, cfg: Config, max_batches: int | None) -> float | None:
-    """Token-mean loss on the held-out split; each rank takes every world_size-th batch."""
+    """Token-mean loss on the held-out split; each rank takes every world_size-th batch (in lockstep under ZeRO-3).
+
+    `max_batches` counts batches in all (not per process), so the periodic curve is the same whatever the config.
+    """
     if not examples:
         return None
     bs, pad = cfg.train.per_device_batch_size, eval_loss.pad_id
     batches = [list(range(s, min(s + bs, len(examples)))) for s in range(0, len(examples), bs)]
     if max_batches:
-        batches = batches[: max_batches * accelerator.num_processes]
+        batches = batches[:max_batches]
+    # The bare module, as for generation: the DeepSpeed engine's forward prepares a backward (hooks, accumulation
+    # state); ZeRO-3's parameter gathering hooks sit on the module itself.
+    net = accelerator.unwrap_model(model)
     model.eval()
     total = count = 0.0
-    for b in batches[accelerator.process_index :: accelerator.num_processes]:
+    for b, counts in dist.lockstep_shard(batches, accelerator):
         batch = {k: v.to(accelerator.device) for k, v in collate([[i] for i in b], examples, pad, packed=False).items()}
-        loss, n = token_loss_sum(model, batch)
-        total, count = total + loss.item(), count + n
+        loss, n = token_loss_sum(net, batch)
+        if counts:
+            total, count = total + loss.item(), count + n
     model.train()
     total, count = sum_across(accelerator, total), sum_across(accelerator, count)
     return total / count if count else None
@@ -136,11 +145,13 @@ def execution_eval(model, accelerator, tokenizer, rows, cfg: Config) -> tuple[li
     real = len(shard)
     shard = shard + [rows[0]] * (per_rank - real)
     e = cfg.eval
+    # Retries sample a data-dependent number of times per rank: under ZeRO-3 that would leave a collective waiting.
+    retries = 0 if dist.needs_lockstep(accelerator) else e.retries
     t0 = time.perf_counter()
     preds, _ = evaluate(accelerator.unwrap_model(model), tokenizer, shard, template=cfg.data.template,
                         batch_size=e.batch_size, max_new_tokens=e.max_new_tokens, timeout_s=e.timeout_s,
-                        max_rows=e.max_rows, retries=e.retries,
-                        synced_gpus=accelerator.distributed_type.name == "DEEPSPEED" and world > 1)
+                        max_rows=e.max_rows, retries=retries, synced_gpus=dist.needs_lockstep(accelerator),
+                        reuse_schema_cache=e.reuse_schema_cache)
     preds = gather_object([preds[:real]]) if world > 1 else [preds[:real]]
     preds = [p for part in preds for p in part]
     return preds, summarize(preds, time.perf_counter() - t0)
@@ -155,8 +166,11 @@ def eval_metrics(prefix: str, metrics: dict) -> dict:
 
 
 def save_adapter(accelerator, model, tokenizer, dest: Path) -> None:
-    """Adapter weights only (the frozen base is never written), loadable by PeftModel.from_pretrained."""
-    state_dict = accelerator.get_state_dict(model) if accelerator.distributed_type.name == "DEEPSPEED" else None
+    """Adapter weights only (the frozen base is never written), loadable by PeftModel.from_pretrained.
+
+    Every rank calls this: under ZeRO-3 the adapter is gathered from its shards first (a collective).
+    """
+    state_dict = dist.trainable_state_dict(accelerator, model)
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
         # save_embedding_layers=False: with lm_head among the LoRA targets, peft would otherwise copy the whole
@@ -171,8 +185,11 @@ def save_checkpoint(accelerator, model, optimizer, scheduler, tokenizer, state, 
     accelerator.wait_for_everyone()
     save_adapter(accelerator, model, tokenizer, tmp / "adapter")
     ckpt.save_rng(tmp, accelerator.process_index)
-    if accelerator.is_main_process:
+    if dist.zero_stage(accelerator) is not None:
+        ckpt.save_deepspeed_state(model, tmp)  # every rank writes its optimizer shard
+    elif accelerator.is_main_process:
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    if accelerator.is_main_process:
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         ckpt.write_state(tmp, state, to_yaml(cfg))
     accelerator.wait_for_everyone()  # every rank's files are in before one process publishes
@@ -188,9 +205,17 @@ def load_checkpoint(path: Path, accelerator, model, optimizer, scheduler) -> ckp
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    set_peft_model_state_dict(accelerator.unwrap_model(model), load_file(path / "adapter" / "adapter_model.safetensors"))
-    # weights_only=False deliberately: optimizer / scheduler states are our own files and hold Python objects.
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False, map_location=accelerator.device))
+    if dist.zero_stage(accelerator) is not None:
+        ckpt.load_deepspeed_state(model, path)  # adapter + optimizer shard, on every rank
+    else:
+        if not (path / "optimizer.pt").is_file():
+            raise FileNotFoundError(f"{path} has no optimizer.pt (written under DeepSpeed?): resume with the same kind "
+                                    "of accelerate config, or start a new run (checkpoint.resume none).")
+        set_peft_model_state_dict(accelerator.unwrap_model(model), load_file(path / "adapter" / "adapter_model.safetensors"))
+        # weights_only=False deliberately: optimizer / scheduler states are our own files and hold Python objects.
+        # Read onto the CPU (torch can't map to "cpu:0", the device of a multi-CPU rank); load_state_dict moves
+        # each state tensor to its parameter's device.
+        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False, map_location="cpu"))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
     if not ckpt.load_rng(path, accelerator.process_index):
         log.warning("no RNG state for rank %d in %s (world size changed?); continuing with fresh RNG",
@@ -222,6 +247,7 @@ def train(cfg: Config) -> dict:
     cpu_rehearsal_shim()
     wandb_offline_default()
     accelerator = Accelerator(log_with="wandb" if cfg.tracking.wandb else None, project_dir=cfg.train.output_dir)
+    dist.configure_deepspeed(accelerator, cfg)  # DeepSpeed's batch size / accumulation / clipping from cfg.train
     is_main, rank, world = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
     logging.basicConfig(level=logging.INFO if is_main else logging.WARNING, format="%(asctime)s %(message)s")
     set_seed(cfg.train.seed)
@@ -245,8 +271,18 @@ def train(cfg: Config) -> dict:
         raise DataError(f"No training examples left from '{d.source}' after encoding ({enc_report}).")
     eval_loss.pad_id = tokenizer.pad_token_id
     lengths = [len(e.input_ids) for e in train_ex]
-    plan = BatchPlan(lengths, cfg.train.per_device_batch_size, d.max_length, d.packing, d.group_by_length,
-                     cfg.train.seed, world, cfg.train.gradient_accumulation_steps)
+    if d.prefix_sharing:  # a schema once per row + its questions as branches under a tree mask (ft/data/prefix.py)
+        from ft.data.prefix import PrefixPlan, tree_attention
+
+        cfg.model.attn_implementation = tree_attention(cfg.model.attn_implementation)  # the mask needs sdpa / flex
+        plan = PrefixPlan(train_ex, cfg.train.per_device_batch_size, d.max_length, cfg.train.seed, world,
+                          cfg.train.gradient_accumulation_steps, attn=cfg.model.attn_implementation, device=accelerator.device)
+        lengths = plan.lengths  # tokens actually processed: the schema counts once per group
+        if is_main:
+            log.info("prefix sharing: %s", plan.stats())
+    else:
+        plan = BatchPlan(lengths, cfg.train.per_device_batch_size, d.max_length, d.packing, d.group_by_length,
+                         cfg.train.seed, world, cfg.train.gradient_accumulation_steps)
     steps_per_epoch = plan.steps_per_epoch()
     if steps_per_epoch == 0:
         raise DataError(
@@ -263,14 +299,16 @@ def train(cfg: Config) -> dict:
     # ---- model -------------------------------------------------------------------------------
     device_map = {"": accelerator.device} if accelerator.device.type == "cuda" and accelerator.distributed_type.name != "DEEPSPEED" else None
     model, attn = load_base_model(cfg, model_dir, device_map=device_map)
-    model = add_lora(model, cfg)
+    model = add_lora(model, cfg, reentrant_checkpointing=dist.zero_stage(accelerator) == 3)
     n_train, n_total = trainable_parameters(model)
     if is_main:
         log.info("model %s | attention %s | quantization %s | trainable %d / %d params",
                  cfg.model.name_or_path, attn, cfg.quantization.mode, n_train, n_total)
     optimizer = make_optimizer(model, cfg)
-    scheduler = make_scheduler(optimizer, cfg, total_steps)  # stepped by us: accelerate would step it per process
-    model, optimizer = accelerator.prepare(model, optimizer)
+    model, optimizer = accelerator.prepare(model, optimizer)  # under DeepSpeed: the engine and its ZeRO optimizer
+    # Built on the prepared optimizer, whose param groups are the ones that step (DeepSpeed's CPU-offload Adam is a
+    # new optimizer); stepped by us once per optimizer step: accelerate would step it per process.
+    scheduler = make_scheduler(optimizer, cfg, total_steps)
 
     # ---- resume ------------------------------------------------------------------------------
     resume_from = ckpt.find_resume(cfg.train.output_dir, cfg.checkpoint.resume)
@@ -294,7 +332,7 @@ def train(cfg: Config) -> dict:
     while state.step < total_steps:
         epoch, step_in_epoch = divmod(state.step, steps_per_epoch)
         micro = plan.step_batches(epoch, step_in_epoch, rank)
-        batches = [collate(rows, train_ex, tokenizer.pad_token_id, d.packing) for rows in micro]
+        batches = [plan.collate(rows, train_ex, tokenizer.pad_token_id) for rows in micro]
         loss_sum, n_targets, window_targets = backward_window(model, accelerator, batches)
         # What every rank saw this step follows from the plan: no collective needed to count it.
         step_examples = [[j for row in m for j in row] for rk in range(world) for m in plan.step_batches(epoch, step_in_epoch, rk)]
@@ -323,9 +361,10 @@ def train(cfg: Config) -> dict:
             metrics = {
                 "train/loss": loss, "train/lr": scheduler.get_last_lr()[0],
                 "train/epoch": state.step / steps_per_epoch, "train/examples_seen": state.examples_seen,
+                "train/tokens_seen": state.tokens_seen, "train/target_tokens_seen": state.target_tokens_seen,
                 "perf/target_tokens_per_s": targets / elapsed, "perf/tokens_per_s": tokens / elapsed,
                 "perf/samples_per_s": examples / elapsed, "perf/peak_memory_mb": peak_memory_mb(accelerator.device),
-            }
+            } | tracker.resource_metrics(model, tokens / elapsed)  # sys/rss_mb; on CUDA perf/mfu, sys/gpu_reserved_mb
             if grad_norm is not None:
                 metrics["train/grad_norm"] = float(grad_norm)
             tracker.log(metrics, step=state.step)
@@ -347,6 +386,7 @@ def train(cfg: Config) -> dict:
             path = save_checkpoint(accelerator, model, optimizer, scheduler, tokenizer, state, cfg)
             if is_main:
                 tqdm.write(f"checkpoint: {path}")
+                tracker.log_adapter(path, state.step)  # W&B model artifact by reference, metrics as metadata
         if stopping:
             preempted = True
             break
@@ -390,8 +430,8 @@ def train(cfg: Config) -> dict:
             os.rename(tmp, adapter_dir)
             print(f"\nadapter: {adapter_dir.resolve()}  (checkpoint {final.parent})", flush=True)
         result["adapter"] = str(adapter_dir)
+    accelerator.wait_for_everyone()  # before tracker.finish: with W&B it ends the process group (end_training)
     tracker.finish()
-    accelerator.wait_for_everyone()
     accelerator.end_training()
     return result
 
