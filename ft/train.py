@@ -101,14 +101,14 @@ def make_optimizer(model, cfg: Config):
 
 
 @torch.no_grad()
-def eval_loss(model, accelerator, examples, cfg: Config, max_batches: int | None) -> float | None:
+def eval_loss(model, accelerator, examples, pad_id: int, cfg: Config, max_batches: int | None) -> float | None:
     """Token-mean loss on the held-out split; each rank takes every world_size-th batch (in lockstep under ZeRO-3).
 
     `max_batches` counts batches in all (not per process), so the periodic curve is the same whatever the config.
     """
     if not examples:
         return None
-    bs, pad = cfg.train.per_device_batch_size, eval_loss.pad_id
+    bs, pad = cfg.train.per_device_batch_size, pad_id
     batches = [list(range(s, min(s + bs, len(examples)))) for s in range(0, len(examples), bs)]
     if max_batches:
         batches = batches[:max_batches]
@@ -269,7 +269,6 @@ def train(cfg: Config) -> dict:
     eval_ex, _ = encode_rows(eval_rows, tokenizer, d.template, d.max_length, "skip")
     if not train_ex:
         raise DataError(f"No training examples left from '{d.source}' after encoding ({enc_report}).")
-    eval_loss.pad_id = tokenizer.pad_token_id
     lengths = [len(e.input_ids) for e in train_ex]
     if d.prefix_sharing:  # a schema once per row + its questions as branches under a tree mask (ft/data/prefix.py)
         from ft.data.prefix import PrefixPlan, tree_attention
@@ -371,8 +370,9 @@ def train(cfg: Config) -> dict:
             bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens / elapsed:.0f}")
             window = {"loss": 0.0, "targets": 0, "tokens": 0, "examples": 0, "t0": time.perf_counter()}
 
+        aside = time.perf_counter()  # evaluation and checkpointing are kept out of the throughput figures
         if cfg.train.eval_every and state.step % cfg.train.eval_every == 0 and state.step < total_steps:
-            ev = eval_loss(model, accelerator, eval_ex, cfg, cfg.train.eval_batches)
+            ev = eval_loss(model, accelerator, eval_ex, tokenizer.pad_token_id, cfg, cfg.train.eval_batches)
             if ev is not None:
                 tracker.log({"eval/loss": ev}, step=state.step)
         if cfg.eval.every and state.step % cfg.eval.every == 0 and state.step < total_steps:
@@ -387,6 +387,7 @@ def train(cfg: Config) -> dict:
             if is_main:
                 tqdm.write(f"checkpoint: {path}")
                 tracker.log_adapter(path, state.step)  # W&B model artifact by reference, metrics as metadata
+        window["t0"] += time.perf_counter() - aside
         if stopping:
             preempted = True
             break
@@ -397,7 +398,7 @@ def train(cfg: Config) -> dict:
     # ---- finish ------------------------------------------------------------------------------
     result = {"step": state.step, "output_dir": cfg.train.output_dir, "preempted": preempted}
     if not preempted:
-        ev = eval_loss(model, accelerator, eval_ex, cfg, None)
+        ev = eval_loss(model, accelerator, eval_ex, tokenizer.pad_token_id, cfg, None)
         if ev is not None:
             tracker.log({"eval/loss": ev}, step=state.step)
             result["eval_loss"] = ev
