@@ -13,7 +13,9 @@ Local files, written whether W&B is on or off (`python -m ft.report RUN_DIR` tur
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
 import os
 import re
@@ -221,6 +223,17 @@ class Tracker:
     def _wandb_run(self):
         return self.accelerator.get_tracker("wandb", unwrap=True)
 
+    @contextlib.contextmanager
+    def _wandb_guard(self, what: str):
+        """A W&B failure never costs a checkpoint: on SIGTERM (Slurm preemption, requeue) W&B's service process can
+        die before the trainer has checkpointed; the next call would raise. W&B is switched off, metrics.jsonl goes on."""
+        try:
+            yield
+        except Exception as e:  # noqa: BLE001
+            logging.getLogger("sqlft").warning("W&B %s failed (%s: %s); W&B logging is off for the rest of this run, "
+                                               "metrics.jsonl continues", what, type(e).__name__, e)
+            self.use_wandb = False
+
     def log(self, metrics: dict, step: int) -> None:
         if not self.enabled:
             return
@@ -230,7 +243,8 @@ class Tracker:
             f.write(json.dumps(record) + "\n")
         self.latest |= {k: v for k, v in metrics.items() if isinstance(v, (int, float))} | {"step": step}
         if self.use_wandb and step > self.wandb_floor:
-            self.accelerator.log(metrics, step=step)
+            with self._wandb_guard("log"):
+                self.accelerator.log(metrics, step=step)
         elif self.use_wandb:  # a replayed step: W&B's history has it; its summary still gets new keys (final/*)
             self.summary(metrics)
 
@@ -244,7 +258,8 @@ class Tracker:
         if self.use_wandb and step > self.wandb_floor:
             import wandb
 
-            self.accelerator.log({name: wandb.Table(columns=columns, data=rows)}, step=step)
+            with self._wandb_guard("table"):
+                self.accelerator.log({name: wandb.Table(columns=columns, data=rows)}, step=step)
 
     def resource_metrics(self, model, tokens_per_s: float) -> dict:
         """sys/rss_mb always; on CUDA sys/gpu_reserved_mb and perf/mfu (when the GPU's peak is known).
@@ -268,9 +283,10 @@ class Tracker:
 
     def summary(self, values: dict) -> None:
         if self.enabled and self.use_wandb:
-            run = self._wandb_run()
-            for k, v in values.items():
-                run.summary[k] = v
+            with self._wandb_guard("summary"):
+                run = self._wandb_run()
+                for k, v in values.items():
+                    run.summary[k] = v
 
     # ---- adapters as artifacts ---------------------------------------------------------------
 
@@ -299,7 +315,8 @@ class Tracker:
             art.add_dir(str(path))
         else:
             art.add_reference("file://" + str(path), checksum=True)
-        self._wandb_run().log_artifact(art, aliases=[f"step-{step}", *aliases])
+        with self._wandb_guard("artifact"):
+            self._wandb_run().log_artifact(art, aliases=[f"step-{step}", *aliases])
 
     def finish(self) -> None:
         # The final adapter, written by this process after the end-of-training evaluation: logged with those
@@ -309,7 +326,8 @@ class Tracker:
                 and adapter.stat().st_ctime >= self.t0:
             self.log_adapter(adapter, int(self.latest.get("step", 0)), aliases=("final",))
         if self.use_wandb:
-            self.accelerator.end_training()
+            with self._wandb_guard("finish"):
+                self.accelerator.end_training()
 
 
 def wandb_offline_default() -> None:

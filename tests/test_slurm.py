@@ -478,9 +478,9 @@ def test_two_nodes_train_and_write_an_adapter(cluster, tiny_model, rows_file, tm
 def test_preempted_and_requeued_job_resumes_to_the_same_result(cluster, tiny_model, rows_file, tmp_path):
     """Interrupted twice, by the signal Slurm sends ahead of the time limit (USR2: node 0 requeues) and by
     `scontrol requeue` (SIGTERM: Slurm requeues), it ends exactly where an uninterrupted run ends."""
-    # log_every past the end: Slurm's SIGTERM also kills W&B's wandb-core, and a W&B log call between the signal and
-    # the checkpoint then raises in the trainer (ft/tracking.py does not yet survive that), losing that checkpoint.
-    cfg = write_config(tmp_path, tiny_model, rows_file, max_steps=150, log_every=1000)
+    # log_every 2 with W&B on: Slurm's SIGTERM also kills W&B's wandb-core; the tracker must survive a W&B call
+    # failing between the signal and the checkpoint (ft/tracking.py switches W&B off and goes on).
+    cfg = write_config(tmp_path, tiny_model, rows_file, max_steps=150, log_every=2)
     # the uninterrupted reference: the same 2 nodes x 1 process, run by --local (no Slurm)
     submit(cluster, "--config", str(cfg), "--nodes", "2", "--output-root", str(tmp_path / "ref"), "--run-name", "ref",
            "--local")
