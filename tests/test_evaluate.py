@@ -39,6 +39,16 @@ def test_score_one_by_execution(rows):
         assert rev.correct_set and not rev.correct
 
 
+def test_pathological_sql_is_scored_invalid_not_a_crash(rows):
+    # Deep nesting makes sqlglot recurse past Python's limit; a real demo evaluation died on this once.
+    row = rows[0]
+    for sql in ("SELECT " + "(" * 3000 + "1" + ")" * 3000 + " FROM customers",
+                "SELECT id FROM customers WHERE id IN (" * 400 + "SELECT id FROM customers" + ")" * 400):
+        p = score_one(row, sql + "\n```", 0.1, 5, 1000)
+        assert not p.correct and not p.exact_match
+        assert not p.valid and p.validation_errors
+
+
 def test_summary_per_tier_and_table(rows):
     preds = [score_one(r, r.query + "\n```", 0.01 * i, 5, 1000) for i, r in enumerate(rows)]
     preds[0] = score_one(rows[0], "SELECT 1\n```", 0.5, 5, 1000)

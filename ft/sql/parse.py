@@ -18,7 +18,9 @@ from sqlglot.optimizer.scope import traverse_scope
 from sqlglot.tokens import TokenType
 
 DIALECT = "sqlite"
-SQLGLOT_ERRORS = (ParseError, TokenError)
+# sqlglot parses recursively: pathological model output (thousands of nested parentheses or subqueries)
+# raises RecursionError, which must count as "cannot parse", never crash an evaluation.
+SQLGLOT_ERRORS = (ParseError, TokenError, RecursionError)
 
 # SQLite's keywords (https://sqlite.org/lang_keywords.html): identifiers spelled like one stay quoted
 # in normalize_sql so the canonical form is still valid SQL.
@@ -280,10 +282,9 @@ def normalize_sql(sql) -> str:
     """
     sql = str(sql or "")
     try:
-        tree = parse_one(sql)
+        return parse_one(sql).transform(_lower_identifier).sql(dialect=DIALECT)
     except (*SQLGLOT_ERRORS, ValueError):
         return _fallback_normalize(sql)
-    return tree.transform(_lower_identifier).sql(dialect=DIALECT)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -445,7 +445,10 @@ def validate(sql: str, schema: str | dict, macros: list[dict] | None = None) -> 
         return Validation(False, [Issue("not_select", kind, None,
                                         f"only read queries (SELECT) are allowed, got {kind}")])
 
-    issues = _Resolver(catalog, macros).run(tree)
+    try:
+        issues = _Resolver(catalog, macros).run(tree)
+    except RecursionError:  # parsed, but too deep to walk: SQLite alone decides
+        issues = [Issue("parse", None, None, "query nested too deeply to analyse")]
     error = _sqlite_compile_error(sql, catalog, macros)
     if error is _NO_REPLICA:
         return Validation(not issues, issues)
