@@ -36,8 +36,10 @@ class QuantizationConfig:
     mode: str = "4bit"  # 4bit | 8bit | none
     quant_type: str = "nf4"
     double_quant: bool = True
-    compute_dtype: str = "bfloat16"  # bfloat16 | float16 | float32
-    dtype: str = "bfloat16"  # dtype of the unquantized weights (and 4-bit storage, for ZeRO-3)
+    # auto: bfloat16 where the hardware computes it natively (Ampere+ GPUs, CPUs with AVX512-BF16/AMX), float16 on
+    # older GPUs, float32 on other CPUs, where bf16 matmuls fall back to scalar code ~70x slower than fp32.
+    compute_dtype: str = "auto"  # auto | bfloat16 | float16 | float32
+    dtype: str = "auto"  # dtype of the unquantized weights (and 4-bit storage, for ZeRO-3)
 
 
 @dataclass
@@ -93,6 +95,9 @@ class TrainConfig:
     log_every: int = 5
     eval_every: int = 0  # eval loss every N steps (0: only at the end)
     eval_batches: int = 8  # batches of the eval split used for the periodic eval loss
+    # CPU runs only: torch threads per process; 0 = the cores this process may use / processes on this node.
+    # (`accelerate launch` pins CPU-only hosts to OMP_NUM_THREADS=1, which halves a 2-core machine.)
+    cpu_threads: int = 0
 
 
 @dataclass
@@ -305,8 +310,9 @@ def validate(cfg: Config) -> None:
     _one_of("model.attn_implementation", m.attn_implementation, ["auto", "sdpa", "eager", "flash_attention_2", "flex_attention"])
     _one_of("quantization.mode", q.mode, ["4bit", "8bit", "none"])
     _one_of("quantization.quant_type", q.quant_type, ["nf4", "fp4"])
-    _one_of("quantization.compute_dtype", q.compute_dtype, ["bfloat16", "float16", "float32"])
-    _one_of("quantization.dtype", q.dtype, ["bfloat16", "float16", "float32"])
+    _one_of("quantization.compute_dtype", q.compute_dtype, ["auto", "bfloat16", "float16", "float32"])
+    _one_of("quantization.dtype", q.dtype, ["auto", "bfloat16", "float16", "float32"])
+    _check(t.cpu_threads >= 0, "train.cpu_threads", t.cpu_threads, "must be >= 0 (0 = all cores)")
     _check(lo.r > 0, "lora.r", lo.r, "must be > 0")
     _check(lo.alpha > 0, "lora.alpha", lo.alpha, "must be > 0")
     _check(0 <= lo.dropout < 1, "lora.dropout", lo.dropout, "must be in [0, 1)")

@@ -51,6 +51,20 @@ def cpu_rehearsal_shim() -> None:
     PartialState._prepare_backend = _prepare_backend
 
 
+def set_cpu_threads(requested: int = 0) -> int:
+    """Torch threads for a CPU run: `requested`, or (0) this process's share of the cores it may run on.
+
+    `accelerate launch` sets OMP_NUM_THREADS=1 on a host without a GPU unless told otherwise, which leaves all
+    but one core idle in a single-process CPU run. No-op (returns 0) when CUDA is available.
+    """
+    if torch.cuda.is_available():
+        return 0
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    threads = requested or max(1, len(os.sched_getaffinity(0)) // local)
+    torch.set_num_threads(threads)
+    return threads
+
+
 # ------------------------------------------------------------------------------------------------
 # DeepSpeed: what the loop needs to know, in one place
 

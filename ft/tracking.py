@@ -94,7 +94,8 @@ def system_info(device, world_size: int) -> dict:
 
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world_size) or world_size)
     info = {"sys/cpu_count": cpu_count(), "sys/world_size": world_size,
-            "sys/nodes": max(1, math.ceil(world_size / max(local_world, 1))), "sys/torch": torch.__version__}
+            "sys/nodes": max(1, math.ceil(world_size / max(local_world, 1))), "sys/torch": torch.__version__,
+            "sys/torch_threads": torch.get_num_threads()}
     if getattr(device, "type", "") == "cuda" and torch.cuda.is_available():
         props = torch.cuda.get_device_properties(device)
         info |= {"sys/gpu_name": props.name, "sys/gpu_count": torch.cuda.device_count(),

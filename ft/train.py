@@ -30,7 +30,7 @@ from ft.data.rows import DataError
 from ft.evaluate import format_table, prediction_table_rows, write_results
 from ft import distributed as dist
 from ft.distributed import EXIT_PREEMPTED, StopFlag, cpu_rehearsal_shim, loss_scale, peak_memory_mb, sum_across
-from ft.model import ModelError, add_lora, load_base_model, load_tokenizer, local_model_dir, trainable_parameters
+from ft.model import ModelError, add_lora, load_base_model, load_tokenizer, local_model_dir, resolve_dtype, trainable_parameters
 from ft.tracking import Tracker, new_run_id, wandb_offline_default
 
 log = logging.getLogger("sqlft")
@@ -245,6 +245,7 @@ def train(cfg: Config) -> dict:
 
     # ---- processes, seed, output -------------------------------------------------------------
     cpu_rehearsal_shim()
+    dist.set_cpu_threads(cfg.train.cpu_threads)
     wandb_offline_default()
     accelerator = Accelerator(log_with="wandb" if cfg.tracking.wandb else None, project_dir=cfg.train.output_dir)
     dist.configure_deepspeed(accelerator, cfg)  # DeepSpeed's batch size / accumulation / clipping from cfg.train
@@ -301,8 +302,9 @@ def train(cfg: Config) -> dict:
     model = add_lora(model, cfg, reentrant_checkpointing=dist.zero_stage(accelerator) == 3)
     n_train, n_total = trainable_parameters(model)
     if is_main:
-        log.info("model %s | attention %s | quantization %s | trainable %d / %d params",
-                 cfg.model.name_or_path, attn, cfg.quantization.mode, n_train, n_total)
+        log.info("model %s | attention %s | quantization %s, compute %s | trainable %d / %d params",
+                 cfg.model.name_or_path, attn, cfg.quantization.mode, resolve_dtype(cfg.quantization.compute_dtype),
+                 n_train, n_total)
     optimizer = make_optimizer(model, cfg)
     model, optimizer = accelerator.prepare(model, optimizer)  # under DeepSpeed: the engine and its ZeRO optimizer
     # Built on the prepared optimizer, whose param groups are the ones that step (DeepSpeed's CPU-offload Adam is a
