@@ -57,10 +57,12 @@ def set_cpu_threads(requested: int = 0) -> int:
     `accelerate launch` sets OMP_NUM_THREADS=1 on a host without a GPU unless told otherwise, which leaves all
     but one core idle in a single-process CPU run. No-op (returns 0) when CUDA is available.
     """
+    from ft.tracking import cpu_count  # the cores this process may use (affinity / Slurm cgroup)
+
     if torch.cuda.is_available():
         return 0
     local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    threads = requested or max(1, len(os.sched_getaffinity(0)) // local)
+    threads = requested or max(1, cpu_count() // local)
     torch.set_num_threads(threads)
     return threads
 

@@ -491,3 +491,30 @@ def test_evaluation_forward_keeps_4bit_lora_trainable_on_cpu(tiny_model):
     after = grads()
     assert all(g is not None for g in after.values())
     assert max((before[k] - after[k]).abs().max().item() for k in before) < 1e-6
+
+
+def test_cpu_threads_use_this_process_share_of_the_cores(monkeypatch):
+    # `accelerate launch` leaves CPU-only runs at OMP_NUM_THREADS=1; the recipe takes its share of the cores back.
+    from ft.distributed import set_cpu_threads
+    from ft.tracking import cpu_count
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+        assert set_cpu_threads(0) == cpu_count() == torch.get_num_threads()
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", str(2 * cpu_count()))
+        assert set_cpu_threads(0) == 1 == torch.get_num_threads()
+        assert set_cpu_threads(3) == 3 == torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_auto_dtype_is_one_the_hardware_computes_natively():
+    from ft.model import resolve_dtype
+
+    assert resolve_dtype("float16") == torch.float16 and resolve_dtype("bfloat16") == torch.bfloat16
+    native_bf16 = (torch.cuda.is_available() and torch.cuda.is_bf16_supported()) or (
+        not torch.cuda.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    expected = torch.bfloat16 if native_bf16 else (torch.float16 if torch.cuda.is_available() else torch.float32)
+    assert resolve_dtype("auto") == expected
