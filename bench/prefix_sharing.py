@@ -58,9 +58,9 @@ def arithmetic(examples, max_length: int, seed: int = 0, batch_size: int = 4, ma
     shared = PrefixPlan(examples, batch_size, max_length, seed, max_branches=max_branches)
     n = len(examples)
 
-    def padded_per_example(plan, plan_lengths):  # rows padded to the longest of their micro-batch
+    def padded_per_example(plan, plan_lengths, flat=False):  # rows padded to the longest of their micro-batch
         batches = plan.global_micro_batches(0)
-        return padding_stats(batches, plan_lengths)["padded_tokens"] / max(1, sum(len(r) for mb in batches for r in mb))
+        return padding_stats(batches, plan_lengths, packed=flat)["padded_tokens"] / max(1, sum(len(r) for mb in batches for r in mb))
 
     s = shared.stats()
     return {
@@ -70,7 +70,7 @@ def arithmetic(examples, max_length: int, seed: int = 0, batch_size: int = 4, ma
         "mean_prefix_tokens": sum(e.prefix_len for e in examples) / n,
         "packing": {"tokens_per_example": sum(lengths) / n, "rows": len(packed.bins),
                     "examples_per_row": n / len(packed.bins),
-                    f"padded_tokens_per_example_bs{batch_size}": padded_per_example(packed, lengths)},
+                    f"padded_tokens_per_example_bs{batch_size}": padded_per_example(packed, lengths, flat=True)},
         "prefix_sharing": {"tokens_per_example": s["tokens_per_example"], "rows": s["rows"],
                            "examples_per_row": n / s["rows"], "groups": s["groups"],
                            "branches_per_group": s["branches_per_group"],

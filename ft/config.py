@@ -69,7 +69,7 @@ class DataConfig:
     template: str = "default"  # default | chat | schema_first
     max_length: int = 1024
     overlong: str = "truncate_schema"  # skip | truncate_schema | error
-    packing: bool = False
+    packing: bool = False  # best-fit-decreasing bins; a micro-batch's bins run end to end in one row (no padding)
     group_by_length: bool = False
     prefix_sharing: bool = False  # a schema once per row, its questions as branches; needs schema_first
     skip_bad_rows: bool = False
@@ -84,7 +84,7 @@ class TrainConfig:
     seed: int = 42
     epochs: float = 1.0
     max_steps: int | None = None  # optimizer steps; overrides epochs
-    per_device_batch_size: int = 4
+    per_device_batch_size: int = 4  # rows per micro-batch (packed: bins of up to max_length tokens each)
     gradient_accumulation_steps: int = 1
     learning_rate: float = 2e-4
     weight_decay: float = 0.0

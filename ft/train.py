@@ -291,7 +291,7 @@ def train(cfg: Config) -> dict:
             f"{cfg.train.per_device_batch_size} rows; lower the batch size or add data."
         )
     total_steps = cfg.train.max_steps or math.ceil(cfg.train.epochs * steps_per_epoch)
-    pad_report = padding_stats(plan.global_micro_batches(0), lengths)
+    pad_report = padding_stats(plan.global_micro_batches(0), lengths, packed=d.packing and not d.prefix_sharing)
     if is_main:
         log.info("data: %s | encoding: %s | padding %.1f%% | %d steps/epoch, %d steps",
                  data_report, enc_report, 100 * pad_report["padding_fraction"], steps_per_epoch, total_steps)

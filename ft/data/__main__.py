@@ -113,7 +113,7 @@ def _cmd_stats(args) -> int:
     print("token-length histogram:\n" + _histogram(lengths))
     for name, packing, grouped in (("padded", False, False), ("grouped by length", False, True), ("packed", True, False)):
         plan = BatchPlan(lengths, t.per_device_batch_size, d.max_length, packing, grouped, t.seed)
-        pad = padding_stats(plan.global_micro_batches(0), lengths)
+        pad = padding_stats(plan.global_micro_batches(0), lengths, packed=packing)
         print(f"  {name:<18} padding {100 * pad['padding_fraction']:5.1f}%"
               + (f"  ({len(plan.bins)} packed rows for {len(lengths)} examples)" if packing else ""))
     for key in ("difficulty", "db_id"):

@@ -96,13 +96,17 @@ class BatchPlan:
 
 
 def collate(rows: list[list[int]], examples: list[Encoded], pad_id: int, packed: bool) -> dict[str, torch.Tensor]:
-    """Tensors for one micro-batch, padded to its longest row (never to max_length).
+    """Tensors for one micro-batch.
 
-    Packed rows carry `position_ids` that restart at 0 for every example and no 2-D attention mask, which is what
-    lets transformers build a block-diagonal causal mask (call the model with use_cache=False). Unpacked rows are
-    right-padded with an attention mask. Labels of padding and of every example's first token are -100, so no loss
-    crosses a boundary.
+    Packed: the micro-batch's rows are laid end to end in one row (padding-free, as TRL's padding_free), with
+    `position_ids` that restart at 0 for every example and no attention mask. From that, transformers builds a
+    block-diagonal causal mask for sdpa / eager / flex, and flash-attn 2 runs its varlen kernel; flash-attn only
+    recognises packing in a batch of one row, so two packed rows would attend across examples there. Unpacked rows
+    are right-padded to the longest row (never to max_length) with an attention mask. Labels of padding and of every
+    example's first token are -100, so no loss crosses a boundary.
     """
+    if packed:
+        rows = [[i for row in rows for i in row]]
     ids, labels, pos = [], [], []
     for row in rows:
         r_ids, r_lab, r_pos = [], [], []
@@ -120,17 +124,18 @@ def collate(rows: list[list[int]], examples: list[Encoded], pad_id: int, packed:
         "labels": torch.tensor([r + [-100] * (width - len(r)) for r in labels]),
     }
     if packed:
-        # Padding continues the positions of its own pseudo-sequence, so it forms a separate block.
-        batch["position_ids"] = torch.tensor([p + list(range(width - len(p))) for p in pos])
+        batch["position_ids"] = torch.tensor(pos)
     else:
         batch["attention_mask"] = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in ids])
     return batch
 
 
-def padding_stats(batches: list[list[list[int]]], lengths: list[int]) -> dict:
-    """Fraction of padded positions when each micro-batch is padded to its longest row."""
+def padding_stats(batches: list[list[list[int]]], lengths: list[int], packed: bool = False) -> dict:
+    """Fraction of padded positions when each micro-batch is padded to its longest row (packed: one row, none)."""
     real = total = 0
     for batch in batches:
+        if packed:
+            batch = [[i for row in batch for i in row]]
         row_lens = [sum(lengths[i] for i in row) for row in batch]
         real += sum(row_lens)
         total += max(row_lens) * len(row_lens)
