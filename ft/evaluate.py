@@ -162,13 +162,24 @@ def summarize(preds: list[Prediction], wall_s: float | None = None) -> dict:
     out["latency_p95_s"] = _pct(lat, 0.95)
     if wall_s:
         out["questions_per_s"] = len(preds) / wall_s
-    retried = [p for p in preds if p.retried]
-    if retried:
-        out["retry_rate"] = len(retried) / len(preds)
-        out["ex_without_retry"] = sum(p.correct_first for p in preds) / len(preds)
+    out.update(_retry_rates(preds))
     tiers = sorted({p.tier for p in preds if p.tier})
-    out["tiers"] = {t: _rates([p for p in preds if p.tier == t]) for t in tiers}
+    out["tiers"] = {}
+    for t in tiers:
+        in_tier = [p for p in preds if p.tier == t]
+        out["tiers"][t] = {**_rates(in_tier), **_retry_rates(in_tier)}
     return out
+
+
+def _retry_rates(preds: list[Prediction]) -> dict:
+    """What retry-with-validation did: how often it triggered, how often a sampled alternative validated, and
+    execution accuracy had the greedy answer been kept (empty when nothing was retried)."""
+    retried = [p for p in preds if p.retried]
+    if not retried:
+        return {}
+    return {"retry_rate": len(retried) / len(preds),
+            "retry_found_valid": sum(not p.validation_errors for p in retried) / len(retried),
+            "ex_without_retry": sum(p.correct_first for p in preds) / len(preds)}
 
 
 def first_valid_alternative(model, tokenizer, row: Row, template: str, retries: int, max_new_tokens: int) -> str | None:
@@ -233,6 +244,9 @@ def format_table(results: dict[str, dict]) -> str:
     keys = ["ex", "ex_set", "em", "valid", "hallucination"]
     for k in keys:
         lines.append(f"{k:<28}" + "".join(f"{100 * results[n].get(k, 0):>13.1f}%" for n in names))
+    for k in ("ex_without_retry", "retry_rate", "retry_found_valid"):
+        if any(k in results[n] for n in names):
+            lines.append(f"{k:<28}" + "".join(f"{100 * results[n].get(k, 0):>13.1f}%" for n in names))
     for k in ("latency_p50_s", "latency_p95_s", "questions_per_s"):
         if all(k in results[n] for n in names):
             lines.append(f"{k:<28}" + "".join(f"{results[n][k]:>14.2f}" for n in names))

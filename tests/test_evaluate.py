@@ -138,3 +138,22 @@ def test_merge_equals_base_plus_adapter_and_clis(tmp_path, tiny_model, shop_rows
     missing = subprocess.run([sys.executable, "-m", "ft.generate", "--adapter", str(adapter), "--schema", "nope.sql",
                               "--question", "x"], capture_output=True, text=True, cwd=REPO)
     assert missing.returncode == 2 and "nope.sql" in missing.stderr
+
+
+def test_summary_reports_what_retry_did(rows):
+    # Three questions whose greedy answer names a missing column: retry_invalid re-scores the first valid sample
+    # and keeps the greedy answer's correctness in correct_first; here one retry fixes the answer, one finds a
+    # valid but wrong alternative, one finds nothing valid. A fourth question was right the first time.
+    bad = "SELECT cty FROM customers\n```"
+    first = [score_one(r, bad, 0.1, 5, 1000) for r in rows[:3]] + [score_one(rows[3], rows[3].query + "\n```", 0.1, 5, 1000)]
+    assert all(p.validation_errors for p in first[:3]) and not first[3].validation_errors
+    after = [score_one(rows[0], rows[0].query + "\n```", 0.1, 5, 1000),
+             score_one(rows[1], "SELECT name FROM products\n```", 0.1, 5, 1000), first[2], first[3]]
+    for p, f in zip(after[:3], first[:3]):
+        p.retried, p.correct_first = True, f.correct
+    m = summarize(after)
+    assert m["retry_rate"] == 0.75 and abs(m["retry_found_valid"] - 2 / 3) < 1e-9
+    assert m["ex_without_retry"] == 0.25 and m["ex"] == 0.5
+    tier = m["tiers"][rows[0].difficulty]
+    assert tier["retry_rate"] > 0 and tier["ex"] >= tier["ex_without_retry"]
+    assert "retry_rate" not in summarize([score_one(r, bad, 0.1, 5, 1000) for r in rows[:3]])  # nothing retried
