@@ -468,8 +468,10 @@ def _run_facts(run: RunData) -> list[tuple[str, str]]:
         facts.append(("optimizer", f"{tr.get('optimizer')} lr={tr.get('learning_rate')} ({tr.get('lr_scheduler')}, "
                                    f"warmup {tr.get('warmup_steps')}), batch {batch[0]} x accumulation {batch[1]}"))
     if d:
+        rows = ("shared-schema prefix packing" if d.get("prefix_sharing") else
+                "packing" if d.get("packing") else "padded rows")
         facts.append(("data", f"{d.get('source')} (template {d.get('template')}, max_length {d.get('max_length')}, "
-                              f"packing {d.get('packing')})"))
+                              f"{rows})"))
     attempts = info.get("attempts") or []
     sys_info = {**(attempts[-1] if attempts else {}), **run.static}
     machine = [f"{sys_info['sys/world_size']} process(es)" if "sys/world_size" in sys_info else None,

@@ -280,3 +280,16 @@ def test_real_resumed_run(real):
     assert "finished" in page and "Resumed 1 time(s)" in page and "tiny" in page
     for fig in ("loss", "learning_rate", "throughput", "memory", "eval_execution", "final_tiers"):
         assert (out.parent / f"{fig}.png").is_file(), fig
+
+
+def test_run_facts_name_the_batching(tmp_path):
+    from ft.report import RunData, _run_facts
+
+    def data_fact(**data):
+        run = RunData(run_dir=tmp_path, config={"data": {"source": "bundled", "max_length": 1024, **data}})
+        return dict(_run_facts(run))["data"]
+
+    assert data_fact(packing=False).endswith("padded rows)")
+    assert data_fact(packing=True).endswith(", packing)")
+    # prefix sharing sets packing false in the config yet packs rows; the report must not say "no packing"
+    assert data_fact(packing=False, prefix_sharing=True).endswith("shared-schema prefix packing)")
