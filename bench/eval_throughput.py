@@ -1,9 +1,10 @@
 """Evaluation throughput: batched generation + execution against one question at a time.
 
-    python bench/eval_throughput.py [--adapter runs/demo/adapter] [--questions 32] [--batch-size 8]
+    python bench/eval_throughput.py [--adapter runs/demo/adapter] [--questions 32] [--batch-size 8] [--name N]
 
-Same model, same questions, same greedy decoding; the generated SQL must be identical both ways (checked).
-Writes bench/results/eval_throughput.json and .png. Target: batched >= 4x questions/s.
+Same model, same questions, same greedy decoding; how many answers are identical both ways is recorded (batched
+and single-row decoding differ in the last bits, which can flip a near-tie).
+Writes bench/results/<name>.json and .png (default name eval_throughput). Target: batched >= 4x questions/s.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ def main() -> int:
     ap.add_argument("--questions", type=int, default=32)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=128)
+    ap.add_argument("--name", default="eval_throughput", help="result file name under bench/results/")
     args = ap.parse_args()
 
     from ft.config import load_config
@@ -46,14 +48,19 @@ def main() -> int:
                          "ex": metrics["ex"], "latency_p50_s": metrics["latency_p50_s"],
                          "latency_p95_s": metrics["latency_p95_s"], "sql": [p.predicted for p in preds]}
         print(name, {k: v for k, v in results[name].items() if k != "sql"}, flush=True)
-    same = results["batched"]["sql"] == results["one_at_a_time"]["sql"]
+    # Batched greedy decoding is not bit-identical to single-row decoding (other matmul shapes, left padding), so a
+    # near-tie between two tokens can flip; count the answers that differ instead of asserting none do.
+    pairs = list(zip(results["one_at_a_time"]["sql"], results["batched"]["sql"]))
+    same = sum(a == b for a, b in pairs)
+    differing = [{"one_at_a_time": a, "batched": b} for a, b in pairs if a != b][:3]
     speedup = results["batched"]["questions_per_s"] / results["one_at_a_time"]["questions_per_s"]
     out = {"benchmark": "eval_throughput", "machine": machine(), "versions": versions(),
            "settings": {"adapter": args.adapter, "model": cfg.model.name_or_path, "quantization": cfg.quantization.mode,
                         "questions": len(rows), "max_new_tokens": args.max_new_tokens},
            "results": {k: {kk: vv for kk, vv in v.items() if kk != "sql"} for k, v in results.items()},
-           "speedup": speedup, "identical_sql": same, "target": "batched >= 4x one-at-a-time"}
-    path = REPO / "bench" / "results" / "eval_throughput.json"
+           "speedup": speedup, "identical_sql": f"{same}/{len(pairs)}", "differing_examples": differing,
+           "target": "batched >= 4x one-at-a-time"}
+    path = REPO / "bench" / "results" / f"{args.name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2))
 
@@ -69,7 +76,7 @@ def main() -> int:
     ax.set_title(f"evaluation throughput: {speedup:.1f}x")
     fig.tight_layout()
     fig.savefig(path.with_suffix(".png"), dpi=110)
-    print(f"speedup {speedup:.2f}x, identical SQL: {same}; wrote {path}")
+    print(f"speedup {speedup:.2f}x, identical SQL: {same}/{len(pairs)}; wrote {path}")
     return 0
 
 
