@@ -242,11 +242,9 @@ def format_table(results: dict[str, dict]) -> str:
     names = list(results)
     lines = [f"{'metric':<28}" + "".join(f"{n:>14}" for n in names)]
     keys = ["ex", "ex_set", "em", "valid", "hallucination"]
+    keys += [k for k in ("ex_without_retry", "retry_rate", "retry_found_valid") if any(k in results[n] for n in names)]
     for k in keys:
         lines.append(f"{k:<28}" + "".join(f"{100 * results[n].get(k, 0):>13.1f}%" for n in names))
-    for k in ("ex_without_retry", "retry_rate", "retry_found_valid"):
-        if any(k in results[n] for n in names):
-            lines.append(f"{k:<28}" + "".join(f"{100 * results[n].get(k, 0):>13.1f}%" for n in names))
     for k in ("latency_p50_s", "latency_p95_s", "questions_per_s"):
         if all(k in results[n] for n in names):
             lines.append(f"{k:<28}" + "".join(f"{results[n][k]:>14.2f}" for n in names))

@@ -156,4 +156,5 @@ def test_summary_reports_what_retry_did(rows):
     assert m["ex_without_retry"] == 0.25 and m["ex"] == 0.5
     tier = m["tiers"][rows[0].difficulty]
     assert tier["retry_rate"] > 0 and tier["ex"] >= tier["ex_without_retry"]
+    assert "retry_found_valid" in format_table({"model": m})
     assert "retry_rate" not in summarize([score_one(r, bad, 0.1, 5, 1000) for r in rows[:3]])  # nothing retried
