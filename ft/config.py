@@ -6,9 +6,12 @@ Every error names the key and the value; unknown keys suggest the closest valid 
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
+import math
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,7 +83,7 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    output_dir: str = "runs/demo"
+    output_dir: str = "auto"  # auto: runs/demo for the demo, else runs/<data>-<model> (never another run's folder)
     seed: int = 42
     epochs: float = 1.0
     max_steps: int | None = None  # optimizer steps; overrides epochs
@@ -93,8 +96,6 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     optimizer: str = "adamw"  # adamw | paged_adamw_8bit (CUDA only)
     log_every: int = 5
-    eval_every: int = 0  # eval loss every N steps (0: only at the end)
-    eval_batches: int = 8  # batches of the eval split used for the periodic eval loss
     # CPU runs only: torch threads per process; 0 = the cores this process may use / processes on this node.
     # (`accelerate launch` pins CPU-only hosts to OMP_NUM_THREADS=1, which halves a 2-core machine.)
     cpu_threads: int = 0
@@ -120,6 +121,8 @@ class TrackingConfig:
 
 @dataclass
 class EvalConfig:
+    loss_every: int = 0  # held-out loss every N optimizer steps (0: only at the end, on the whole split)
+    loss_batches: int = 8  # batches of the eval split used for the periodic held-out loss
     at_end: bool = True  # evaluate base and fine-tuned by execution at the end of training
     every: int = 0  # execution eval on a fixed sample every N steps (0: off)
     sample_size: int = 32
@@ -190,10 +193,12 @@ def _coerce(value, tp, key: str):
             raise ConfigError(f"Config key '{key}' must be a number, got {value!r}.")
         try:
             out = tp(float(value)) if tp is int and isinstance(value, str) and "e" in value.lower() else tp(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"Config key '{key}' must be {'an integer' if tp is int else 'a number'}, got {value!r}.") from None
         if tp is int and isinstance(value, float) and value != int(value):
             raise ConfigError(f"Config key '{key}' must be an integer, got {value!r}.")
+        if not math.isfinite(out):
+            raise ConfigError(f"Config key '{key}' must be a finite number, got {value!r}.")
         return out
     if tp is str:
         if isinstance(value, (dict, list)):
@@ -210,7 +215,7 @@ def _build(cls, data: dict, prefix: str):
     kwargs = {}
     for key, value in data.items():
         if key not in names:
-            raise ConfigError(f"Unknown config key '{prefix}{key}'.{_suggest(prefix + key, [prefix + n for n in names])}")
+            raise _unknown_key(f"{prefix}{key}", [prefix + n for n in names])
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
             kwargs[key] = _build(tp, value or {}, f"{prefix}{key}.")
@@ -229,15 +234,30 @@ def _set_dotted(tree: dict, dotted: str, value) -> None:
     node[parts[-1]] = value
 
 
-def _all_keys(cls=Config, prefix="") -> list[str]:
+def all_keys(cls=Config, prefix="") -> list[str]:
+    """Every dotted config key, in declaration order."""
     out = []
     for f in dataclasses.fields(cls):
         tp = typing.get_type_hints(cls)[f.name]
         if dataclasses.is_dataclass(tp):
-            out += _all_keys(tp, f"{prefix}{f.name}.")
+            out += all_keys(tp, f"{prefix}{f.name}.")
         else:
             out.append(f"{prefix}{f.name}")
     return out
+
+
+# Keys that moved: the old name answers with the new one instead of a plain "unknown key".
+RENAMED = {
+    "train.eval_every": "eval.loss_every",
+    "train.eval_batches": "eval.loss_batches",
+}
+
+
+def _unknown_key(key: str, valid: list[str]) -> ConfigError:
+    if key in RENAMED:
+        return ConfigError(f"Config key '{key}' is now '{RENAMED[key]}' (evaluation settings live in the eval "
+                           f"section). Did you mean '{RENAMED[key]}'?")
+    return ConfigError(f"Unknown config key '{key}'.{_suggest(key, valid)}")
 
 
 def parse_overrides(args: list[str]) -> dict[str, str]:
@@ -256,9 +276,9 @@ def parse_overrides(args: list[str]) -> dict[str, str]:
                 raise ConfigError(f"Override '--{key}' has no value.")
             value = args[i + 1]
             i += 2
-        valid = _all_keys()
+        valid = all_keys()
         if key not in valid:
-            raise ConfigError(f"Unknown config key '{key}'.{_suggest(key, valid)}")
+            raise _unknown_key(key, valid)
         out[key] = value
     return out
 
@@ -343,7 +363,6 @@ def validate(cfg: Config) -> None:
     _check(t.warmup_steps >= 0, "train.warmup_steps", t.warmup_steps, "must be >= 0")
     _check(t.max_grad_norm >= 0, "train.max_grad_norm", t.max_grad_norm, "must be >= 0 (0 disables clipping)")
     _check(t.log_every > 0, "train.log_every", t.log_every, "must be > 0")
-    _check(t.eval_every >= 0, "train.eval_every", t.eval_every, "must be >= 0")
     _one_of("train.lr_scheduler", t.lr_scheduler, ["cosine", "linear", "constant"])
     _one_of("train.optimizer", t.optimizer, ["adamw", "paged_adamw_8bit"])
     _check(bool(t.output_dir), "train.output_dir", t.output_dir, "must not be empty")
@@ -351,11 +370,58 @@ def validate(cfg: Config) -> None:
     _check(c.keep_last >= 1, "checkpoint.keep_last", c.keep_last, "must be >= 1")
     if c.resume not in ("auto", "none"):
         _check(Path(c.resume).is_dir(), "checkpoint.resume", c.resume, "must be auto, none, or an existing checkpoint folder")
+    _check(e.loss_every >= 0, "eval.loss_every", e.loss_every, "must be >= 0")
+    _check(e.loss_batches > 0, "eval.loss_batches", e.loss_batches, "must be > 0")
+    _check(e.every >= 0, "eval.every", e.every, "must be >= 0")
     _check(e.sample_size > 0, "eval.sample_size", e.sample_size, "must be > 0")
     _check(e.max_new_tokens > 0, "eval.max_new_tokens", e.max_new_tokens, "must be > 0")
     _check(e.batch_size > 0, "eval.batch_size", e.batch_size, "must be > 0")
     _check(e.timeout_s > 0, "eval.timeout_s", e.timeout_s, "must be > 0")
     _check(e.retries >= 0, "eval.retries", e.retries, "must be >= 0")
+    # A result cut at the row cap can't be compared with the gold one; 0 or a negative cap would cut every result.
+    _check(e.max_rows > 0, "eval.max_rows", e.max_rows, "must be > 0")
+
+
+# ----------------------------------------------------------------------------------------------
+# resolving: `auto` -> what it means on this machine, once, before the config is printed or saved
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "run"
+
+
+def default_output_dir(cfg: Config) -> str:
+    """`train.output_dir: auto`: runs/demo for the embedded demo, else a folder named for the data and the model,
+    so that training on your own data never lands in (and resumes) another run's folder."""
+    d, m = cfg.data, cfg.model
+    if d.source == "bundled" and m.name_or_path == ModelConfig.name_or_path:
+        return "runs/demo"
+    data = "bundled" if d.source == "bundled" else Path(d.source.rstrip("/")).stem or d.source
+    model = Path(m.name_or_path.rstrip("/")).name.removesuffix(".gguf")
+    return f"runs/{_slug(data)}-{_slug(model)}"
+
+
+def resolve(cfg: Config) -> Config:
+    """A copy of `cfg` with every `auto` replaced by what it means here (attention, dtypes, CPU threads, output
+    folder, run name). Training and the inference commands call it once, before the config is printed, logged or
+    saved, and nothing changes it afterwards: a checkpoint's config.yaml is the config that ran."""
+    from ft import system  # torch: only commands that run a model resolve (the Slurm launcher doesn't)
+
+    out = copy.deepcopy(cfg)
+    m, q, d, t = out.model, out.quantization, out.data, out.train
+    m.attn_implementation = system.choose_attention(m.attn_implementation, tree_mask=d.prefix_sharing)
+    if d.prefix_sharing and m.attn_implementation == "flex_attention" and not system.has_flex_attention():
+        raise ConfigError("Config key 'model.attn_implementation' has a bad value 'flex_attention': with "
+                          "data.prefix_sharing it needs FlexAttention's backward pass, which torch has only on CUDA; "
+                          "use auto or sdpa here.")
+    fastest = str(system.fastest_dtype()).removeprefix("torch.")
+    q.compute_dtype = fastest if q.compute_dtype == "auto" else q.compute_dtype
+    q.dtype = fastest if q.dtype == "auto" else q.dtype
+    if t.output_dir == "auto":
+        t.output_dir = default_output_dir(out)
+    if out.tracking.run_name is None:
+        out.tracking.run_name = Path(t.output_dir).name
+    return out
 
 
 def to_yaml(cfg: Config) -> str:

@@ -10,16 +10,12 @@ tests/test_dashboard.py checks them against a real run). Uses the `wandb-workspa
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
-# Tiers of the bundled dataset (ft/data/synthetic); other datasets: --tiers (Spider: easy,medium,hard,extra).
-DEFAULT_TIERS = ("simple", "aggregate", "topk", "join", "nested", "date", "percent", "macro")
-RATES = ("ex", "ex_set", "em", "valid", "hallucination")
-TABLES = ("eval/predictions", "final/predictions")
-# Logged only on CUDA (a tiny CPU run cannot show them): see docs/metrics.md.
-CUDA_ONLY = {"perf/mfu", "sys/gpu_reserved_mb"}
+from ft.cli import Alias, Command, run
+from ft.metrics import RATES, TABLES
+from ft.metrics import TIERS as DEFAULT_TIERS  # the bundled dataset's; other datasets: --tiers
 
 FAILURES_HELP = """**Predictions.** `eval/predictions`: the fixed evaluation sample at each periodic evaluation
 (`eval.every`); `final/predictions`: the whole held-out split at the end, fine-tuned model. Columns: question, gold,
@@ -55,7 +51,7 @@ def panels(tiers=DEFAULT_TIERS):
             line("Tokens seen", ["train/tokens_seen", "train/target_tokens_seen"]),
         ]),
         ("Execution accuracy", False, [
-            line("Execution metrics (periodic sample)", [f"eval/{k}" for k in RATES[:-1]]),
+            line("Execution metrics (periodic sample)", [f"eval/{k}" for k in RATES if k != "hallucination"]),
             line("Hallucinated tables/columns (share of answers)", ["eval/hallucination"]),
             line("EX per tier (periodic sample)", [], metric_regex=r"eval/tier/.*/ex$"),
             line("Generation latency", ["eval/latency_p50_s", "eval/latency_p95_s"]),
@@ -134,24 +130,30 @@ def spec(view) -> dict:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m ft.dashboard", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--project", required=True, help="W&B project the runs log to (tracking.project)")
-    ap.add_argument("--entity", help="W&B entity (user or team); default: your default entity")
-    ap.add_argument("--name", default="sqlft", help="name of the saved view (or report title)")
-    ap.add_argument("--tiers", help="comma-separated difficulty tiers for the per-tier bars "
-                                    f"(default: the bundled dataset's: {','.join(DEFAULT_TIERS)})")
-    ap.add_argument("--group-runs", action="store_true", help="group runs by their W&B group (tracking.group)")
-    ap.add_argument("--report", action="store_true", help="create a W&B report instead of a workspace view")
-    ap.add_argument("--print", action="store_true", help="print the definition as JSON and send nothing")
-    args = ap.parse_args(argv)
+def _own(p) -> None:
+    p.add_argument("--name", default="sqlft", help="name of the saved view (or report title)")
+    p.add_argument("--tiers", help="comma-separated difficulty tiers for the per-tier bars "
+                                   f"(default: the bundled dataset's: {','.join(DEFAULT_TIERS)})")
+    p.add_argument("--group-runs", action="store_true", help="group runs by their W&B group (tracking.group)")
+    p.add_argument("--report", action="store_true", help="create a W&B report instead of a workspace view")
+    p.add_argument("--print", action="store_true", help="print the definition as JSON and send nothing")
+
+
+COMMAND = Command(
+    name="dashboard", description=__doc__, add_arguments=_own,
+    aliases=[Alias("--project", "tracking.project", "W&B project the runs log to"),
+             Alias("--entity", "tracking.entity", "W&B entity (user or team) [your default entity]")],
+)
+
+
+def dashboard_command(cfg, args) -> int:
     try:
         import wandb_workspaces  # noqa: F401
     except ImportError:
         print("error: the dashboard needs the wandb-workspaces package: pip install wandb-workspaces", file=sys.stderr)
         return 2
     tiers = tuple(t.strip() for t in args.tiers.split(",") if t.strip()) if args.tiers else DEFAULT_TIERS
-    entity = args.entity
+    entity = cfg.tracking.entity
     if entity is None and args.print:
         entity = "ENTITY"
     if entity is None:
@@ -163,8 +165,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: no --entity given and W&B's default entity is unknown ({e}); log in with "
                   "`wandb login` or pass --entity", file=sys.stderr)
             return 2
-    view = (report(entity, args.project, args.name, tiers) if args.report
-            else workspace(entity, args.project, args.name, tiers, args.group_runs))
+    view = (report(entity, cfg.tracking.project, args.name, tiers) if args.report
+            else workspace(entity, cfg.tracking.project, args.name, tiers, args.group_runs))
     if args.print:
         print(json.dumps(spec(view), indent=2))
         return 0
@@ -175,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"{'report' if args.report else 'workspace'}: {view.url}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(COMMAND, dashboard_command, argv)
 
 
 if __name__ == "__main__":

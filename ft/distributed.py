@@ -2,22 +2,21 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
 import signal
+import sys
+from pathlib import Path
 
 import torch
 
 from ft.config import ConfigError
+from ft.constants import EXIT_PREEMPTED, STOP_SIGNALS
+from ft.system import cpu_count
 
 log = logging.getLogger("sqlft")
-
-# Exit code after a preemption / time-limit signal was handled and a checkpoint written (EX_TEMPFAIL):
-# the job should be requeued and will resume from that checkpoint.
-EXIT_PREEMPTED = 75
-
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
 
 def cpu_rehearsal_shim() -> None:
@@ -57,7 +56,6 @@ def set_cpu_threads(requested: int = 0) -> int:
     `accelerate launch` sets OMP_NUM_THREADS=1 on a host without a GPU unless told otherwise, which leaves all
     but one core idle in a single-process CPU run. No-op (returns 0) when CUDA is available.
     """
-    from ft.tracking import cpu_count  # the cores this process may use (affinity / Slurm cgroup)
 
     if torch.cuda.is_available():
         return 0
@@ -176,26 +174,80 @@ def trainable_state_dict(accelerator, model) -> dict[str, torch.Tensor]:
         return {n: p.detach().to("cpu", copy=True) for n, p in named}
 
 
-class StopFlag:
-    """Remembers a preemption / time-limit signal; the loop checks it between optimizer steps.
+class Stopped(BaseException):
+    """The run ends now, without a checkpoint: a stop signal before training started, or a second Ctrl-C.
 
-    Launchers don't forward USR1/USR2 to every worker, so each rank records what it got and `should_stop`
-    all-reduces the flag: if any rank was told to stop, all of them checkpoint and stop together.
+    A BaseException, so that library code catching Exception while the signal lands doesn't swallow it.
+    """
+
+    def __init__(self, message: str, code: int = EXIT_PREEMPTED):
+        super().__init__(message)
+        self.code = code
+
+
+class StopFlag:
+    """Stop signals (SIGTERM, SIGUSR1/2 from Slurm, SIGINT from Ctrl-C), from the process's start to its end.
+
+    Before the loop a signal ends the process at once (`Stopped`: nothing to save yet). In the loop it is remembered
+    and checked between optimizer steps: launchers don't forward USR1/USR2 to every worker, so each rank records
+    what it got and `should_stop` all-reduces the flag; if any rank was told to stop, all of them checkpoint and stop
+    together. A second Ctrl-C stops at once.
     """
 
     def __init__(self):
         self.received: int | None = None
+        self.interrupts = 0
+        self.in_loop = False
         for sig in STOP_SIGNALS:
             signal.signal(sig, self._handle)
 
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.received).name if self.received else "no signal"
+
     def _handle(self, signum, frame):
-        self.received = signum
+        self.interrupts += signum == signal.SIGINT
+        if self.interrupts >= 2:
+            raise Stopped("second Ctrl-C: stopped at once, without a checkpoint", code=130)
+        first = self.received is None
+        self.received = self.received or signum
+        if not self.in_loop:
+            raise Stopped(f"stopped on {self.name} during start-up: no training step had run, nothing to save "
+                          f"(exit {EXIT_PREEMPTED})")
+        if first and os.environ.get("RANK", "0") == "0":
+            again = "; Ctrl-C again stops at once" if signum == signal.SIGINT else ""
+            print(f"\n[sqlft] got {self.name}: finishing this step, then a checkpoint and stop{again}",
+                  file=sys.stderr, flush=True)
+
+    def start_loop(self, accelerator) -> None:
+        """From here on a signal is answered with a checkpoint. Every rank agrees first: one that was signalled
+        while the others were still starting up stops them all."""
+        self.in_loop = True
+        if self.should_stop(accelerator):
+            raise Stopped(f"stopped on {self.name} during start-up: no training step had run, nothing to save "
+                          f"(exit {EXIT_PREEMPTED})")
 
     def should_stop(self, accelerator) -> bool:
         flag = torch.tensor([1.0 if self.received is not None else 0.0], device=accelerator.device)
         if accelerator.num_processes > 1:
             flag = accelerator.reduce(flag, reduction="sum")
         return bool(flag.item() > 0)
+
+
+def write_exit_status(code: int, step: int | None, message: str | None) -> None:
+    """`$SQLFT_STATUS_DIR/rank-<R>.json`: this process's exit code, for launchers that lose it (accelerate turns a
+    worker's 75 into 1). Written atomically; nothing when the variable is unset."""
+    folder = os.environ.get("SQLFT_STATUS_DIR")
+    if not folder:
+        return
+    path = Path(folder) / f"rank-{os.environ.get('RANK', '0')}.json"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"exit_code": code, "step": step, "message": message}))
+        tmp.replace(path)
+    except OSError as e:
+        log.warning("could not write the exit status to %s: %s", path, e)
 
 
 def sum_across(accelerator, value: float | int) -> float:
@@ -220,11 +272,3 @@ def loss_scale(num_processes: int, global_target_tokens: float, deepspeed_accumu
     (sum of token losses over the whole window on all ranks) / (target tokens in that window on all ranks).
     """
     return num_processes * deepspeed_accumulation / max(global_target_tokens, 1.0)
-
-
-def peak_memory_mb(device) -> float:
-    if torch.cuda.is_available() and getattr(device, "type", "") == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux -> MiB

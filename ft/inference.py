@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from ft.config import Config, load_config
+from ft.config import Config
 from ft.model import ModelError, load_base_model, load_tokenizer, local_model_dir
 
 
@@ -21,14 +21,6 @@ def resolve_adapter(path: str | Path) -> tuple[Path, Path | None]:
             ckpts = sorted((cand.parent / "checkpoints").glob("step-*/config.yaml"))
             return cand, (ckpts[-1] if ckpts else None)
     raise ModelError(f"No LoRA adapter at '{p}' (expected adapter_config.json there or in {p / 'adapter'}).")
-
-
-def inference_config(adapter: str | None, config: str | None, overrides: dict) -> Config:
-    """The run's own config when the adapter comes from one of our runs, else the given / default config."""
-    path = config
-    if path is None and adapter:
-        path = resolve_adapter(adapter)[1]
-    return load_config(path, {k: v for k, v in overrides.items() if v is not None})
 
 
 def load_for_inference(cfg: Config, adapter: str | None = None, device: str | None = None):

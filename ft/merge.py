@@ -1,30 +1,30 @@
-"""`python -m ft.merge --adapter PATH --out DIR`: fold the LoRA weights into the base model.
+"""`sqlft merge` (`python -m ft.merge`): fold the LoRA weights into the base model.
+
+    sqlft merge --adapter runs/demo/adapter --out merged/ [--dtype bfloat16]
 
 The base is loaded in 16-bit (never from 4-bit: merging into quantized weights would bake the quantization error
 into the result), merged, and saved as safetensors plus tokenizer: a plain transformers checkpoint that serving
-engines such as vLLM load directly.
+engines such as vLLM load directly. `quantization.dtype` (`--dtype`) is the dtype of the merged weights; its
+`auto` means bfloat16 here, whatever the machine computes in, since the output is for serving.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-from ft.config import ConfigError
+from ft.cli import Alias, Command, run
 from ft.model import ModelError
 
 
-def merge(adapter: str, out: str, model: str | None = None, dtype: str = "bfloat16", config: str | None = None) -> Path:
+def merge(cfg, adapter: str, out: str) -> Path:
     from peft import PeftModel
 
-    from ft.inference import inference_config, resolve_adapter
+    from ft.inference import resolve_adapter
     from ft.model import load_base_model, load_tokenizer, local_model_dir
 
-    cfg = inference_config(adapter, config, {"model.name_or_path": model, "quantization.mode": "none",
-                                             "quantization.dtype": dtype})
     path = local_model_dir(cfg)
     base, _ = load_base_model(cfg, path)
     merged = PeftModel.from_pretrained(base, str(resolve_adapter(adapter)[0])).merge_and_unload()
@@ -44,21 +44,43 @@ def merge(adapter: str, out: str, model: str | None = None, dtype: str = "bfloat
     return dest
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m ft.merge", description=__doc__)
-    ap.add_argument("--adapter", required=True, help="adapter, checkpoint or run folder")
-    ap.add_argument("--out", required=True, help="folder for the merged model")
-    ap.add_argument("--model", help="base model (default: the one the adapter was trained on)")
-    ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
-    ap.add_argument("--config", help="config YAML (default: the adapter's run config)")
-    args = ap.parse_args(argv)
-    try:
-        dest = merge(args.adapter, args.out, args.model, args.dtype, args.config)
-    except (ConfigError, ModelError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+def _own(p) -> None:
+    p.add_argument("--adapter", required=True, help="adapter, checkpoint or run folder")
+    p.add_argument("--out", required=True, help="folder for the merged model")
+
+
+def _run_config(args):
+    from ft.inference import resolve_adapter
+
+    return resolve_adapter(args.adapter)[1]
+
+
+COMMAND = Command(
+    name="merge",
+    description=__doc__,
+    add_arguments=_own,
+    default_config=_run_config,
+    overrides={"quantization.mode": "none"},
+    aliases=[
+        Alias("--model", "model.name_or_path", "base model [the one the adapter was trained on]"),
+        Alias("--dtype", "quantization.dtype", "dtype of the merged weights [auto: bfloat16]",
+              choices=["auto", "bfloat16", "float16", "float32"]),
+    ],
+)
+
+
+def merge_command(cfg, args) -> int:
+    from ft.config import resolve
+
+    if cfg.quantization.dtype == "auto":
+        cfg.quantization.dtype = "bfloat16"  # a checkpoint for serving, not for computing here
+    dest = merge(resolve(cfg), args.adapter, args.out)
     print(f"merged model: {dest}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(COMMAND, merge_command, argv, errors=(ModelError, FileNotFoundError))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from ft.config import Config, ConfigError
+from ft.system import choose_attention, fastest_dtype
 
 log = logging.getLogger("sqlft")
 
@@ -28,12 +29,7 @@ class ModelError(RuntimeError):
 
 def resolve_dtype(name: str) -> torch.dtype:
     """torch dtype for a config value; "auto" picks the fastest 16-bit type the hardware really computes in."""
-    if name != "auto":
-        return DTYPES[name]
-    if torch.cuda.is_available():
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    # Without native bf16 (e.g. AVX2-only CPUs) a bf16 matmul is ~70x slower than fp32: measured 1.2 vs 84 GFLOP/s.
-    return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
+    return fastest_dtype() if name == "auto" else DTYPES[name]
 
 
 def resolve_model_path(name_or_path: str, gguf_file: str | None = None) -> tuple[str, str | None]:
@@ -107,14 +103,6 @@ def local_model_dir(cfg: Config) -> str:
     if folder.startswith((".", "/", "~")) and not Path(folder).expanduser().is_dir():
         raise ModelError(f"Model folder '{folder}' (model.name_or_path) does not exist.")
     return folder
-
-
-def choose_attention(requested: str) -> str:
-    if requested != "auto":
-        return requested
-    if torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None:
-        return "flash_attention_2"
-    return "sdpa"
 
 
 def load_tokenizer(path: str):

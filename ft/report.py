@@ -10,7 +10,6 @@ replayed after a resume appear twice in metrics.jsonl: the later record wins).
 """
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import json
@@ -20,6 +19,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ft.cli import Command, run
 
 RATE_KEYS = ("ex", "ex_set", "em", "valid", "hallucination")
 RATE_LABELS = {"ex": "execution accuracy", "ex_set": "EX (set)", "em": "exact match", "valid": "valid SQL",
@@ -587,19 +588,23 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, max_predict
     return render(load_run(run_dir), out, max_predictions)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m ft.report", description=__doc__.split("\n\n")[0])
-    ap.add_argument("run_dir", help="a training output_dir (holds metrics.jsonl)")
-    ap.add_argument("--out", help="HTML file to write (default RUN_DIR/report/report.html); PNGs go next to it")
-    ap.add_argument("--max-predictions", type=int, default=30, help="wrong predictions to list (default 30)")
-    args = ap.parse_args(argv)
-    try:
-        path = build_report(args.run_dir, args.out, args.max_predictions)
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+def _own(p) -> None:
+    p.add_argument("run_dir", help="a training output_dir (holds metrics.jsonl)")
+    p.add_argument("--out", help="HTML file to write (default RUN_DIR/report/report.html); PNGs go next to it")
+    p.add_argument("--max-predictions", type=int, default=30, help="wrong predictions to list (default 30)")
+
+
+COMMAND = Command(name="report", description=__doc__, add_arguments=_own)
+
+
+def report_command(cfg, args) -> int:
+    path = build_report(args.run_dir, args.out, args.max_predictions)
     print(f"report: {path.resolve()}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(COMMAND, report_command, argv, errors=(FileNotFoundError,))
 
 
 if __name__ == "__main__":

@@ -19,9 +19,10 @@ import logging
 import math
 import os
 import re
-import subprocess
 import time
 from pathlib import Path
+
+from ft.system import git_commit, git_dirty, process_rss_mb, system_info
 
 # Dense BF16 tensor-core peak per GPU, in TFLOP/s (vendor datasheets, without sparsity). First match wins, so
 # the more specific names come first. Unknown GPUs get no perf/mfu unless SQLFT_PEAK_TFLOPS gives the peak.
@@ -46,61 +47,6 @@ def new_run_id() -> str:
     import string
 
     return "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
-
-
-def _git(*args: str) -> str | None:
-    try:
-        return subprocess.run(["git", *args], capture_output=True, text=True, check=True, timeout=10,
-                              cwd=Path(__file__).resolve().parent).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def git_commit() -> str | None:
-    return _git("rev-parse", "HEAD")
-
-
-def git_dirty() -> bool | None:
-    """Uncommitted changes to tracked files (the commit alone does not reproduce the run)."""
-    out = _git("status", "--porcelain", "--untracked-files=no")
-    return None if out is None else bool(out)
-
-
-# ------------------------------------------------------------------------------------------------
-# sys/* and perf/mfu
-
-
-def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))  # the cores this process may use (Slurm's cgroup), not the host's
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-def process_rss_mb() -> float:
-    """Resident memory of this process now (Linux /proc), else its peak."""
-    try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError, IndexError):
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def system_info(device, world_size: int) -> dict:
-    """Static facts about where the run runs, as sys/* keys (strings and numbers)."""
-    import torch
-
-    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world_size) or world_size)
-    info = {"sys/cpu_count": cpu_count(), "sys/world_size": world_size,
-            "sys/nodes": max(1, math.ceil(world_size / max(local_world, 1))), "sys/torch": torch.__version__,
-            "sys/torch_threads": torch.get_num_threads()}
-    if getattr(device, "type", "") == "cuda" and torch.cuda.is_available():
-        props = torch.cuda.get_device_properties(device)
-        info |= {"sys/gpu_name": props.name, "sys/gpu_count": torch.cuda.device_count(),
-                 "sys/gpu_memory_gb": round(props.total_memory / 2**30, 1)}
-    return info
 
 
 def peak_flops(gpu_name: str | None) -> float | None:

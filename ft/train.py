@@ -1,40 +1,38 @@
 """THE RECIPE: fine-tune a text-to-SQL model with QLoRA.
 
-    accelerate launch ft/train.py [--config configs/X.yaml] [--section.key value ...]
+    sqlft train [--config configs/X.yaml] [--section.key value ...]           # one machine, exit codes kept
+    accelerate launch [--config_file accelerate_configs/X.yaml] ft/train.py [--config ...] [--section.key ...]
 
 Reads top to bottom: config -> data -> model -> loop (accumulate, step, log, eval, checkpoint) -> finish.
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-if __package__ in (None, ""):  # run as a script: import the package from the repo, not ft/ as top level
-    _repo = str(Path(__file__).resolve().parents[1])
-    sys.path[:] = [_repo] + [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
 import contextlib
 import logging
 import math
 import os
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from ft import checkpoint as ckpt
-from ft.config import Config, ConfigError, load_config, to_yaml
-from ft.data.batching import BatchPlan, collate, padding_stats
+from ft import distributed as dist
+from ft.cli import Command, parse
+from ft.config import Config, ConfigError, resolve, to_yaml
+from ft.constants import EXIT_PREEMPTED, EXIT_USAGE
+from ft.data.batching import BatchPlan, collate
 from ft.data.prompt import encode_rows
 from ft.data.rows import DataError
-from ft.evaluate import format_table, prediction_table_rows, write_results
-from ft import distributed as dist
-from ft.distributed import EXIT_PREEMPTED, StopFlag, cpu_rehearsal_shim, loss_scale, peak_memory_mb, sum_across
-from ft.model import ModelError, add_lora, load_base_model, load_tokenizer, local_model_dir, resolve_dtype, trainable_parameters
+from ft.distributed import Stopped, StopFlag, cpu_rehearsal_shim, loss_scale, sum_across
+from ft.eval.output import format_table, prediction_table_rows, write_results
+from ft.model import ModelError, add_lora, load_base_model, load_tokenizer, local_model_dir, trainable_parameters
+from ft.system import peak_memory_mb
 from ft.tracking import Tracker, new_run_id, wandb_offline_default
 
 log = logging.getLogger("sqlft")
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -135,7 +133,7 @@ def execution_eval(model, accelerator, tokenizer, rows, cfg: Config) -> tuple[li
     """
     from accelerate.utils import gather_object
 
-    from ft.evaluate import evaluate, summarize
+    from ft.eval.scoring import evaluate, summarize
 
     if not rows:
         return None
@@ -238,11 +236,14 @@ def check_output_dir(path: str) -> None:
 # the recipe
 
 
-def train(cfg: Config) -> dict:
+def train(cfg: Config, stop: StopFlag | None = None) -> dict:
+    """Run the recipe on a resolved config (ft.config.resolve). `stop` handles the stop signals (main installs it
+    first thing, so a signal during start-up stops the run cleanly too)."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
+    stop = stop or StopFlag()
     # ---- processes, seed, output -------------------------------------------------------------
     cpu_rehearsal_shim()
     dist.set_cpu_threads(cfg.train.cpu_threads)
@@ -264,34 +265,31 @@ def train(cfg: Config) -> dict:
         model_dir = local_model_dir(cfg)
         tokenizer = load_tokenizer(model_dir)
         train_rows, eval_rows, data_report = load_splits(cfg.data, cfg.train.seed)
-    d = cfg.data
+    d, t = cfg.data, cfg.train
     eval_sample = eval_rows[: cfg.eval.sample_size]  # fixed: the same questions at every periodic evaluation
     train_ex, enc_report = encode_rows(train_rows, tokenizer, d.template, d.max_length, d.overlong)
     eval_ex, _ = encode_rows(eval_rows, tokenizer, d.template, d.max_length, "skip")
     if not train_ex:
         raise DataError(f"No training examples left from '{d.source}' after encoding ({enc_report}).")
-    lengths = [len(e.input_ids) for e in train_ex]
     if d.prefix_sharing:  # a schema once per row + its questions as branches under a tree mask (ft/data/prefix.py)
-        from ft.data.prefix import PrefixPlan, tree_attention
+        from ft.data.prefix import PrefixPlan
 
-        cfg.model.attn_implementation = tree_attention(cfg.model.attn_implementation)  # the mask needs sdpa / flex
-        plan = PrefixPlan(train_ex, cfg.train.per_device_batch_size, d.max_length, cfg.train.seed, world,
-                          cfg.train.gradient_accumulation_steps, attn=cfg.model.attn_implementation, device=accelerator.device)
-        lengths = plan.lengths  # tokens actually processed: the schema counts once per group
+        plan = PrefixPlan(train_ex, t.per_device_batch_size, d.max_length, t.seed, world,
+                          t.gradient_accumulation_steps, attn=cfg.model.attn_implementation, device=accelerator.device)
         if is_main:
             log.info("prefix sharing: %s", plan.stats())
     else:
-        plan = BatchPlan(lengths, cfg.train.per_device_batch_size, d.max_length, d.packing, d.group_by_length,
-                         cfg.train.seed, world, cfg.train.gradient_accumulation_steps)
+        plan = BatchPlan([len(e.input_ids) for e in train_ex], t.per_device_batch_size, d.max_length, d.packing,
+                         d.group_by_length, t.seed, world, t.gradient_accumulation_steps)
     steps_per_epoch = plan.steps_per_epoch()
     if steps_per_epoch == 0:
         raise DataError(
             f"{len(train_ex)} training examples make no full optimizer step of "
-            f"{world} processes x {cfg.train.gradient_accumulation_steps} accumulation x "
-            f"{cfg.train.per_device_batch_size} rows; lower the batch size or add data."
+            f"{world} processes x {t.gradient_accumulation_steps} accumulation x "
+            f"{t.per_device_batch_size} rows; lower the batch size or add data."
         )
-    total_steps = cfg.train.max_steps or math.ceil(cfg.train.epochs * steps_per_epoch)
-    pad_report = padding_stats(plan.global_micro_batches(0), lengths, packed=d.packing and not d.prefix_sharing)
+    total_steps = t.max_steps or math.ceil(t.epochs * steps_per_epoch)
+    pad_report = plan.padding()
     if is_main:
         log.info("data: %s | encoding: %s | padding %.1f%% | %d steps/epoch, %d steps",
                  data_report, enc_report, 100 * pad_report["padding_fraction"], steps_per_epoch, total_steps)
@@ -303,8 +301,7 @@ def train(cfg: Config) -> dict:
     n_train, n_total = trainable_parameters(model)
     if is_main:
         log.info("model %s | attention %s | quantization %s, compute %s | trainable %d / %d params",
-                 cfg.model.name_or_path, attn, cfg.quantization.mode, resolve_dtype(cfg.quantization.compute_dtype),
-                 n_train, n_total)
+                 cfg.model.name_or_path, attn, cfg.quantization.mode, cfg.quantization.compute_dtype, n_train, n_total)
     optimizer = make_optimizer(model, cfg)
     model, optimizer = accelerator.prepare(model, optimizer)  # under DeepSpeed: the engine and its ZeRO optimizer
     # Built on the prepared optimizer, whose param groups are the ones that step (DeepSpeed's CPU-offload Adam is a
@@ -312,49 +309,49 @@ def train(cfg: Config) -> dict:
     scheduler = make_scheduler(optimizer, cfg, total_steps)
 
     # ---- resume ------------------------------------------------------------------------------
-    resume_from = ckpt.find_resume(cfg.train.output_dir, cfg.checkpoint.resume)
+    resume_from = ckpt.find_resume(t.output_dir, cfg.checkpoint.resume)
     if resume_from is not None:
         state = load_checkpoint(resume_from, accelerator, model, optimizer, scheduler)
         if is_main:
             log.info("resumed from %s at step %d", resume_from, state.step)
     else:
         state = ckpt.TrainState(wandb_run_id=new_run_id() if is_main else None, world_size=world)
+    # Every rank agrees before the loop: a stop signal during start-up ends the run here, with nothing to save.
+    stop.start_loop(accelerator)
     tracker = Tracker(accelerator, cfg, state.wandb_run_id, resumed=resume_from is not None)
     if resume_from is None:
         tracker.log({"perf/trainable_params": n_train, "perf/padding_fraction": pad_report["padding_fraction"]}, step=0)
 
     # ---- loop --------------------------------------------------------------------------------
-    stop = StopFlag()
     model.train()
     bar = tqdm(total=total_steps, initial=state.step, disable=not is_main, desc="train", dynamic_ncols=True)
     window = {"loss": 0.0, "targets": 0, "tokens": 0, "examples": 0, "t0": time.perf_counter()}
-    trace = open(Path(cfg.train.output_dir) / "examples.jsonl", "a") if is_main else None
+    trace = open(Path(t.output_dir) / "examples.jsonl", "a") if is_main else None
     preempted = False
     while state.step < total_steps:
         epoch, step_in_epoch = divmod(state.step, steps_per_epoch)
         micro = plan.step_batches(epoch, step_in_epoch, rank)
         batches = [plan.collate(rows, train_ex, tokenizer.pad_token_id) for rows in micro]
         loss_sum, n_targets, window_targets = backward_window(model, accelerator, batches)
-        # What every rank saw this step follows from the plan: no collective needed to count it.
-        step_examples = [[j for row in m for j in row] for rk in range(world) for m in plan.step_batches(epoch, step_in_epoch, rk)]
-        window["loss"] += loss_sum
-        window["targets"] += n_targets
-        window["tokens"] += sum(lengths[j] for m in step_examples for j in m)  # real tokens, padding excluded
-        window["examples"] += sum(len(m) for m in step_examples)
-        grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.train.max_grad_norm) if cfg.train.max_grad_norm > 0 else None
+        seen = plan.step_counts(epoch, step_in_epoch)  # what every rank saw: it follows from the plan
+        grad_norm = accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm) if t.max_grad_norm > 0 else None
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         state.step += 1
         state.target_tokens_seen += int(window_targets)
-        state.examples_seen += sum(len(m) for m in step_examples)
-        state.tokens_seen += sum(lengths[j] for m in step_examples for j in m)
+        state.examples_seen += seen.n_examples
+        state.tokens_seen += seen.tokens
+        window["loss"] += loss_sum
+        window["targets"] += n_targets
+        window["tokens"] += seen.tokens
+        window["examples"] += seen.n_examples
         if trace is not None:
-            trace.write(f'{{"step": {state.step}, "examples": {step_examples}}}\n')
+            trace.write(f'{{"step": {state.step}, "examples": {seen.examples}}}\n')
             trace.flush()
         bar.update(1)
 
-        if state.step % cfg.train.log_every == 0 or state.step == total_steps:
+        if state.step % t.log_every == 0 or state.step == total_steps:
             elapsed = time.perf_counter() - window["t0"]
             loss = sum_across(accelerator, window["loss"]) / max(sum_across(accelerator, window["targets"]), 1)
             tokens, examples = window["tokens"], window["examples"]
@@ -373,11 +370,12 @@ def train(cfg: Config) -> dict:
             window = {"loss": 0.0, "targets": 0, "tokens": 0, "examples": 0, "t0": time.perf_counter()}
 
         aside = time.perf_counter()  # evaluation and checkpointing are kept out of the throughput figures
-        if cfg.train.eval_every and state.step % cfg.train.eval_every == 0 and state.step < total_steps:
-            ev = eval_loss(model, accelerator, eval_ex, tokenizer.pad_token_id, cfg, cfg.train.eval_batches)
+        e = cfg.eval
+        if e.loss_every and state.step % e.loss_every == 0 and state.step < total_steps:
+            ev = eval_loss(model, accelerator, eval_ex, tokenizer.pad_token_id, cfg, e.loss_batches)
             if ev is not None:
                 tracker.log({"eval/loss": ev}, step=state.step)
-        if cfg.eval.every and state.step % cfg.eval.every == 0 and state.step < total_steps:
+        if e.every and state.step % e.every == 0 and state.step < total_steps:
             result = execution_eval(model, accelerator, tokenizer, eval_sample, cfg)
             if result is not None:
                 tracker.log(eval_metrics("eval", result[1]), step=state.step)
@@ -392,13 +390,16 @@ def train(cfg: Config) -> dict:
         window["t0"] += time.perf_counter() - aside
         if stopping:
             preempted = True
+            if is_main:
+                tqdm.write(f"stopped on {stop.name} at step {state.step}: checkpoint written; the same command "
+                           f"continues from it (exit {EXIT_PREEMPTED})")
             break
     bar.close()
     if trace is not None:
         trace.close()
 
     # ---- finish ------------------------------------------------------------------------------
-    result = {"step": state.step, "output_dir": cfg.train.output_dir, "preempted": preempted}
+    result = {"step": state.step, "output_dir": t.output_dir, "preempted": preempted}
     if not preempted:
         ev = eval_loss(model, accelerator, eval_ex, tokenizer.pad_token_id, cfg, None)
         if ev is not None:
@@ -413,7 +414,7 @@ def train(cfg: Config) -> dict:
             for name, (preds, summary) in (("base", base), ("finetuned", tuned)):
                 summaries[name] = summary
                 if is_main:
-                    write_results(Path(cfg.train.output_dir) / "eval", preds, summary, name)
+                    write_results(Path(t.output_dir) / "eval", preds, summary, name)
                 tracker.log(eval_metrics(f"final/{name}", summary), step=state.step)
             tracker.log_table("final/predictions", *prediction_table_rows(tuned[0]), step=state.step)
             tracker.summary({f"final/{n}/ex": m["ex"] for n, m in summaries.items()})
@@ -421,8 +422,8 @@ def train(cfg: Config) -> dict:
             if is_main:
                 print("\nexecution accuracy on the held-out split (" + str(len(eval_rows)) + " questions):\n"
                       + format_table(summaries), flush=True)
-        adapter_dir = Path(cfg.train.output_dir) / "adapter"
-        final = ckpt.step_dir(cfg.train.output_dir, state.step) / "adapter"
+        adapter_dir = Path(t.output_dir) / "adapter"
+        final = ckpt.step_dir(t.output_dir, state.step) / "adapter"
         if is_main:
             import shutil
 
@@ -439,23 +440,37 @@ def train(cfg: Config) -> dict:
     return result
 
 
+COMMAND = Command(
+    name="train",
+    description="Fine-tune a text-to-SQL model (the recipe in ft/train.py). One process here; several through "
+                "`accelerate launch ft/train.py` (or `sqlft train --accelerate-config ...`).",
+)
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    config_path = DEFAULT_CONFIG
-    if "--config" in argv:
-        i = argv.index("--config")
-        if i + 1 >= len(argv):
-            print("error: --config needs a path", file=sys.stderr)
-            return 2
-        config_path = argv[i + 1]
-        del argv[i : i + 2]
+    """The recipe's entry point on every process: exit 0 done, 75 stopped by a signal (checkpoint written once
+    training had started), 2 bad config or data; with SQLFT_STATUS_DIR set, that code is also written to
+    <dir>/rank-<R>.json, where a launcher that can't pass exit codes through (accelerate's) finds it."""
+    stop = StopFlag()  # first thing: a stop signal during start-up must not kill the process half-way
+    code, step, message = 1, None, None
     try:
-        cfg = load_config(config_path, argv)
-        result = train(cfg)
+        cfg, _ = parse(COMMAND, argv, prog="ft/train.py")
+        result = train(resolve(cfg), stop)
+        code, step = (EXIT_PREEMPTED if result["preempted"] else 0), result["step"]
     except (ConfigError, DataError, ModelError, FileNotFoundError) as e:
+        code, message = EXIT_USAGE, str(e)
         print(f"error: {e}", file=sys.stderr)
-        return 2
-    return EXIT_PREEMPTED if result["preempted"] else 0
+    except Stopped as e:
+        code, message = e.code, str(e)
+        print(str(e), file=sys.stderr, flush=True)
+    except SystemExit as e:  # argparse: --help (0) or a usage error (2)
+        code = e.code if isinstance(e.code, int) else EXIT_USAGE
+    except BaseException as e:
+        message = f"{type(e).__name__}: {e}"
+        dist.write_exit_status(code, step, message)
+        raise
+    dist.write_exit_status(code, step, message)
+    return code
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import pytest
 
 from test_report import TIERS, real_run
 
-from ft import tracking
+from ft import metrics, system, tracking
 
 TABLE_COLUMNS = ["question", "gold", "predicted", "correct", "error", "tier", "hallucinated"]
 
@@ -89,7 +89,7 @@ def test_dashboard_builds_offline():
                                              "Base vs fine-tuned (held-out split)", "Throughput and memory",
                                              "Predictions"]
     text = json.dumps(spec)
-    for table in dashboard.TABLES:
+    for table in metrics.TABLES:
         assert f'\\"{table}\\"' in text or f'"{table}"' in text  # the summary-table panels query them by name
     assert '"eval/tier/.*/ex$"' in text and "train/lr" in text and "perf/tokens_per_s" in text
     report = dashboard.spec(dashboard.report("someone", "sqlft", tiers=TIERS))
@@ -102,7 +102,7 @@ def test_default_tiers_are_the_bundled_datasets():
         from ft.data.synthetic import TIERS as bundled
     except ImportError:
         pytest.skip("bundled dataset not present")
-    from ft.dashboard import DEFAULT_TIERS
+    from ft.metrics import TIERS as DEFAULT_TIERS
 
     assert tuple(DEFAULT_TIERS) == tuple(bundled)
 
@@ -112,7 +112,7 @@ def test_dashboard_metrics_are_logged_by_a_real_run(real):
     from ft import dashboard
 
     names, regexes = dashboard.referenced_metrics(tiers=TIERS)
-    expected = names - dashboard.CUDA_ONLY
+    expected = names - metrics.CUDA_ONLY
     local = local_names(real["run"])
     assert expected <= local, sorted(expected - local)
     first = wandb_logged(real["wandb"][0])
@@ -218,7 +218,7 @@ def test_mfu_and_model_params():
 def test_sys_info_and_rss():
     import torch
 
-    info = tracking.system_info(torch.device("cpu"), 1)
+    info = system.system_info(torch.device("cpu"), 1)
     assert info["sys/world_size"] == 1 and info["sys/nodes"] == 1 and info["sys/cpu_count"] >= 1
     assert "sys/gpu_name" not in info
-    assert 1 < tracking.process_rss_mb() < 1e6
+    assert 1 < system.process_rss_mb() < 1e6

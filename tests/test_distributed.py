@@ -79,10 +79,10 @@ def write_config(folder: Path, model: Path, rows: Path, accumulation: int, **sec
         "data": {"source": str(rows), "eval_fraction": 0.2, "max_length": 256},
         "train": {"output_dir": str(folder / "run"), "max_steps": MAX_STEPS, "per_device_batch_size": 2,
                   "gradient_accumulation_steps": accumulation, "learning_rate": 3e-3, "warmup_steps": 2,
-                  "log_every": 1, "eval_every": 8, "eval_batches": 3, "seed": 0},
+                  "log_every": 1, "seed": 0},
         "checkpoint": {"every": CHECKPOINT_EVERY, "keep_last": 2},
         "tracking": {"wandb": False},
-        "eval": {"at_end": False},
+        "eval": {"at_end": False, "loss_every": 8, "loss_batches": 3},
     }
     for section, values in sections.items():
         cfg[section] = cfg.get(section, {}) | values
@@ -341,7 +341,7 @@ def test_checkpoint_leaves_the_frozen_base_out(strategy, full, model_dir):
 
 @pytest.mark.slow
 def test_stopped_and_resumed_ends_where_uninterrupted_ends(strategy, uninterrupted, resumed):
-    from ft.distributed import EXIT_PREEMPTED
+    from ft.constants import EXIT_PREEMPTED
 
     run_dir, stopped_at, stopped_log = resumed
     assert CHECKPOINT_EVERY <= stopped_at < MAX_STEPS
@@ -496,7 +496,7 @@ def test_evaluation_forward_keeps_4bit_lora_trainable_on_cpu(tiny_model):
 def test_cpu_threads_use_this_process_share_of_the_cores(monkeypatch):
     # `accelerate launch` leaves CPU-only runs at OMP_NUM_THREADS=1; the recipe takes its share of the cores back.
     from ft.distributed import set_cpu_threads
-    from ft.tracking import cpu_count
+    from ft.system import cpu_count
 
     before = torch.get_num_threads()
     try:

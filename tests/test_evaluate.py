@@ -9,7 +9,9 @@ import torch
 from conftest import REPO
 from ft.data.rows import Row
 from ft.data.sources import load_source
-from ft.evaluate import compare, evaluate, format_table, score_one, sql_from_output, summarize, write_results
+from ft.data.prompt import sql_from_output
+from ft.eval.output import compare, format_table, write_results
+from ft.eval.scoring import evaluate, score_one, summarize
 
 
 @pytest.fixture(scope="module")

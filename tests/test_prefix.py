@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from ft.data.batching import collate
-from ft.data.prefix import PrefixPlan, collate_prefix, group_branches, tree_attention
+from ft.data.prefix import PrefixPlan, collate_prefix, group_branches
 from ft.data.prompt import build_prompt, encode_example, encode_prompt, encode_rows, prompt_parts
 from ft.data.rows import DataError, Row
 
@@ -220,12 +220,16 @@ def test_flex_attention_block_mask_gives_the_same_loss(tiny_model, tok, examples
 
 
 def test_attention_choice():
-    from ft.config import ConfigError
+    from ft.config import ConfigError, load_config, resolve
 
-    assert tree_attention("auto") == ("flex_attention" if torch.cuda.is_available() else "sdpa")
-    assert tree_attention("sdpa") == "sdpa"
+    def tree(attn):
+        return resolve(load_config(None, {"data.prefix_sharing": True, "data.template": "schema_first",
+                                          "model.attn_implementation": attn})).model.attn_implementation
+
+    assert tree("auto") == ("flex_attention" if torch.cuda.is_available() else "sdpa")
+    assert tree("sdpa") == "sdpa"
     with pytest.raises(ConfigError, match="tree-shaped"):
-        tree_attention("flash_attention_2")
+        tree("flash_attention_2")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -338,8 +342,8 @@ def test_config_requires_schema_first():
 
 
 def test_schema_cache_reuse_gives_the_same_greedy_output(model, tok, monkeypatch):
-    import ft.prefix_cache as pc
-    from ft.evaluate import generate_sql
+    import ft.eval.generation as pc
+    from ft.eval.generation import generate_sql
 
     rows = schema_rows(5, 4, 3)
     plain = generate_sql(model, tok, rows, "schema_first", 3, 12)
@@ -360,7 +364,7 @@ def test_schema_cache_reuse_gives_the_same_greedy_output(model, tok, monkeypatch
     # through evaluate(), and with a LoRA adapter on (the training-time execution eval)
     from peft import LoraConfig, get_peft_model
 
-    from ft.evaluate import evaluate
+    from ft.eval.scoring import evaluate
 
     peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
     try:

@@ -17,7 +17,7 @@ TIERS = ("simple", "join", "topk")
 
 
 # ------------------------------------------------------------------------------------------------
-# fixture run folders, written the way ft/tracking.py and ft/evaluate.py write them
+# fixture run folders, written the way ft/tracking.py and ft/eval/output.py write them
 
 
 def _write_jsonl(path: Path, rows: list[dict], tail: str = "") -> None:
@@ -233,10 +233,10 @@ def real_run(tmp_path_factory, tiny_model, rows_file) -> dict:
 
     root = tmp_path_factory.mktemp("real-run")
     cfg = write_config(root, tiny_model, rows_file,
-                       train={"max_steps": 16, "log_every": 2, "eval_every": 4, "eval_batches": 1},
+                       train={"max_steps": 16, "log_every": 2},
                        checkpoint={"every": 4, "keep_last": 10},
                        tracking={"wandb": True, "project": "t", "group": "g1", "run_name": "tiny"},
-                       eval={"at_end": True, "every": 8, "sample_size": 4, "max_new_tokens": 12, "batch_size": 4},
+                       eval={"loss_every": 4, "loss_batches": 1, "at_end": True, "every": 8, "sample_size": 4, "max_new_tokens": 12, "batch_size": 4},
                        data={"eval_fraction": 0.125})
     env = {"WANDB_MODE": "offline", "OMP_NUM_THREADS": "1", "WANDB_SILENT": "true"}
 

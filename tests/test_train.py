@@ -55,7 +55,7 @@ def adapter_tensors(path: Path) -> dict:
 
 def test_loss_falls_and_adapter_loads_and_wandb_offline(tmp_path, tiny_model, rows_file):
     cfg = write_config(tmp_path, tiny_model, rows_file, tracking={"wandb": True, "project": "t"},
-                       train={"eval_every": 10})
+                       eval={"at_end": False, "loss_every": 10})
     proc = run(cfg)
     out = tmp_path / "run"
     m = [r for r in metrics(out) if "train/loss" in r]
@@ -178,7 +178,7 @@ def test_resume_after_sigkill_matches_uninterrupted(tmp_path, tiny_model, rows_f
 
 
 def test_sigterm_checkpoints_and_exits_for_requeue(tmp_path, tiny_model, rows_file):
-    from ft.distributed import EXIT_PREEMPTED
+    from ft.constants import EXIT_PREEMPTED
 
     cfg = write_config(tmp_path, tiny_model, rows_file, train={"max_steps": 400, "per_device_batch_size": 2})
     proc = subprocess.Popen(TRAIN + ["--config", str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -1,19 +1,19 @@
-"""Data command line: `python -m ft.data <command> ...`.
+"""`sqlft data <command>` (`python -m ft.data`): inspect and convert text-to-SQL datasets.
 
-    python -m ft.data convert /data/spider --split dev --out spider_dev.jsonl
-    python -m ft.data stats [--config configs/demo.yaml] [--data.max_length 512 ...]
-    python -m ft.data show -n 3
-    python -m ft.data convert b-mc2/sql-create-context --format hf --columns query=answer,schema=context --out scc.jsonl
+    sqlft data convert /data/spider --split dev --out spider_dev.jsonl
+    sqlft data stats [--config configs/demo.yaml] [--data.max_length 512 ...]
+    sqlft data show -n 3
+    sqlft data convert b-mc2/sql-create-context --format hf --columns query=answer,schema=context --out scc.jsonl
 
-Errors are printed to stderr as one paragraph, without a traceback, and exit with code 2.
-To add a command: write `_add_<name>(subparsers)` and `_cmd_<name>(args) -> int`, and list it in COMMANDS.
+stats and show see the data exactly as training will (same config, tokenizer and encoder). Errors are printed to
+stderr as one paragraph, without a traceback, and exit with code 2.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
-from ft.config import ConfigError
+from ft.cli import Alias, Command, run
+from ft.constants import EXIT_USAGE
 from ft.data.rows import DataError
 
 
@@ -31,23 +31,31 @@ def _parse_columns(text: str) -> dict[str, str]:
 # ---- convert ---------------------------------------------------------------------------------
 
 
-def _add_convert(sub) -> None:
-    p = sub.add_parser("convert", help="convert any supported source to our JSONL format")
+def _convert_args(p) -> None:
     p.add_argument("source", help="file, folder, Hugging Face dataset name, or 'bundled'")
-    p.add_argument("--format", default="auto",
-                   choices=["auto", "jsonl", "json", "csv", "parquet", "hf", "spider", "bird", "bundled"])
-    p.add_argument("--split", default=None, help="spider/bird/bundled/hf split name")
-    p.add_argument("--columns", default="", help="column mapping our_field=their_column,...")
     p.add_argument("--out", required=True, help="output .jsonl (written atomically)")
-    p.add_argument("--skip-bad-rows", action="store_true", help="drop bad rows instead of failing (counts are printed)")
-    p.add_argument("--cache-dir", default="~/.cache/sqlft/data", help="where the bundled dataset is generated")
 
 
-def _cmd_convert(args) -> int:
+CONVERT = Command(
+    name="data convert", description="convert any supported source to our JSONL format", add_arguments=_convert_args,
+    aliases=[
+        Alias("--format", "data.format", choices=["auto", "jsonl", "json", "csv", "parquet", "hf", "spider", "bird",
+                                                  "bundled"]),
+        Alias("--split", "data.split", "spider/bird/bundled/hf split name"),
+        Alias("--columns", "data.columns", "column mapping our_field=their_column,...", convert=_parse_columns),
+        Alias("--skip-bad-rows", "data.skip_bad_rows", "drop bad rows instead of failing (counts are printed)",
+              const="true"),
+        Alias("--cache-dir", "data.cache_dir", "where the bundled dataset is generated"),
+    ],
+)
+
+
+def _cmd_convert(cfg, args) -> int:
     from ft.data.sources import check_rows, load_source, write_jsonl
 
-    rows = load_source(args.source, args.format, args.split, _parse_columns(args.columns), args.cache_dir)
-    rows, report = check_rows(rows, skip_bad_rows=args.skip_bad_rows, source_name=args.source)
+    d = cfg.data
+    rows = load_source(args.source, d.format, d.split, d.columns, d.cache_dir)
+    rows, report = check_rows(rows, skip_bad_rows=d.skip_bad_rows, source_name=args.source)
     path = write_jsonl(rows, args.out)
     print(f"wrote {len(rows)} rows to {path} (read {report['rows_in']}, skipped {report['bad_rows']} bad, "
           f"{report['unparsable_gold']} with gold SQL sqlglot cannot parse)")
@@ -57,21 +65,11 @@ def _cmd_convert(args) -> int:
 # ---- stats / show: what training will see, through the same config, tokenizer and encoder -------
 
 
-def _add_config_args(p) -> None:
-    p.add_argument("--config", default=None, help="training config YAML (default: configs/demo.yaml)")
-    p.set_defaults(takes_overrides=True)  # any other --section.key value: config overrides, as for ft/train.py
-
-
-def _encoded_from_config(args):
-    from pathlib import Path
-
-    from ft.config import load_config
+def _encoded_from_config(cfg):
     from ft.data.prompt import encode_rows
     from ft.data.sources import load_splits
     from ft.model import load_tokenizer, local_model_dir
 
-    path = args.config or Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
-    cfg = load_config(path, args.overrides)
     tok = load_tokenizer(local_model_dir(cfg))
     train, evals, report = load_splits(cfg.data, cfg.train.seed)
     d = cfg.data
@@ -90,18 +88,17 @@ def _histogram(values: list[int], bins: int = 12, width: int = 40) -> str:
                      for i, c in enumerate(counts) if c)
 
 
-def _add_stats(sub) -> None:
-    p = sub.add_parser("stats", help="counts, token lengths, truncation and padding, as training will see them")
-    _add_config_args(p)
+STATS = Command(name="data stats", description="counts, token lengths, truncation and padding, as training will see "
+                                                "them (the training config and overrides)")
 
 
-def _cmd_stats(args) -> int:
+def _cmd_stats(cfg, args) -> int:
     import collections
     import statistics
 
     from ft.data.batching import BatchPlan, padding_stats
 
-    cfg, _, train, evals, report, encoded, counts = _encoded_from_config(args)
+    cfg, _, train, evals, report, encoded, counts = _encoded_from_config(cfg)
     d, t = cfg.data, cfg.train
     lengths = [len(e.input_ids) for e in encoded]
     targets = [sum(l != -100 for l in e.labels) for e in encoded]
@@ -122,14 +119,12 @@ def _cmd_stats(args) -> int:
     return 0
 
 
-def _add_show(sub) -> None:
-    p = sub.add_parser("show", help="print a few rendered training examples (prompt | answer)")
-    p.add_argument("-n", type=int, default=2, help="how many")
-    _add_config_args(p)
+SHOW = Command(name="data show", description="print a few rendered training examples (prompt | answer)",
+               add_arguments=lambda p: p.add_argument("-n", type=int, default=2, help="how many"))
 
 
-def _cmd_show(args) -> int:
-    _, tok, _, _, _, encoded, _ = _encoded_from_config(args)
+def _cmd_show(cfg, args) -> int:
+    _, tok, _, _, _, encoded, _ = _encoded_from_config(cfg)
     for e in encoded[: args.n]:
         cut = next(i for i, l in enumerate(e.labels) if l != -100)
         print(tok.decode(e.input_ids[:cut]) + "<<<LOSS STARTS HERE>>>" + tok.decode(e.input_ids[cut:]))
@@ -137,29 +132,20 @@ def _cmd_show(args) -> int:
     return 0
 
 
-COMMANDS = {
-    "convert": (_add_convert, _cmd_convert),
-    "stats": (_add_stats, _cmd_stats),
-    "show": (_add_show, _cmd_show),
-}
+COMMANDS = {"convert": (CONVERT, _cmd_convert), "stats": (STATS, _cmd_stats), "show": (SHOW, _cmd_show)}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ft.data", description="Inspect and convert text-to-SQL datasets.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for add, _ in COMMANDS.values():
-        add(sub)
-    args, extra = parser.parse_known_args(argv)
-    if extra and not getattr(args, "takes_overrides", False):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    args.overrides = extra
-    try:
-        return COMMANDS[args.command][1](args)
-    except (DataError, ConfigError, OSError) as e:
-        # One paragraph: the message's own lines (e.g. the listed bad rows) but no blank lines, no traceback.
-        text = "\n".join(line for line in str(e).splitlines() if line.strip())
-        print(f"error: {text}", file=sys.stderr)
-        return 2
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0
+    if not argv or argv[0] not in COMMANDS:
+        print(f"error: {'unknown data command ' + repr(argv[0]) if argv else 'no data command given'}; commands: "
+              f"{', '.join(COMMANDS)} (sqlft data COMMAND --help)", file=sys.stderr)
+        return EXIT_USAGE
+    cmd, body = COMMANDS[argv[0]]
+    return run(cmd, body, argv[1:], errors=(DataError, OSError))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 import bisect
 import random
 from dataclasses import dataclass
+from typing import Callable, Protocol
 
 import torch
 
@@ -35,10 +36,39 @@ def pack_best_fit_decreasing(lengths: list[int], max_length: int) -> list[list[i
 
 
 @dataclass
-class BatchPlan:
-    """Which examples form each micro-batch, for every epoch, for every process."""
+class StepCounts:
+    """What one optimizer step processes on all processes together (it follows from the plan: no collective)."""
+
+    examples: list[list[int]]  # example indices per (rank, micro-batch), in [rank][micro] order
+    n_examples: int
+    tokens: int  # tokens actually processed, padding excluded (a shared schema counts once per group)
+
+
+class Plan(Protocol):
+    """What the training loop asks of a batch plan: ft.data.batching.BatchPlan, ft.data.prefix.PrefixPlan."""
 
     lengths: list[int]
+
+    def steps_per_epoch(self) -> int: ...
+
+    def step_batches(self, epoch: int, step_in_epoch: int, rank: int) -> list[list[list[int]]]: ...
+
+    def step_counts(self, epoch: int, step_in_epoch: int) -> StepCounts: ...
+
+    def collate(self, rows: list[list[int]], examples: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]: ...
+
+    def padding(self) -> dict: ...
+
+
+@dataclass
+class BatchPlan:
+    """Which examples form each micro-batch, for every epoch, for every process.
+
+    Rows are single examples (padded batches) or best-fit-decreasing bins (packing); `rows_for_epoch`, when given,
+    supplies them instead (the prefix-sharing plan's groups), and this plan lays them out all the same.
+    """
+
+    lengths: list[int]  # tokens each example adds to a row
     batch_size: int  # rows per micro-batch per process
     max_length: int
     packing: bool
@@ -46,13 +76,18 @@ class BatchPlan:
     seed: int
     world_size: int = 1
     accumulation: int = 1
+    rows_for_epoch: Callable[[int], list[list[int]]] | None = None
 
     def __post_init__(self):
         # Packing is computed once; epochs shuffle the bins (BFD itself is deterministic).
-        self.bins = pack_best_fit_decreasing(self.lengths, self.max_length) if self.packing else None
+        self.bins = (pack_best_fit_decreasing(self.lengths, self.max_length)
+                     if self.packing and self.rows_for_epoch is None else None)
+        self._cached: tuple[int, list] | None = None
 
     def _rows(self, epoch: int) -> list[list[int]]:
         """Rows (lists of example indices) in this epoch's order."""
+        if self.rows_for_epoch is not None:
+            return self.rows_for_epoch(epoch)
         rng = random.Random(self.seed * 1_000_003 + epoch)
         if self.packing:
             rows = [list(b) for b in self.bins]
@@ -67,7 +102,7 @@ class BatchPlan:
 
     def global_micro_batches(self, epoch: int) -> list[list[list[int]]]:
         """All micro-batches of the epoch (each a list of rows), trimmed to whole optimizer steps."""
-        if getattr(self, "_cached", (None,))[0] == epoch:
+        if self._cached is not None and self._cached[0] == epoch:
             return self._cached[1]
         rows = self._rows(epoch)
         batches = [rows[s : s + self.batch_size] for s in range(0, len(rows) - self.batch_size + 1, self.batch_size)]
@@ -90,9 +125,17 @@ class BatchPlan:
         window = batches[start : start + self.world_size * self.accumulation]
         return [window[m * self.world_size + rank] for m in range(self.accumulation)]
 
+    def step_counts(self, epoch: int, step_in_epoch: int) -> StepCounts:
+        examples = [[j for row in m for j in row] for rank in range(self.world_size)
+                    for m in self.step_batches(epoch, step_in_epoch, rank)]
+        return StepCounts(examples, sum(len(m) for m in examples), sum(self.lengths[j] for m in examples for j in m))
+
     def collate(self, rows: list[list[int]], examples: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
-        """Tensors for one micro-batch of this plan (ft.data.prefix.PrefixPlan builds tree-masked rows instead)."""
         return collate(rows, examples, pad_id, self.packing)
+
+    def padding(self) -> dict:
+        """Padding in the first epoch's micro-batches (packed micro-batches run as one row: none)."""
+        return padding_stats(self.global_micro_batches(0), self.lengths, packed=self.packing)
 
 
 def collate(rows: list[list[int]], examples: list[Encoded], pad_id: int, packed: bool) -> dict[str, torch.Tensor]:

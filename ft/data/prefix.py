@@ -13,7 +13,7 @@ another branch nor another group; padding sees only itself (no empty softmax row
 the logits of [schema + branch] run alone, so the losses and gradients are those of training the examples
 separately (tests/test_prefix.py), while the schema's forward and backward run once for the whole group.
 
-The plan reuses BatchPlan's rows -> micro-batches -> ranks machinery: a row is a list of example indices whose
+The plan hands its rows to a BatchPlan for the rows -> micro-batches -> ranks layout: a row is a list of example indices whose
 groups start at "anchor" examples (the one that carries the prefix). Groups are formed once per seed (first fit in
 a seeded order, per schema) and packed into rows (best fit decreasing); each epoch then swaps questions between the
 groups of one schema (where the rows stay within max_length) and shuffles the rows. The number of rows per epoch
@@ -27,43 +27,12 @@ from collections import defaultdict
 
 import torch
 
-from ft.data.batching import BatchPlan, pack_best_fit_decreasing
+from ft.data.batching import BatchPlan, pack_best_fit_decreasing, padding_stats
 from ft.data.prompt import Encoded
 from ft.data.rows import DataError
+from ft.system import TREE_ATTENTION
 
 log = logging.getLogger("sqlft")
-
-TREE_ATTENTION = ("sdpa", "eager", "flex_attention")  # implementations that take a custom mask
-
-
-# ------------------------------------------------------------------------------------------------
-# attention implementation
-
-
-def tree_attention(requested: str = "auto") -> str:
-    """An attention implementation that can run a tree-shaped mask on this machine.
-
-    flash-attn's varlen kernels only express block-diagonal masks, so on CUDA it's FlexAttention (a BlockMask, no
-    T x T tensor) when the installed torch has it, else SDPA with a 4-D boolean mask; on CPU, SDPA with the 4-D mask.
-    """
-    from ft.config import ConfigError
-
-    if requested in TREE_ATTENTION:
-        return requested
-    if requested != "auto":
-        raise ConfigError(
-            f"Config key 'model.attn_implementation' has a bad value {requested!r}: data.prefix_sharing needs a "
-            f"tree-shaped mask, which {requested} can't express; use auto, sdpa or flex_attention."
-        )
-    if torch.cuda.is_available():
-        try:
-            from torch.nn.attention.flex_attention import create_block_mask  # noqa: F401
-
-            return "flex_attention"
-        except ImportError:
-            pass
-    return "sdpa"
-
 
 # ------------------------------------------------------------------------------------------------
 # tensors for one micro-batch
@@ -200,8 +169,8 @@ def group_branches(examples: list[Encoded], max_length: int, seed: int, max_bran
     return out
 
 
-class PrefixPlan(BatchPlan):
-    """BatchPlan whose rows are prefix-shared groups; same [step][micro][rank] layout, same resume-by-step.
+class PrefixPlan:
+    """Rows of prefix-shared groups, laid out by a BatchPlan (same [step][micro][rank] layout, same resume-by-step).
 
     `lengths[i]` is the tokens example i adds to a row: its branch, plus the prefix for a group's anchor, so
     sums over rows, micro-batches and steps count the tokens actually processed (padding excluded).
@@ -210,18 +179,22 @@ class PrefixPlan(BatchPlan):
     def __init__(self, examples: list[Encoded], batch_size: int, max_length: int, seed: int, world_size: int = 1,
                  accumulation: int = 1, *, attn: str = "sdpa", device=None, max_branches: int | None = None):
         self.examples, self.attn, self.device, self.max_branches = examples, attn, device, max_branches
+        self.max_length, self.seed = max_length, seed
         self.groups = group_branches(examples, max_length, seed, max_branches)
         self.anchors = {g[0] for g in self.groups}
-        lengths = [len(ex.input_ids) - ex.prefix_len for ex in examples]
+        self.lengths = [len(ex.input_ids) - ex.prefix_len for ex in examples]
         for g in self.groups:
-            lengths[g[0]] += examples[g[0]].prefix_len
-        super().__init__(lengths, batch_size, max_length, True, False, seed, world_size, accumulation)
-
-    def __post_init__(self):
+            self.lengths[g[0]] += examples[g[0]].prefix_len
         # Rows: groups packed by best fit decreasing (a short group, e.g. a schema's last, shares a row).
         group_len = [sum(self.lengths[i] for i in g) for g in self.groups]
-        self.row_groups = [[list(self.groups[g]) for g in b] for b in pack_best_fit_decreasing(group_len, self.max_length)]
+        self.row_groups = [[list(self.groups[g]) for g in b] for b in pack_best_fit_decreasing(group_len, max_length)]
         self.bins = [[i for g in row for i in g] for row in self.row_groups]
+        self.layout = BatchPlan(self.lengths, batch_size, max_length, True, False, seed, world_size, accumulation,
+                                rows_for_epoch=self._rows)
+        self.global_micro_batches = self.layout.global_micro_batches
+        self.steps_per_epoch = self.layout.steps_per_epoch
+        self.step_batches = self.layout.step_batches
+        self.step_counts = self.layout.step_counts
 
     def _regroup(self, epoch: int) -> list[list[list[int]]]:
         """This epoch's groups per row: questions swapped between groups of one schema where the rows still fit.
@@ -270,6 +243,10 @@ class PrefixPlan(BatchPlan):
 
     def collate(self, rows: list[list[int]], examples: list[Encoded], pad_id: int) -> dict:
         return collate_prefix([self.split_groups(r) for r in rows], examples, pad_id, self.attn, self.device)
+
+    def padding(self) -> dict:
+        """Padding in the first epoch's micro-batches: rows are packed end to end, none."""
+        return padding_stats(self.global_micro_batches(0), self.lengths, packed=True)
 
     def stats(self) -> dict:
         """Token arithmetic of the plan: processed vs unshared tokens, branches per group, rows."""

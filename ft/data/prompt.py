@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from ft.data.rows import DataError, Row
 from ft.sql.macros import describe_macros
+from ft.sql.parse import extract_sql
 
 TASK = "Generate a SQL query to answer the following question:"
 SYSTEM = "You are an expert SQL assistant. Answer with one SQLite query in a ```sql fenced block."
@@ -31,6 +32,13 @@ def _schema_block(row: Row, schema: str | None = None) -> str:
 
 
 ANSWER_HEADER = "### Answer\n```sql\n"
+# The answer's closing fence: generation stops at it, and every training answer ends with it (build_answer).
+STOP = "\n```"
+
+
+def sql_from_output(text: str) -> str:
+    """The SQL in a model's continuation of our prompt (which ends inside an opened ```sql fence)."""
+    return extract_sql("```sql\n" + text)
 
 
 def build_prompt(row: Row, template: str = "default", tokenizer=None, schema: str | None = None) -> str:
@@ -70,7 +78,7 @@ def prompt_ids(row: Row, tokenizer, template: str = "default", schema: str | Non
 
 
 def build_answer(row: Row) -> str:
-    return row.query.strip().rstrip(";").strip() + "\n```"
+    return row.query.strip().rstrip(";").strip() + STOP
 
 
 @dataclass

@@ -580,6 +580,26 @@ def _seeded_subset(rows: list[Row], n: int, seed: str) -> list[Row]:
     return [rows[i] for i in sorted(order[:n])]
 
 
+def _load_eval_source(cfg, train_fmt: str | None) -> tuple[list[Row], dict]:
+    """The rows of `data.eval_source`, checked."""
+    eval_fmt = detect_format(cfg.eval_source) if cfg.eval_format == "auto" else cfg.eval_format
+    # One `columns` setting serves both sources only when they are laid out alike.
+    eval_columns = cfg.columns if eval_fmt == train_fmt and eval_fmt in _MAPPABLE else None
+    rows = load_source(cfg.eval_source, cfg.eval_format, cfg.eval_split, eval_columns, cfg.cache_dir)
+    return check_rows(rows, skip_bad_rows=cfg.skip_bad_rows, drop_unparsable_gold=cfg.drop_unparsable_gold,
+                      source_name=cfg.eval_source)
+
+
+def load_eval_rows(cfg, seed: int) -> list[Row]:
+    """Only the eval split of a DataConfig (what `sqlft eval` scores): `data.eval_source` when given (the training
+    source is then not read at all), else the split training would hold out; capped by `data.max_eval_rows`."""
+    if cfg.eval_source:
+        train_fmt = detect_format(cfg.source) if cfg.format == "auto" and cfg.source else cfg.format
+        rows, _ = _load_eval_source(cfg, train_fmt)
+        return _seeded_subset(rows, cfg.max_eval_rows, f"eval_cap:{seed}") if cfg.max_eval_rows else rows
+    return load_splits(cfg, seed)[1]
+
+
 def load_splits(cfg, seed: int) -> tuple[list[Row], list[Row], dict]:
     """Train and eval rows for a DataConfig, checked, split, limited; plus a report of every count."""
     train_fmt = detect_format(cfg.source) if cfg.format == "auto" else cfg.format
@@ -589,13 +609,7 @@ def load_splits(cfg, seed: int) -> tuple[list[Row], list[Row], dict]:
     report: dict = {"train_source": cfg.source, "checks": {"train": train_check}}
 
     if cfg.eval_source:
-        eval_fmt = detect_format(cfg.eval_source) if cfg.eval_format == "auto" else cfg.eval_format
-        # One `columns` setting serves both sources only when they are laid out alike.
-        eval_columns = cfg.columns if eval_fmt == train_fmt and eval_fmt in _MAPPABLE else None
-        eval_rows = load_source(cfg.eval_source, cfg.eval_format, cfg.eval_split, eval_columns, cfg.cache_dir)
-        eval_, report["checks"]["eval"] = check_rows(eval_rows, skip_bad_rows=cfg.skip_bad_rows,
-                                                     drop_unparsable_gold=cfg.drop_unparsable_gold,
-                                                     source_name=cfg.eval_source)
+        eval_, report["checks"]["eval"] = _load_eval_source(cfg, train_fmt)
         report["eval_from"] = f"eval_source {cfg.eval_source}"
     elif train_fmt == "bundled" and cfg.eval_fraction == 0 and not cfg.eval_dbs:
         eval_rows = load_source("bundled", "bundled", "eval", None, cfg.cache_dir)

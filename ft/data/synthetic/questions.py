@@ -21,7 +21,8 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-TIERS = ("simple", "aggregate", "topk", "join", "nested", "date", "percent", "macro")
+from ft.metrics import TIERS  # the one list of tier names
+
 MAX_RESULT_ROWS = 100  # a longer answer is a listing, not a question worth asking
 ATTEMPTS_PER_EXAMPLE = 12
 

@@ -1,7 +1,11 @@
-"""Inference with a shared schema: compute each schema's KV cache once, reuse it for every question on it.
+"""Generation for evaluation and inference: batched greedy or sampled continuations of our prompts.
 
-With the `schema_first` template the prompt is [schema prefix] + [question part] and the prefix tokens are the same
-for every question on a schema (ft.data.prompt.prompt_ids). So for the questions of one schema:
+    texts = generate_batch(model, tokenizer, prompts, max_new_tokens)          # left-padded, KV cache on
+    outputs = generate_sql(model, tokenizer, rows, template, batch_size, n)   # (raw output, latency) per row
+
+Schema KV reuse (`eval.reuse_schema_cache`, schema_first template): with that template the prompt is
+[schema prefix] + [question part] and the prefix tokens are the same for every question on a schema
+(ft.data.prompt.prompt_ids). So for the questions of one schema:
 
     cache = schema_cache(model, prefix)           # one forward over the schema, use_cache=True
     per batch of questions: a copy of the cache repeated along the batch, and input ids
@@ -19,10 +23,62 @@ import time
 
 import torch
 
-from ft.data.prompt import prompt_ids
+from ft.data.prompt import STOP, encode_prompt, prompt_ids
 from ft.data.rows import Row
 
 log = logging.getLogger("sqlft")
+
+
+def _left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.tensor([[pad_id] * (width - len(s)) + s for s in seqs], device=device)
+    mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], device=device)
+    return ids, mask
+
+
+@torch.no_grad()
+def generate_batch(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, *, sample: bool = False,
+                   num_return_sequences: int = 1, synced_gpus: bool = False) -> list[str]:
+    """Greedy (or sampled) continuations of tokenized prompts, left-padded, with the KV cache on."""
+    device = next(p for p in model.parameters()).device
+    ids, mask = _left_pad(prompts, tokenizer.pad_token_id, device)
+    out = model.generate(
+        input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=sample,
+        temperature=0.8 if sample else None, top_p=0.95 if sample else None, top_k=None,
+        num_return_sequences=num_return_sequences, use_cache=True,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        stop_strings=[STOP], tokenizer=tokenizer, synced_gpus=synced_gpus,
+    )
+    return tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)
+
+
+def generate_sql(model, tokenizer, rows: list[Row], template: str, batch_size: int, max_new_tokens: int,
+                 synced_gpus: bool = False, reuse_schema_cache: bool = False) -> list[tuple[str, float]]:
+    """(raw output, latency) per row. Rows are batched by prompt length (less padding), results in input order.
+
+    reuse_schema_cache (schema_first template): each schema's KV cache is computed once and reused for all its
+    questions (ft/prefix_cache.py); same greedy output. Not with synced_gpus, whose ranks must run equal batches.
+    """
+    if reuse_schema_cache and not synced_gpus:
+        return generate_sql_shared(model, tokenizer, rows, template, batch_size, max_new_tokens)
+    prompts = [encode_prompt(r, tokenizer, template) for r in rows]
+    order = sorted(range(len(rows)), key=lambda i: len(prompts[i]))
+    results: list[tuple[str, float] | None] = [None] * len(rows)
+    was_training = model.training
+    model.eval()
+    for s in range(0, len(order), batch_size):
+        chunk = order[s : s + batch_size]
+        t0 = time.perf_counter()
+        texts = generate_batch(model, tokenizer, [prompts[i] for i in chunk], max_new_tokens, synced_gpus=synced_gpus)
+        latency = time.perf_counter() - t0  # each answer of a batch is ready when the batch is
+        for i, text in zip(chunk, texts):
+            results[i] = (text, latency)
+    model.train(was_training)
+    return results  # type: ignore[return-value]
+
+
+# ------------------------------------------------------------------------------------------------
+# schema KV reuse
 
 
 def _device(model):
@@ -47,8 +103,6 @@ def expand_cache(cache, n: int):
 @torch.no_grad()
 def generate_from_cache(model, tokenizer, prefix: list[int], cache, rests: list[list[int]], max_new_tokens: int) -> list[str]:
     """Greedy continuations of prefix + rest for each rest, the prefix coming from `cache` (not modified)."""
-    from ft.evaluate import STOP
-
     device = _device(model)
     width = max(len(r) for r in rests)
     pad = tokenizer.pad_token_id
@@ -64,7 +118,7 @@ def generate_from_cache(model, tokenizer, prefix: list[int], cache, rests: list[
 
 def generate_sql_shared(model, tokenizer, rows: list[Row], template: str, batch_size: int,
                         max_new_tokens: int) -> list[tuple[str, float]]:
-    """Like ft.evaluate.generate_sql, with one prefix computation per distinct schema prefix.
+    """Like generate_sql, with one prefix computation per distinct schema prefix.
 
     (raw output, latency) per row, in input order. Questions are batched within a schema; a batch's latency
     includes its schema's prefix forward, which all of them needed.
