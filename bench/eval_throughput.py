@@ -30,12 +30,12 @@ def main() -> int:
     ap.add_argument("--name", default="eval_throughput", help="result file name under bench/results/")
     args = ap.parse_args()
 
-    from ft.config import load_config
+    from ft.config import load_config, resolve
     from ft.data.sources import load_source
-    from ft.evaluate import evaluate
-    from ft.inference import inference_config, load_for_inference
+    from ft.eval.scoring import evaluate
+    from ft.inference import load_for_inference, resolve_adapter
 
-    cfg = inference_config(args.adapter, None if args.adapter else str(REPO / "configs" / "demo.yaml"), {})
+    cfg = resolve(load_config(resolve_adapter(args.adapter)[1] if args.adapter else REPO / "configs" / "demo.yaml"))
     model, tok = load_for_inference(cfg, args.adapter)
     rows = load_source("bundled", split="eval", cache_dir=cfg.data.cache_dir)[: args.questions]
     results = {}
@@ -45,8 +45,9 @@ def main() -> int:
                                   max_new_tokens=args.max_new_tokens)
         wall = time.perf_counter() - t0
         results[name] = {"batch_size": bs, "wall_s": wall, "questions_per_s": len(rows) / wall,
-                         "ex": metrics["ex"], "latency_p50_s": metrics["latency_p50_s"],
-                         "latency_p95_s": metrics["latency_p95_s"], "sql": [p.predicted for p in preds]}
+                         "ex": metrics["ex"], "time_per_question_p50_s": metrics["time_per_question_p50_s"],
+                         "time_per_question_p95_s": metrics["time_per_question_p95_s"],
+                         "sql": [p.predicted for p in preds]}
         print(name, {k: v for k, v in results[name].items() if k != "sql"}, flush=True)
     # Batched greedy decoding is not bit-identical to single-row decoding (other matmul shapes, left padding), so a
     # near-tie between two tokens can flip; count the answers that differ instead of asserting none do.

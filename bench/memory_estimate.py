@@ -30,7 +30,6 @@ optimizer state, which can't rescue a model whose base doesn't fit), else ZeRO-3
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -209,7 +208,8 @@ def table(run: Run, sizes=("7B", "8B", "13B", "70B"), gpus_gb=(24, 40, 80)) -> s
         "`--verify` checks the activation model against a real forward pass).",
         "",
         "| Model | GPU | Config (`--config_file accelerate_configs/...`) | GPUs (min) | Est. GB per GPU | Base | "
-        "Adapter + optimizer | Activations | Activations, no grad. checkpointing | `zero3.yaml` on 8 GPUs | Other options |",
+        "Adapter + optimizer | Activations | Activations, no grad. checkpointing | `zero3.yaml` on 8 GPUs | "
+        "Other options |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for size in sizes:
@@ -273,12 +273,14 @@ def measure_saved_bytes(hidden: int, intermediate: int, kv_heads: int, layers: i
     folder = workdir / f"llama-{hidden}-{intermediate}-{kv_heads}-{layers}-{vocab}"
     if not (folder / "config.json").is_file():
         torch.manual_seed(0)
-        cfg = LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
-                          num_attention_heads=hidden // 64, num_key_value_heads=kv_heads, tie_word_embeddings=False)
+        cfg = LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=intermediate,
+                          num_hidden_layers=layers, num_attention_heads=hidden // 64, num_key_value_heads=kv_heads,
+                          tie_word_embeddings=False)
         LlamaForCausalLM(cfg).save_pretrained(folder)
     cfg = load_config(None, {"model.name_or_path": str(folder), "model.gradient_checkpointing": str(gc).lower(),
                              "model.attn_implementation": "sdpa", "quantization.mode": "4bit", "lora.r": "16",
-                             "lora.dropout": str(dropout), "lora.target_modules": "q_proj,k_proj,v_proj,o_proj,lm_head"})
+                             "lora.dropout": str(dropout),
+                             "lora.target_modules": "q_proj,k_proj,v_proj,o_proj,lm_head"})
     model = add_lora(load_base_model(cfg, str(folder))[0], cfg)
     model.train()
     weights = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}

@@ -60,7 +60,8 @@ def arithmetic(examples, max_length: int, seed: int = 0, batch_size: int = 4, ma
 
     def padded_per_example(plan, plan_lengths, flat=False):  # rows padded to the longest of their micro-batch
         batches = plan.global_micro_batches(0)
-        return padding_stats(batches, plan_lengths, packed=flat)["padded_tokens"] / max(1, sum(len(r) for mb in batches for r in mb))
+        placed = sum(len(r) for mb in batches for r in mb)
+        return padding_stats(batches, plan_lengths, packed=flat)["padded_tokens"] / max(1, placed)
 
     s = shared.stats()
     return {
@@ -127,7 +128,8 @@ def per_branch_check(model, examples, row: list[int], plan, pad_id: int) -> dict
     return {"branches": out, "max_relative_difference": worst}
 
 
-def train_compare(examples, max_length: int, n_examples: int, step_examples: int, dtype: str, lr: float, seed: int = 0) -> dict:
+def train_compare(examples, max_length: int, n_examples: int, step_examples: int, dtype: str, lr: float,
+                  seed: int = 0) -> dict:
     """Both modes take the same optimizer steps on the same examples; only how the rows are built differs.
 
     Steps are consecutive rows of the prefix-sharing plan (epoch 0) holding >= step_examples examples; ordinary
@@ -150,12 +152,14 @@ def train_compare(examples, max_length: int, n_examples: int, step_examples: int
         chosen += row
         step_ex = [i for r in rows for i in r]
         if len(step_ex) >= step_examples:
-            packed = [[step_ex[j] for j in b] for b in pack_best_fit_decreasing([len(examples[i].input_ids) for i in step_ex], max_length)]
+            bins = pack_best_fit_decreasing([len(examples[i].input_ids) for i in step_ex], max_length)
+            packed = [[step_ex[j] for j in b] for b in bins]
             steps.append((rows, packed))
             rows = []
     if rows:
         step_ex = [i for r in rows for i in r]
-        steps.append((rows, [[step_ex[j] for j in b] for b in pack_best_fit_decreasing([len(examples[i].input_ids) for i in step_ex], max_length)]))
+        bins = pack_best_fit_decreasing([len(examples[i].input_ids) for i in step_ex], max_length)
+        steps.append((rows, [[step_ex[j] for j in b] for b in bins]))
     modes = {
         "packing": {"collate": lambda r: collate([r], examples, tok.pad_token_id, packed=True)},
         "prefix_sharing": {"collate": lambda r: shared_plan.collate([r], examples, tok.pad_token_id)},
@@ -186,7 +190,8 @@ def train_compare(examples, max_length: int, n_examples: int, step_examples: int
             loss.backward()
             dt, dc = time.perf_counter() - t0, time.process_time() - c0
             m["wall"], m["cpu"] = m["wall"] + dt, m["cpu"] + dc
-            m["row_times"].append({"wall": round(dt, 3), "cpu": round(dc, 3), "tokens": int(batch["input_ids"].numel())})
+            m["row_times"].append({"wall": round(dt, 3), "cpu": round(dc, 3),
+                                   "tokens": int(batch["input_ids"].numel())})
             m["tokens"] += int(batch["input_ids"].numel())  # one row per forward: no padding
             m["examples"] += len(row)
             m["rows"] += 1
@@ -220,7 +225,8 @@ def train_compare(examples, max_length: int, n_examples: int, step_examples: int
         }
     a, b = out["packing"], out["prefix_sharing"]
     out["examples_seen_per_step"] = [sum(len(r) for r in pr) for pr, _ in steps]
-    out["max_step_loss_relative_difference"] = max(abs(x - y) / abs(x) for x, y in zip(a["step_losses"], b["step_losses"]))
+    out["max_step_loss_relative_difference"] = max(abs(x - y) / abs(x)
+                                                   for x, y in zip(a["step_losses"], b["step_losses"]))
     out["speedup_examples_per_cpu_s"] = b["examples_per_cpu_s"] / a["examples_per_cpu_s"]
     out["speedup_examples_per_wall_s"] = b["examples_per_wall_s"] / a["examples_per_wall_s"]
     out["token_ratio"] = a["tokens_per_example"] / b["tokens_per_example"]
@@ -283,17 +289,19 @@ def main(argv=None) -> int:
         for name in args.train_datasets:
             key = (name, args.train_max_length)
             if key not in encoded:
-                encoded[key], _ = encode_rows(load_rows(name), tok, "schema_first", args.train_max_length, "truncate_schema")
+                encoded[key], _ = encode_rows(load_rows(name), tok, "schema_first", args.train_max_length,
+                                              "truncate_schema")
             print(f"training {name} @ {args.train_max_length}, {args.train_examples} examples per mode ...", flush=True)
-            r = train_compare(encoded[key], args.train_max_length, args.train_examples, args.step_examples, args.dtype, args.lr)
+            r = train_compare(encoded[key], args.train_max_length, args.train_examples, args.step_examples,
+                              args.dtype, args.lr)
             result["train"][f"{name}@{args.train_max_length}"] = r
             a, b = r["packing"], r["prefix_sharing"]
             print(f"{name}: examples per CPU-second packing {a['examples_per_cpu_s']:.3f}, prefix sharing "
                   f"{b['examples_per_cpu_s']:.3f} ({r['speedup_examples_per_cpu_s']:.2f}x; wall "
-                  f"{r['speedup_examples_per_wall_s']:.2f}x; token ratio {r['token_ratio']:.2f}x); tokens per CPU-second "
-                  f"{a['tokens_per_cpu_s']:.0f} vs {b['tokens_per_cpu_s']:.0f}; loss/target token "
-                  f"{a['loss_per_target_token']:.4f} vs {b['loss_per_target_token']:.4f} (steps differ by at most "
-                  f"{100 * r['max_step_loss_relative_difference']:.2f}%)", flush=True)
+                  f"{r['speedup_examples_per_wall_s']:.2f}x; token ratio {r['token_ratio']:.2f}x); "
+                  f"tokens per CPU-second {a['tokens_per_cpu_s']:.0f} vs {b['tokens_per_cpu_s']:.0f}; "
+                  f"loss/target token {a['loss_per_target_token']:.4f} vs {b['loss_per_target_token']:.4f} "
+                  f"(steps differ by at most {100 * r['max_step_loss_relative_difference']:.2f}%)", flush=True)
             out_path.parent.mkdir(parents=True, exist_ok=True)
             out_path.write_text(json.dumps(result, indent=1))  # after each data set: a long run keeps what it did
     result["machine"]["loadavg_end"] = os.getloadavg()

@@ -57,10 +57,10 @@ def settings(args, packing: bool, quant: str, gc: bool) -> dict:
     # Both trainers compute in the same dtype: bf16 where the hardware has it, else fp32 (bf16 on an AVX2-only
     # CPU is ~70x slower and would measure the fallback kernels, not the trainers).
     dtype = str(resolve_dtype("auto")).removeprefix("torch.")
-    return {"model": model_path(args.model), "dtype": dtype, "packing": packing, "quantization": quant, "gradient_checkpointing": gc,
-            "steps": args.steps, "max_length": args.max_length, "batch_size": args.batch_size,
-            "accumulation": args.accumulation, "learning_rate": args.learning_rate, "lora_r": 16,
-            "examples": args.examples, "seed": 0}
+    return {"model": model_path(args.model), "dtype": dtype, "packing": packing, "quantization": quant,
+            "gradient_checkpointing": gc, "steps": args.steps, "max_length": args.max_length,
+            "batch_size": args.batch_size, "accumulation": args.accumulation, "learning_rate": args.learning_rate,
+            "lora_r": 16, "examples": args.examples, "seed": 0}
 
 
 def rows_for(s: dict):
@@ -144,11 +144,12 @@ def run_trl(s: dict) -> dict:
         output_dir=out, max_steps=s["steps"], per_device_train_batch_size=s["batch_size"],
         gradient_accumulation_steps=s["accumulation"], learning_rate=s["learning_rate"], lr_scheduler_type="constant",
         warmup_steps=0, logging_steps=1, save_strategy="no", report_to=[], seed=s["seed"], max_length=s["max_length"],
-        packing=s["packing"], gradient_checkpointing=s["gradient_checkpointing"], bf16=False, use_cpu=not torch.cuda.is_available(),
-        dataloader_num_workers=0, completion_only_loss=True, disable_tqdm=True,
+        packing=s["packing"], gradient_checkpointing=s["gradient_checkpointing"], bf16=False,
+        use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, completion_only_loss=True, disable_tqdm=True,
     )
     peft_config = LoraConfig(r=s["lora_r"], lora_alpha=2 * s["lora_r"], lora_dropout=0.0, task_type="CAUSAL_LM",
-                             target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+                             target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                             "down_proj"])
     trainer = SFTTrainer(model=model, args=config, train_dataset=ds, processing_class=tok, peft_config=peft_config)
     if s["quantization"] == "4bit":
         # SFTTrainer casts QLoRA adapter weights to bf16 (the QLoRA paper's recipe). Where the run's dtype is not
@@ -226,7 +227,8 @@ def plot(result: dict, path: Path) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.5))
     width = 0.38
     for k, trainer in enumerate(("ours", "trl")):
-        vals = [next((r["target_tokens_per_s"] for r in runs if r["config"] == n and r["trainer"] == trainer and "error" not in r), 0) for n in names]
+        vals = [next((r["target_tokens_per_s"] for r in runs
+                      if r["config"] == n and r["trainer"] == trainer and "error" not in r), 0) for n in names]
         ax1.bar([i + (k - 0.5) * width for i in range(len(names))], vals, width, label=trainer)
     ax1.set_xticks(range(len(names)), names, rotation=20)
     ax1.set_ylabel("target tokens / s")

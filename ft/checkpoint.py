@@ -8,7 +8,7 @@ Layout of `<output_dir>/checkpoints/step-000050/`:
                         optimizer shard + fp32 master copy of the adapter); the frozen base is left out
     scheduler.pt
     rng-rank<R>.pt      RNG states of every process
-    state.json          step, epoch, position in the data, W&B run id, world size
+    state.json          step, epoch, position in the data, W&B run id, world size, training data hash and databases
     config.yaml         the resolved config
     COMPLETED           written last; resume ignores folders without it
 """
@@ -38,6 +38,8 @@ class TrainState:
     tokens_seen: int = 0
     wandb_run_id: str | None = None
     world_size: int = 1
+    data_sha1: str | None = None  # of the training rows: a resumed run must train on the same data
+    train_dbs: list[str] | None = None  # databases of the training rows (evaluation tells seen from unseen ones)
 
 
 def checkpoints_root(output_dir: str | Path) -> Path:
@@ -171,3 +173,79 @@ def prune(output_dir: str | Path, keep_last: int) -> None:
         shutil.rmtree(old, ignore_errors=True)
     for tmp in root.glob(".tmp-step-*"):
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# may this run resume that checkpoint?
+
+# Keys that may change between a checkpoint and the run resuming it: how long to train, where and how it runs,
+# logging, evaluation. Everything else (model, quantization, LoRA, data, optimization) must match, and the training
+# rows too (their hash).
+MAY_DIFFER = (
+    "train.max_steps", "train.epochs", "train.log_every", "train.cpu_threads", "train.output_dir",
+    "model.attn_implementation", "model.gradient_checkpointing", "model.cache_dir", "data.cache_dir",
+    "data.max_eval_rows", "data.eval_source", "data.eval_format", "data.eval_split", "data.skip_bad_rows",
+    "checkpoint.", "tracking.", "eval.",
+)
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in tree.items():
+        out |= _flat(v, f"{prefix}{k}.") if isinstance(v, dict) and k != "columns" else {f"{prefix}{k}": v}
+    return out
+
+
+def mismatches(saved_config: dict, config: dict, saved_sha1: str | None, sha1: str | None) -> list[str]:
+    """What differs between a checkpoint's run and this one, among what must not (MAY_DIFFER aside)."""
+    a, b = _flat(saved_config), _flat(config)
+    out = [f"{k}: {a.get(k)!r} in the checkpoint, {b.get(k)!r} now" for k in sorted(a.keys() | b.keys())
+           if not k.startswith(MAY_DIFFER) and a.get(k) != b.get(k)]
+    if saved_sha1 and sha1 and saved_sha1 != sha1:
+        out.append("the training rows differ (same source, other content)")
+    return out
+
+
+def check_resumable(path: Path, config: dict, data_sha1: str) -> None:
+    """Refuse to resume a checkpoint of another run (another model, data or training settings)."""
+    import yaml
+
+    from ft.config import ConfigError
+
+    try:
+        saved = yaml.safe_load((path / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        saved = None
+    if saved is None:
+        raise ConfigError(f"Checkpoint {path} has no readable config.yaml, so it can't be told to be this run's.")
+    diff = mismatches(saved, config, read_state(path).data_sha1, data_sha1)
+    if diff:
+        listed = "\n".join(f"  {d}" for d in diff[:12])
+        listed += f"\n  ... and {len(diff) - 12} more" if len(diff) > 12 else ""
+        may = ", ".join(k + "*" if k.endswith(".") else k for k in MAY_DIFFER)
+        raise ConfigError(
+            f"{path} is a checkpoint of another run, not this one:\n{listed}\n"
+            f"Either train into a new folder (--train.output_dir DIR), or start this run from scratch in the same "
+            f"folder (--checkpoint.resume none: the other run's files move to {PREVIOUS}/<date-time>/ first). "
+            f"These may differ on resume: {may}."
+        )
+
+
+PREVIOUS = "previous"
+RUN_FILES = ("checkpoints", "adapter", "eval", "tables", "report", "metrics.jsonl", "examples.jsonl", "run.json")
+
+
+def set_aside_previous_run(output_dir: str | Path) -> Path | None:
+    """Main process, for `checkpoint.resume: none` in a folder another run used: its files move to
+    <output_dir>/previous/<date-time>/ (nothing is deleted), so its checkpoints are neither resumed nor pruned."""
+    import datetime
+
+    out = Path(output_dir)
+    present = [out / name for name in RUN_FILES if (out / name).exists()]
+    if not present:
+        return None
+    dest = out / PREVIOUS / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    dest.mkdir(parents=True, exist_ok=True)
+    for p in present:
+        os.rename(p, dest / p.name)
+    return dest

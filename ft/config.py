@@ -130,7 +130,11 @@ class EvalConfig:
     batch_size: int = 8
     timeout_s: float = 5.0
     max_rows: int = 10000
-    retries: int = 0  # alternatives sampled when an answer fails schema validation
+    retries: int = 0  # alternatives sampled when an answer fails schema validation; the first that validates wins
+    samples: int = 0  # execution-guided decoding: N sampled candidates per question besides the greedy one; the
+    # answer is the largest group of valid candidates with the same result (0: the greedy answer)
+    temperature: float = 0.8  # sampling, for samples and retries
+    top_p: float = 0.95
     reuse_schema_cache: bool = False  # one KV cache per schema, reused for its questions; needs schema_first
 
 
@@ -194,7 +198,8 @@ def _coerce(value, tp, key: str):
         try:
             out = tp(float(value)) if tp is int and isinstance(value, str) and "e" in value.lower() else tp(value)
         except (TypeError, ValueError, OverflowError):
-            raise ConfigError(f"Config key '{key}' must be {'an integer' if tp is int else 'a number'}, got {value!r}.") from None
+            kind = "an integer" if tp is int else "a number"
+            raise ConfigError(f"Config key '{key}' must be {kind}, got {value!r}.") from None
         if tp is int and isinstance(value, float) and value != int(value):
             raise ConfigError(f"Config key '{key}' must be an integer, got {value!r}.")
         if not math.isfinite(out):
@@ -327,7 +332,8 @@ def validate(cfg: Config) -> None:
     looks_local = m.name_or_path.startswith((".", "/", "~")) or m.name_or_path.endswith(".gguf")
     if looks_local:
         _check(Path(m.name_or_path).expanduser().exists(), "model.name_or_path", m.name_or_path, "path does not exist")
-    _one_of("model.attn_implementation", m.attn_implementation, ["auto", "sdpa", "eager", "flash_attention_2", "flex_attention"])
+    _one_of("model.attn_implementation", m.attn_implementation,
+            ["auto", "sdpa", "eager", "flash_attention_2", "flex_attention"])
     _one_of("quantization.mode", q.mode, ["4bit", "8bit", "none"])
     _one_of("quantization.quant_type", q.quant_type, ["nf4", "fp4"])
     _one_of("quantization.compute_dtype", q.compute_dtype, ["auto", "bfloat16", "float16", "float32"])
@@ -338,8 +344,9 @@ def validate(cfg: Config) -> None:
     _check(0 <= lo.dropout < 1, "lora.dropout", lo.dropout, "must be in [0, 1)")
     _check(len(lo.target_modules) > 0, "lora.target_modules", lo.target_modules, "must name at least one module")
     _one_of("lora.bias", lo.bias, ["none", "all", "lora_only"])
-    _one_of("data.format", d.format, ["auto", "jsonl", "json", "csv", "parquet", "hf", "spider", "bird", "bundled"])
-    _one_of("data.eval_format", d.eval_format, ["auto", "jsonl", "json", "csv", "parquet", "hf", "spider", "bird", "bundled"])
+    formats = ["auto", "jsonl", "json", "csv", "parquet", "hf", "spider", "bird", "bundled"]
+    _one_of("data.format", d.format, formats)
+    _one_of("data.eval_format", d.eval_format, formats)
     _one_of("data.template", d.template, ["default", "chat", "schema_first"])
     _one_of("data.overlong", d.overlong, ["skip", "truncate_schema", "error"])
     for key, on in (("data.prefix_sharing", d.prefix_sharing), ("eval.reuse_schema_cache", e.reuse_schema_cache)):
@@ -356,7 +363,8 @@ def validate(cfg: Config) -> None:
         if src and src != "bundled" and fmt not in ("hf",) and (src.startswith((".", "/", "~")) or Path(src).suffix):
             _check(Path(src).expanduser().exists(), key, src, "file or folder does not exist")
     _check(t.per_device_batch_size > 0, "train.per_device_batch_size", t.per_device_batch_size, "must be > 0")
-    _check(t.gradient_accumulation_steps > 0, "train.gradient_accumulation_steps", t.gradient_accumulation_steps, "must be > 0")
+    _check(t.gradient_accumulation_steps > 0, "train.gradient_accumulation_steps", t.gradient_accumulation_steps,
+           "must be > 0")
     _check(t.learning_rate > 0, "train.learning_rate", t.learning_rate, "must be > 0")
     _check(t.epochs > 0, "train.epochs", t.epochs, "must be > 0")
     _check(t.max_steps is None or t.max_steps > 0, "train.max_steps", t.max_steps, "must be > 0")
@@ -369,7 +377,8 @@ def validate(cfg: Config) -> None:
     _check(c.every >= 0, "checkpoint.every", c.every, "must be >= 0")
     _check(c.keep_last >= 1, "checkpoint.keep_last", c.keep_last, "must be >= 1")
     if c.resume not in ("auto", "none"):
-        _check(Path(c.resume).is_dir(), "checkpoint.resume", c.resume, "must be auto, none, or an existing checkpoint folder")
+        _check(Path(c.resume).is_dir(), "checkpoint.resume", c.resume,
+               "must be auto, none, or an existing checkpoint folder")
     _check(e.loss_every >= 0, "eval.loss_every", e.loss_every, "must be >= 0")
     _check(e.loss_batches > 0, "eval.loss_batches", e.loss_batches, "must be > 0")
     _check(e.every >= 0, "eval.every", e.every, "must be >= 0")
@@ -378,6 +387,11 @@ def validate(cfg: Config) -> None:
     _check(e.batch_size > 0, "eval.batch_size", e.batch_size, "must be > 0")
     _check(e.timeout_s > 0, "eval.timeout_s", e.timeout_s, "must be > 0")
     _check(e.retries >= 0, "eval.retries", e.retries, "must be >= 0")
+    _check(e.samples >= 0, "eval.samples", e.samples, "must be >= 0")
+    _check(not (e.samples and e.retries), "eval.samples", e.samples,
+           "samples and retries are two ways to pick among sampled answers; set one of eval.samples / eval.retries")
+    _check(e.temperature > 0, "eval.temperature", e.temperature, "must be > 0")
+    _check(0 < e.top_p <= 1, "eval.top_p", e.top_p, "must be in (0, 1]")
     # A result cut at the row cap can't be compared with the gold one; 0 or a negative cap would cut every result.
     _check(e.max_rows > 0, "eval.max_rows", e.max_rows, "must be > 0")
 

@@ -54,7 +54,8 @@ def panels(tiers=DEFAULT_TIERS):
             line("Execution metrics (periodic sample)", [f"eval/{k}" for k in RATES if k != "hallucination"]),
             line("Hallucinated tables/columns (share of answers)", ["eval/hallucination"]),
             line("EX per tier (periodic sample)", [], metric_regex=r"eval/tier/.*/ex$"),
-            line("Generation latency", ["eval/latency_p50_s", "eval/latency_p95_s"]),
+            line("Time per question (generation share of its batch + execution)",
+                 ["eval/time_per_question_p50_s", "eval/time_per_question_p95_s"]),
         ]),
         ("Base vs fine-tuned (held-out split)", False, [
             bar("Execution metrics: base vs fine-tuned",

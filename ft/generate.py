@@ -21,7 +21,8 @@ def answer(model, tokenizer, row: Row, template: str, max_new_tokens: int, retri
     from ft.eval.scoring import first_valid_alternative
     from ft.sql.validate import validate
 
-    sql = sql_from_output(generate_batch(model, tokenizer, [encode_prompt(row, tokenizer, template)], max_new_tokens)[0])
+    prompt = encode_prompt(row, tokenizer, template)
+    sql = sql_from_output(generate_batch(model, tokenizer, [prompt], max_new_tokens)[0])
     check = validate(sql, row.schema, row.macros)
     if check.ok or retries <= 0:
         return sql, check, False
@@ -76,7 +77,8 @@ def generate_command(cfg, args) -> int:
     sql, check, retried = answer(model, tokenizer, row, cfg.data.template, cfg.eval.max_new_tokens, cfg.eval.retries)
     print(sql)
     if not check.ok:
-        print("\n-- validation failed" + (" (also after sampling alternatives)" if retried else "") + ":", file=sys.stderr)
+        also = " (also after sampling alternatives)" if retried else ""
+        print(f"\n-- validation failed{also}:", file=sys.stderr)
         for issue in check.errors:
             print(f"--   {issue.message}", file=sys.stderr)
     if args.db:

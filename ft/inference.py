@@ -1,6 +1,7 @@
 """Loading a model for inference: a base model alone, or base + LoRA adapter (folder, checkpoint or run dir)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -21,6 +22,21 @@ def resolve_adapter(path: str | Path) -> tuple[Path, Path | None]:
             ckpts = sorted((cand.parent / "checkpoints").glob("step-*/config.yaml"))
             return cand, (ckpts[-1] if ckpts else None)
     raise ModelError(f"No LoRA adapter at '{p}' (expected adapter_config.json there or in {p / 'adapter'}).")
+
+
+def run_of(adapter: str | Path) -> tuple[Path | None, dict]:
+    """(the run folder an adapter belongs to, its newest checkpoint's state.json) for one of our runs' adapters;
+    (None, {}) for an adapter from elsewhere."""
+    folder, config = resolve_adapter(adapter)
+    if config is None:
+        return None, {}
+    ckpt = config.parent
+    run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else None
+    try:
+        state = json.loads((ckpt / "state.json").read_text())
+    except (OSError, ValueError):
+        state = {}
+    return run, state
 
 
 def load_for_inference(cfg: Config, adapter: str | None = None, device: str | None = None):

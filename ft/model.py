@@ -49,7 +49,8 @@ def resolve_model_path(name_or_path: str, gguf_file: str | None = None) -> tuple
             raise ModelError(f"GGUF file '{p}' (model.name_or_path) does not exist.")
         return str(p.parent), p.name
     if p.exists() and not p.is_dir():
-        raise ModelError(f"model.name_or_path '{p}' is a file but not a .gguf file; give a model folder or a GGUF file.")
+        raise ModelError(f"model.name_or_path '{p}' is a file but not a .gguf file; give a model folder or a GGUF "
+                         "file.")
     if gguf_file and not (p / gguf_file).is_file():
         raise ModelError(f"GGUF file '{p / gguf_file}' (model.gguf_file) does not exist.")
     return name_or_path, gguf_file
@@ -170,7 +171,8 @@ def add_lora(model, cfg: Config, reentrant_checkpointing: bool = False):
     gc = cfg.model.gradient_checkpointing
     gc_kwargs = {"use_reentrant": reentrant_checkpointing}
     if cfg.quantization.mode in ("4bit", "8bit"):
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gc, gradient_checkpointing_kwargs=gc_kwargs)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gc,
+                                                gradient_checkpointing_kwargs=gc_kwargs)
     else:
         for p in model.parameters():
             p.requires_grad_(False)

@@ -2,7 +2,7 @@
 
     python -m ft.report RUN_DIR [--out RUN_DIR/report/report.html] [--max-predictions 30]
 
-Reads what training writes locally (ft/tracking.py, ft/evaluate.py): metrics.jsonl, run.json, eval/*_metrics.json
+Reads what training writes locally (ft/tracking.py, ft/eval/output.py): metrics.jsonl, run.json, eval/*_metrics.json
 and *_predictions.jsonl, tables/*/predictions/step-*.jsonl, checkpoints/step-*/. Writes the page with its plots
 embedded as base64 PNGs, and the same PNGs next to it. Works on a finished run, on a run still training (a torn
 last line and a missing evaluation are fine: the page says what is not there yet) and on a resumed run (steps
@@ -21,10 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ft.cli import Command, run
+from ft.metrics import COUNTS, KINDS, LOWER_IS_BETTER, RATES, RETRY_RATES, TIMINGS, VOTE_MEANS, VOTE_RATES
 
-RATE_KEYS = ("ex", "ex_set", "em", "valid", "hallucination")
-RATE_LABELS = {"ex": "execution accuracy", "ex_set": "EX (set)", "em": "exact match", "valid": "valid SQL",
-               "hallucination": "hallucination"}
 _TIER = re.compile(r"^eval/tier/(?P<tier>[^/]+)/(?P<metric>[^/]+)$")
 
 
@@ -156,13 +154,13 @@ def load_run(run_dir: str | Path) -> RunData:
     if root.is_dir():
         run.checkpoints = sorted(int(m.group(1)) for d in root.iterdir()
                                  if (m := re.match(r"^step-(\d+)$", d.name)) and (d / "COMPLETED").is_file())
-    for name in ("base", "finetuned"):
-        p = run.run_dir / "eval" / f"{name}_metrics.json"
-        if p.is_file():
-            try:
-                run.final[name] = json.loads(p.read_text())
-            except (OSError, ValueError):
-                pass
+    # Training's own evaluations (base_, finetuned_), and any `sqlft eval` of the run's adapter (eval*_).
+    for p in sorted((run.run_dir / "eval").glob("*metrics.json")):
+        name = p.name.removesuffix("metrics.json").rstrip("_") or "eval"
+        try:
+            run.final[name] = json.loads(p.read_text())
+        except (OSError, ValueError):
+            pass
     if not run.final:  # eval files missing (e.g. not the main process's disk): the logged final/* keys
         for name in ("base", "finetuned"):
             pre = f"final/{name}/"
@@ -302,7 +300,7 @@ def _final_bars(run: RunData):
 
 def make_figures(run: RunData) -> list[tuple[str, str, object]]:
     """(file stem, caption, figure) for every plot there is data for."""
-    rates = [(f"eval/{k}", RATE_LABELS[k]) for k in RATE_KEYS]
+    rates = [(f"eval/{k}", label) for k, label in RATES.items()]
     specs = [
         ("loss", "Training loss (token mean over each logging window) and held-out loss",
          _line_plot(run, [("train/loss", "train"), ("eval/loss", "eval")], "Loss", "cross-entropy / token",
@@ -392,32 +390,44 @@ def _worst(run: RunData, limit: int) -> list[dict]:
 
 
 def _final_table(run: RunData) -> str:
-    names = [n for n in ("base", "finetuned") if n in run.final]
-    head = "".join(f"<th>{'fine-tuned' if n == 'finetuned' else n}</th>" for n in names)
-    delta = len(names) == 2
+    """Base vs fine-tuned (and any later `sqlft eval` of the run's adapter), with the change base -> fine-tuned."""
+    names = [n for n in ("base", "finetuned") if n in run.final] + sorted(set(run.final) - {"base", "finetuned"})
+    label_of = {"finetuned": "fine-tuned"}
+    delta = "base" in names and "finetuned" in names
     rows = []
 
-    def row(label, vals, pct=True, n=None):
-        cells = "".join(f'<td class="n">{_fmt(v, pct)}</td>' for v in vals)
-        if delta:
-            a, b = vals
+    def row(label, get, pct=True, n=None, key=None):
+        vals = [get(run.final[name]) for name in names]
+        if all(v is None for v in vals):
+            return
+        cells = [f'<td class="n">{_fmt(v, pct)}</td>' for v in vals]
+        if delta:  # base and fine-tuned come first
+            a, b = vals[0], vals[1]
             d = "" if a is None or b is None else f"{100 * (b - a):+.1f} pt" if pct else f"{b - a:+.3g}"
-            lower_better = label == "hallucination" or label.startswith("latency")
-            cls = "" if not d or (b - a) == 0 else ("up" if (b - a > 0) != lower_better else "down")
-            cells += f'<td class="n {cls}">{d}</td>'
+            cls = "" if not d or (b - a) == 0 else ("up" if (b - a > 0) != (key in LOWER_IS_BETTER) else "down")
+            cells.insert(2, f'<td class="n {cls}">{d}</td>')
+        cells = "".join(cells)
         rows.append(f"<tr><td>{_e(label)}{'' if n is None else f' <span class=sub>(n={n})</span>'}</td>{cells}</tr>")
 
-    for k in RATE_KEYS:
-        row(k if k != "ex" else "ex (execution accuracy)", [run.final[n].get(k) for n in names])
-    for k in ("latency_p50_s", "latency_p95_s", "questions_per_s"):
-        if all(k in run.final[n] for n in names):
-            row(k, [run.final[n][k] for n in names], pct=False)
+    for k in COUNTS:
+        row(COUNTS[k], lambda m, k=k: m.get(k), pct=False, key=k)
+    for k, label in RATES.items():
+        row(f"{k} ({label})", lambda m, k=k: m.get(k), key=k)
+    for kind, label in KINDS.items():
+        last = run.final[names[-1]] if not delta else run.final["finetuned"]
+        row(f"ex: {label}", lambda m, kind=kind: m.get("kinds", {}).get(kind, {}).get("ex"),
+            n=last.get("kinds", {}).get(kind, {}).get("n"))
+    for k, label in (RETRY_RATES | VOTE_RATES).items():
+        row(label, lambda m, k=k: m.get(k), key=k)
+    for k, label in (VOTE_MEANS | TIMINGS).items():
+        row(label, lambda m, k=k: m.get(k), pct=False, key=k)
     tiers = sorted({t for n in names for t in run.final[n].get("tiers", {})})
     for t in tiers:
-        row(f"ex [{t}]", [run.final[n].get("tiers", {}).get(t, {}).get("ex") for n in names],
+        row(f"ex [{t}]", lambda m, t=t: m.get("tiers", {}).get(t, {}).get("ex"),
             n=run.final[names[-1]].get("tiers", {}).get(t, {}).get("n"))
-    return (f"<table><tr><th>metric</th>{head}{'<th>change</th>' if delta else ''}</tr>" + "".join(rows)
-            + "</table>")
+    order = (names[:2] + ["change"] + names[2:]) if delta else names
+    head = "".join(f"<th>{_e(label_of.get(n, n))}</th>" for n in order)
+    return f"<table><tr><th>metric</th>{head}</tr>" + "".join(rows) + "</table>"
 
 
 def _predictions_table(run: RunData, limit: int) -> str:

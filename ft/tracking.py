@@ -173,7 +173,8 @@ class Tracker:
     @contextlib.contextmanager
     def _wandb_guard(self, what: str):
         """A W&B failure never costs a checkpoint: on SIGTERM (Slurm preemption, requeue) W&B's service process can
-        die before the trainer has checkpointed; the next call would raise. W&B is switched off, metrics.jsonl goes on."""
+        die before the trainer has checkpointed; the next call would raise. W&B is switched off, metrics.jsonl goes
+        on."""
         try:
             yield
         except Exception as e:  # noqa: BLE001

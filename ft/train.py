@@ -8,6 +8,8 @@ Reads top to bottom: config -> data -> model -> loop (accumulate, step, log, eva
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import math
 import os
@@ -26,8 +28,8 @@ from ft.constants import EXIT_PREEMPTED, EXIT_USAGE
 from ft.data.batching import BatchPlan, collate
 from ft.data.prompt import encode_rows
 from ft.data.rows import DataError
-from ft.distributed import Stopped, StopFlag, cpu_rehearsal_shim, loss_scale, sum_across
-from ft.eval.output import format_table, prediction_table_rows, write_results
+from ft.distributed import StopFlag, Stopped, cpu_rehearsal_shim, loss_scale, sum_across
+from ft.eval.output import PredictionLog, format_table, prediction_table_rows
 from ft.model import ModelError, add_lora, load_base_model, load_tokenizer, local_model_dir, trainable_parameters
 from ft.system import peak_memory_mb
 from ft.tracking import Tracker, new_run_id, wandb_offline_default
@@ -91,7 +93,8 @@ def make_optimizer(model, cfg: Config):
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.train.optimizer == "paged_adamw_8bit":
         if not torch.cuda.is_available():
-            raise ConfigError("Config key 'train.optimizer' has a bad value 'paged_adamw_8bit': it needs CUDA; use adamw.")
+            raise ConfigError("Config key 'train.optimizer' has a bad value 'paged_adamw_8bit': it needs CUDA; use "
+                              "adamw.")
         import bitsandbytes as bnb
 
         return bnb.optim.PagedAdamW8bit(params, lr=cfg.train.learning_rate, weight_decay=cfg.train.weight_decay)
@@ -125,41 +128,102 @@ def eval_loss(model, accelerator, examples, pad_id: int, cfg: Config, max_batche
     return total / count if count else None
 
 
-def execution_eval(model, accelerator, tokenizer, rows, cfg: Config) -> tuple[list, dict] | None:
-    """Generate + execute on `rows`, sharded over processes; predictions gathered on every rank.
-
-    Every rank runs the same number of batches (the last shard is padded with repeats that are dropped), so
-    ZeRO-3's synced generation never waits on a rank that has finished.
-    """
+def execution_eval(model, accelerator, tokenizer, rows, cfg: Config, *, train_dbs: set[str] | None = None,
+                   log: PredictionLog | None = None, stop: StopFlag | None = None,
+                   label: str | None = None) -> tuple[list, dict] | None:
+    """Generate + pick + execute on `rows` (those `log` has not done yet), sharded over processes, each batch's
+    predictions gathered on every rank and written by the main one as they come. A stop signal ends it after the
+    current batch (`summary["complete"]` False); every rank runs the same number of batches (the last shard is
+    padded with repeats that are dropped), so per-batch collectives and ZeRO-3's synced generation line up."""
     from accelerate.utils import gather_object
 
     from ft.eval.scoring import evaluate, summarize
 
     if not rows:
         return None
+    log = log or PredictionLog(None, "eval", rows, {})
     world, rank = accelerator.num_processes, accelerator.process_index
-    per_rank = math.ceil(len(rows) / world)
-    shard = rows[rank * per_rank : (rank + 1) * per_rank]
-    real = len(shard)
-    shard = shard + [rows[0]] * (per_rank - real)
+    todo = log.todo
+    per_rank = math.ceil(len(todo) / world)
+    mine = todo[rank * per_rank : (rank + 1) * per_rank]
+    real = len(mine)
+    mine += [todo[0]] * (per_rank - real) if todo else []
+    before = len(log.done)
+
+    def on_batch(scored):
+        pairs = [(mine[i], p) for i, p in scored if i < real]
+        log.append([x for part in (gather_object([pairs]) if world > 1 else [pairs]) for x in part])
+
     e = cfg.eval
-    # Retries sample a data-dependent number of times per rank: under ZeRO-3 that would leave a collective waiting.
-    retries = 0 if dist.needs_lockstep(accelerator) else e.retries
+    lockstep = dist.needs_lockstep(accelerator)
     t0 = time.perf_counter()
-    preds, _ = evaluate(accelerator.unwrap_model(model), tokenizer, shard, template=cfg.data.template,
-                        batch_size=e.batch_size, max_new_tokens=e.max_new_tokens, timeout_s=e.timeout_s,
-                        max_rows=e.max_rows, retries=retries, synced_gpus=dist.needs_lockstep(accelerator),
-                        reuse_schema_cache=e.reuse_schema_cache)
-    preds = gather_object([preds[:real]]) if world > 1 else [preds[:real]]
-    preds = [p for part in preds for p in part]
-    return preds, summarize(preds, time.perf_counter() - t0)
+    if mine:
+        # Retries sample a data-dependent number of times per rank: under ZeRO-3 a collective would be left waiting.
+        # Schema reuse batches by schema, so ranks would run different numbers of batches: one process only.
+        evaluate(accelerator.unwrap_model(model), tokenizer, [rows[i] for i in mine], template=cfg.data.template,
+                 batch_size=e.batch_size, max_new_tokens=e.max_new_tokens, timeout_s=e.timeout_s,
+                 max_rows=e.max_rows, retries=0 if lockstep else e.retries, samples=e.samples,
+                 temperature=e.temperature, top_p=e.top_p, synced_gpus=lockstep,
+                 reuse_schema_cache=e.reuse_schema_cache and world == 1, train_dbs=train_dbs, on_batch=on_batch,
+                 should_stop=(lambda: stop.should_stop(accelerator)) if stop is not None else None,
+                 progress=label if accelerator.is_main_process else None)
+    preds = log.predictions()
+    wall = time.perf_counter() - t0
+    summary = summarize(preds) | {"complete": len(preds) == len(rows)}
+    if len(preds) > before:
+        summary["questions_per_s"] = (len(preds) - before) / wall  # this attempt's questions only
+    log.finish(summary)
+    return preds, summary
+
+
+def final_evaluation(model, accelerator, tokenizer, eval_rows, cfg: Config, state, stop, tracker) -> dict[str, dict]:
+    """Base (adapter off) and fine-tuned on the whole held-out split, into <output_dir>/eval/{base,finetuned}_*; an
+    evaluation finished by an earlier attempt of this run (same settings, same step) is reused, not redone."""
+    e = cfg.eval
+    settings = {k: getattr(e, k) for k in ("max_new_tokens", "timeout_s", "max_rows", "retries", "samples",
+                                          "temperature", "top_p")} | {"template": cfg.data.template}
+    train_dbs = set(state.train_dbs) if state.train_dbs else None
+    summaries = {}
+    for name in ("base", "finetuned"):
+        with accelerator.main_process_first():  # the main process settles the files before the others read them
+            which = {"model": cfg.model.name_or_path, "step": state.step if name != "base" else 0}
+            log = PredictionLog(Path(cfg.train.output_dir) / "eval", name, eval_rows, settings | which,
+                                enabled=accelerator.is_main_process)
+        if log.complete:
+            summaries[name] = json.loads(log.metrics_path.read_text())
+            preds = log.predictions()
+        else:
+            off = accelerator.unwrap_model(model).disable_adapter() if name == "base" else contextlib.nullcontext()
+            with off:
+                preds, summaries[name] = execution_eval(model, accelerator, tokenizer, eval_rows, cfg,
+                                                        train_dbs=train_dbs, log=log, stop=stop, label=f"eval {name}")
+        if not summaries[name]["complete"]:
+            break
+        tracker.log(eval_metrics(f"final/{name}", summaries[name]), step=state.step)
+        if name == "finetuned":
+            tracker.log_table("final/predictions", *prediction_table_rows(preds), step=state.step)
+    if all(m.get("complete") for m in summaries.values()) and len(summaries) == 2:
+        tracker.summary({f"final/{n}/ex": m.get("ex", 0.0) for n, m in summaries.items()})
+    return summaries
+
+
+def rows_sha1(rows) -> str:
+    """Of the training rows' content: a resumed run checks it trains on the same data."""
+    h = hashlib.sha1()
+    for r in rows:
+        h.update(json.dumps([r.question, r.query, r.schema, r.db_id]).encode())
+    return h.hexdigest()
 
 
 def eval_metrics(prefix: str, metrics: dict) -> dict:
     """Flatten a summary into tracker keys: eval/ex, eval/tier/join/ex, ..."""
-    out = {f"{prefix}/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}
-    for tier, vals in metrics.get("tiers", {}).items():
-        out |= {f"{prefix}/tier/{tier}/{k}": v for k, v in vals.items() if k != "n"}
+    def numbers(d: dict) -> dict:
+        return {k: v for k, v in d.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+    out = {f"{prefix}/{k}": v for k, v in numbers(metrics).items()}
+    for group, key in (("tiers", "tier"), ("kinds", "kind")):
+        for name, vals in metrics.get(group, {}).items():
+            out |= {f"{prefix}/{key}/{name}/{k}": v for k, v in numbers(vals).items() if k != "n"}
     return out
 
 
@@ -209,7 +273,8 @@ def load_checkpoint(path: Path, accelerator, model, optimizer, scheduler) -> ckp
         if not (path / "optimizer.pt").is_file():
             raise FileNotFoundError(f"{path} has no optimizer.pt (written under DeepSpeed?): resume with the same kind "
                                     "of accelerate config, or start a new run (checkpoint.resume none).")
-        set_peft_model_state_dict(accelerator.unwrap_model(model), load_file(path / "adapter" / "adapter_model.safetensors"))
+        adapter = load_file(path / "adapter" / "adapter_model.safetensors")
+        set_peft_model_state_dict(accelerator.unwrap_model(model), adapter)
         # weights_only=False deliberately: optimizer / scheduler states are our own files and hold Python objects.
         # Read onto the CPU (torch can't map to "cpu:0", the device of a multi-CPU rank); load_state_dict moves
         # each state tensor to its parameter's device.
@@ -290,12 +355,23 @@ def train(cfg: Config, stop: StopFlag | None = None) -> dict:
         )
     total_steps = t.max_steps or math.ceil(t.epochs * steps_per_epoch)
     pad_report = plan.padding()
+    # Only this run's own checkpoints are resumed (same model, data, training settings); `resume: none` in a folder
+    # another run used sets that run's files aside first, so they are neither resumed nor pruned.
+    data_sha1 = rows_sha1(train_rows)
+    resume_from = ckpt.find_resume(t.output_dir, cfg.checkpoint.resume)
+    if resume_from is not None:
+        ckpt.check_resumable(resume_from, cfg.to_dict(), data_sha1)
+    elif cfg.checkpoint.resume == "none" and is_main and (moved := ckpt.set_aside_previous_run(t.output_dir)):
+        log.warning("checkpoint.resume none: the files of the run that used %s before moved to %s", t.output_dir, moved)
+    accelerator.wait_for_everyone()
     if is_main:
         log.info("data: %s | encoding: %s | padding %.1f%% | %d steps/epoch, %d steps",
                  data_report, enc_report, 100 * pad_report["padding_fraction"], steps_per_epoch, total_steps)
 
     # ---- model -------------------------------------------------------------------------------
-    device_map = {"": accelerator.device} if accelerator.device.type == "cuda" and accelerator.distributed_type.name != "DEEPSPEED" else None
+    # One GPU per process; under DeepSpeed the engine places the model itself.
+    on_gpu = accelerator.device.type == "cuda" and accelerator.distributed_type.name != "DEEPSPEED"
+    device_map = {"": accelerator.device} if on_gpu else None
     model, attn = load_base_model(cfg, model_dir, device_map=device_map)
     model = add_lora(model, cfg, reentrant_checkpointing=dist.zero_stage(accelerator) == 3)
     n_train, n_total = trainable_parameters(model)
@@ -309,13 +385,13 @@ def train(cfg: Config, stop: StopFlag | None = None) -> dict:
     scheduler = make_scheduler(optimizer, cfg, total_steps)
 
     # ---- resume ------------------------------------------------------------------------------
-    resume_from = ckpt.find_resume(t.output_dir, cfg.checkpoint.resume)
     if resume_from is not None:
         state = load_checkpoint(resume_from, accelerator, model, optimizer, scheduler)
         if is_main:
             log.info("resumed from %s at step %d", resume_from, state.step)
     else:
         state = ckpt.TrainState(wandb_run_id=new_run_id() if is_main else None, world_size=world)
+    state.data_sha1, state.train_dbs = data_sha1, sorted({r.db_id for r in train_rows if r.db_id}) or None
     # Every rank agrees before the loop: a stop signal during start-up ends the run here, with nothing to save.
     stop.start_loop(accelerator)
     tracker = Tracker(accelerator, cfg, state.wandb_run_id, resumed=resume_from is not None)
@@ -376,7 +452,8 @@ def train(cfg: Config, stop: StopFlag | None = None) -> dict:
             if ev is not None:
                 tracker.log({"eval/loss": ev}, step=state.step)
         if e.every and state.step % e.every == 0 and state.step < total_steps:
-            result = execution_eval(model, accelerator, tokenizer, eval_sample, cfg)
+            result = execution_eval(model, accelerator, tokenizer, eval_sample, cfg,
+                                    train_dbs=set(state.train_dbs) if state.train_dbs else None)
             if result is not None:
                 tracker.log(eval_metrics("eval", result[1]), step=state.step)
                 tracker.log_table("eval/predictions", *prediction_table_rows(result[0]), step=state.step)
@@ -406,22 +483,21 @@ def train(cfg: Config, stop: StopFlag | None = None) -> dict:
             tracker.log({"eval/loss": ev}, step=state.step)
             result["eval_loss"] = ev
         if cfg.eval.at_end and eval_rows:
-            # Base vs fine-tuned on the held-out split: the same model with its adapter switched off, then on.
-            summaries = {}
-            with accelerator.unwrap_model(model).disable_adapter():
-                base = execution_eval(model, accelerator, tokenizer, eval_rows, cfg)
-            tuned = execution_eval(model, accelerator, tokenizer, eval_rows, cfg)
-            for name, (preds, summary) in (("base", base), ("finetuned", tuned)):
-                summaries[name] = summary
-                if is_main:
-                    write_results(Path(t.output_dir) / "eval", preds, summary, name)
-                tracker.log(eval_metrics(f"final/{name}", summary), step=state.step)
-            tracker.log_table("final/predictions", *prediction_table_rows(tuned[0]), step=state.step)
-            tracker.summary({f"final/{n}/ex": m["ex"] for n, m in summaries.items()})
+            # Base vs fine-tuned on the held-out split: the same model with its adapter switched off, then on. Each
+            # is written as it goes; a stop keeps what is done, and the same command continues from there.
+            summaries = final_evaluation(model, accelerator, tokenizer, eval_rows, cfg, state, stop, tracker)
             result["eval"] = summaries
-            if is_main:
-                print("\nexecution accuracy on the held-out split (" + str(len(eval_rows)) + " questions):\n"
+            if not all(m["complete"] for m in summaries.values()):
+                result["preempted"] = preempted = True
+                if is_main:
+                    done = sum(m["n"] + m["gold_failed"] for m in summaries.values())
+                    print(f"stopped on {stop.name} during the final evaluation: {done} of {2 * len(eval_rows)} "
+                          f"answers kept in {Path(t.output_dir) / 'eval'}; the same command continues it "
+                          f"(exit {EXIT_PREEMPTED})", file=sys.stderr, flush=True)
+            elif is_main:
+                print(f"\nexecution accuracy on the held-out split ({len(eval_rows)} questions):\n"
                       + format_table(summaries), flush=True)
+    if not preempted:
         adapter_dir = Path(t.output_dir) / "adapter"
         final = ckpt.step_dir(t.output_dir, state.step) / "adapter"
         if is_main:

@@ -59,7 +59,8 @@ def build_shop_db(path: Path) -> Path:
 
     conn = sqlite3.connect(path)
     conn.executescript(SCHEMA)
-    conn.executemany("INSERT INTO customers VALUES (?, ?, ?)", [(i, f"c{i}", CITIES[i % len(CITIES)]) for i in range(1, 41)])
+    conn.executemany("INSERT INTO customers VALUES (?, ?, ?)",
+                     [(i, f"c{i}", CITIES[i % len(CITIES)]) for i in range(1, 41)])
     conn.executemany("INSERT INTO orders VALUES (?, ?, ?, ?)",
                      [(i, i % 40 + 1, round(10 + i * 3.5, 2), f"2024-{i % 12 + 1:02d}-15") for i in range(1, 121)])
     conn.executemany("INSERT INTO products VALUES (?, ?, ?)", [(i, f"p{i}", 5.0 * i) for i in range(1, 21)])

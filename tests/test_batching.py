@@ -2,12 +2,11 @@ import random
 
 import pytest
 import torch
+from conftest import make_rows
 
 from ft.data.batching import BatchPlan, collate, pack_best_fit_decreasing, padding_stats
 from ft.data.prompt import encode_rows
 from ft.data.rows import Row
-
-from conftest import make_rows
 
 
 def test_best_fit_decreasing_bins():
@@ -62,7 +61,8 @@ def _model_and_examples(tiny_model):
     from ft.model import load_tokenizer
 
     tok = load_tokenizer(str(tiny_model))
-    model = AutoModelForCausalLM.from_pretrained(str(tiny_model), dtype=torch.float32, attn_implementation="sdpa").eval()
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model), dtype=torch.float32,
+                                                 attn_implementation="sdpa").eval()
     rows = [Row(**r) for r in make_rows(6)]
     examples, _ = encode_rows(rows, tok, "default", 4096, "error")
     return model, tok, examples
@@ -74,10 +74,12 @@ def test_packed_loss_equals_unpacked_loss(tiny_model):
     model, tok, examples = _model_and_examples(tiny_model)
     assert len({len(e.input_ids) for e in examples}) > 1
     with torch.no_grad():
-        separate = [token_loss_sum(model, collate([[i]], examples, tok.pad_token_id, packed=False)) for i in range(len(examples))]
+        separate = [token_loss_sum(model, collate([[i]], examples, tok.pad_token_id, packed=False))
+                    for i in range(len(examples))]
         unpacked_sum = sum(l.item() for l, _ in separate)
         unpacked_n = sum(n for _, n in separate)
-        padded = token_loss_sum(model, collate([[i] for i in range(len(examples))], examples, tok.pad_token_id, packed=False))
+        padded = token_loss_sum(model, collate([[i] for i in range(len(examples))], examples, tok.pad_token_id,
+                                               packed=False))
         packed_batch = collate([[0, 1, 2], [3, 4], [5]], examples, tok.pad_token_id, packed=True)
         packed = token_loss_sum(model, packed_batch)
     assert packed[1] == unpacked_n == padded[1]

@@ -5,7 +5,6 @@ import re
 import struct
 
 import pytest
-
 from test_report import TIERS, real_run
 
 from ft import metrics, system, tracking
@@ -63,8 +62,9 @@ def wandb_logged(run_folder) -> dict:
 
 
 @pytest.fixture
-def real(tmp_path_factory, tiny_model, rows_file):
-    return real_run(tmp_path_factory, tiny_model, rows_file)
+def real(tmp_path_factory, tiny_model, shop_rows_file):
+    # rows with a database: execution metrics are only reported for questions whose gold query ran
+    return real_run(tmp_path_factory, tiny_model, shop_rows_file)
 
 
 def local_names(run_dir) -> set[str]:

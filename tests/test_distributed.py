@@ -3,8 +3,9 @@ config in accelerate_configs/ (DDP, DeepSpeed ZeRO-2, ZeRO-3), against a 1-proce
 
 Runs are shared through module-scoped fixtures: per strategy one uninterrupted run (curves, adapter, checkpoint
 size, W&B, evaluation), and, with LoRA dropout, one uninterrupted run and one stopped by SIGUSR1 after a checkpoint
-and resumed. These are marked slow (4-5 minutes on 2 cores, plus ~40 s once for DeepSpeed to build its CPU communication op); the quick tests at the end
-check the shipped configs, the DeepSpeed arithmetic and a bitsandbytes CPU pitfall.
+and resumed. These are marked slow (4-5 minutes on 2 cores, plus ~40 s once for DeepSpeed to build its CPU
+communication op); the quick tests at the end check the shipped configs, the DeepSpeed arithmetic and a
+bitsandbytes CPU pitfall.
 
 Precision: 4-bit NF4 weights stored in bfloat16 with bfloat16 compute (quantization.dtype = compute_dtype = bfloat16),
 LoRA weights and optimizer in float32: the production QLoRA recipe, and what ZeRO-3 needs (4-bit storage dtype equal
@@ -24,7 +25,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from conftest import REPO, make_rows
 from tiny import build_tiny_model
 
@@ -421,8 +421,9 @@ def fake_deepspeed_accelerator(ds_config: dict, stage: int = 3, processes: int =
     from types import SimpleNamespace
 
     plugin = SimpleNamespace(zero_stage=stage, zero3_init_flag=True, deepspeed_config=ds_config)
-    return SimpleNamespace(distributed_type=SimpleNamespace(name="DEEPSPEED"), state=SimpleNamespace(deepspeed_plugin=plugin),
-                           num_processes=processes, is_main_process=True, gradient_accumulation_steps=1)
+    return SimpleNamespace(distributed_type=SimpleNamespace(name="DEEPSPEED"),
+                           state=SimpleNamespace(deepspeed_plugin=plugin), num_processes=processes,
+                           is_main_process=True, gradient_accumulation_steps=1)
 
 
 def test_deepspeed_batch_arithmetic_comes_from_the_run_config():
@@ -436,7 +437,8 @@ def test_deepspeed_batch_arithmetic_comes_from_the_run_config():
     acc = fake_deepspeed_accelerator(dict(auto), processes=16)
     dist.configure_deepspeed(acc, cfg)
     ds = acc.state.deepspeed_plugin.deepspeed_config
-    assert (ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"], ds["train_batch_size"]) == (2, 8, 256)
+    assert (ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"],
+            ds["train_batch_size"]) == (2, 8, 256)
     assert ds["gradient_clipping"] == 0.3
     assert dist.deepspeed_accumulation(acc) == 8 and acc.gradient_accumulation_steps == 8
     # the loss scale undoes the engine's 1/accumulation and the average over processes

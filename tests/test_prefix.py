@@ -4,13 +4,12 @@ import random
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import SCHEMA, make_rows
 
 from ft.data.batching import collate
 from ft.data.prefix import PrefixPlan, collate_prefix, group_branches
 from ft.data.prompt import build_prompt, encode_example, encode_prompt, encode_rows, prompt_parts
 from ft.data.rows import DataError, Row
-
-from conftest import SCHEMA, make_rows
 
 TOL = 1e-5  # fp32, relative to max(1, |value|)
 SMALL_SCHEMA = SCHEMA.split(";")[0] + ";"  # customers only
@@ -74,7 +73,8 @@ def test_bos_is_in_the_prefix_only(tiny_model):
     from transformers import PreTrainedTokenizerFast
 
     tok = PreTrainedTokenizerFast.from_pretrained(str(tiny_model))
-    tok.backend_tokenizer.post_processor = TemplateProcessing(single="<s> $A", special_tokens=[("<s>", tok.bos_token_id)])
+    tok.backend_tokenizer.post_processor = TemplateProcessing(single="<s> $A",
+                                                              special_tokens=[("<s>", tok.bos_token_id)])
     assert tok("SELECT")["input_ids"][0] == tok.bos_token_id
     r = schema_rows()[0]
     e = encode_example(r, tok, "schema_first", 4096, "error")
@@ -198,7 +198,8 @@ def test_mask_shape_and_padding_rows(tok, examples):
     assert batch["position_ids"][1, p].item() == p and batch["position_ids"][1, p + n1].item() == p  # both branches
     assert batch["labels"][1, p].item() == -100 and batch["labels"][1, p + n1].item() == -100
     with pytest.raises(DataError):  # a group must share one prefix
-        collate_prefix([[[0, next(i for i, e in enumerate(ex) if e.input_ids[: e.prefix_len] != ex[0].input_ids[: ex[0].prefix_len])]]],
+        collate_prefix([[[0, next(i for i, e in enumerate(ex)
+                                  if e.input_ids[: e.prefix_len] != ex[0].input_ids[: ex[0].prefix_len])]]],
                        ex, tok.pad_token_id)
 
 
@@ -292,7 +293,8 @@ def test_plan_is_deterministic_disjoint_resumable_and_regrouped_per_epoch():
 
     assert pairs(0) != pairs(1)  # questions regrouped per epoch
     assert plans[0].global_micro_batches(0) != plans[0].global_micro_batches(1)
-    assert PrefixPlan(ex, 2, 240, seed=8).global_micro_batches(0) != PrefixPlan(ex, 2, 240, seed=7).global_micro_batches(0)
+    assert (PrefixPlan(ex, 2, 240, seed=8).global_micro_batches(0)
+            != PrefixPlan(ex, 2, 240, seed=7).global_micro_batches(0))
 
 
 def test_plan_collate_matches_its_rows(tok, examples):
@@ -307,9 +309,9 @@ def test_plan_collate_matches_its_rows(tok, examples):
 
 def test_train_py_with_prefix_sharing(tmp_path, tiny_model, rows_file):
     """The recipe end to end: the plan and the tree-masked collate are picked, the loss falls, the log says so."""
-    from test_train import metrics, run, write_config
-
     import re
+
+    from test_train import metrics, run, write_config
 
     cfg = write_config(tmp_path, tiny_model, rows_file,
                        data={"template": "schema_first", "prefix_sharing": True, "max_length": 1024},
@@ -333,7 +335,8 @@ def test_config_requires_schema_first():
     with pytest.raises(ConfigError, match="tree-shaped"):
         load_config(None, {"data.prefix_sharing": True, "data.template": "schema_first",
                            "model.attn_implementation": "flash_attention_2"})
-    cfg = load_config(None, {"data.prefix_sharing": True, "data.template": "schema_first", "eval.reuse_schema_cache": True})
+    cfg = load_config(None, {"data.prefix_sharing": True, "data.template": "schema_first",
+                             "eval.reuse_schema_cache": True})
     assert cfg.data.prefix_sharing and cfg.eval.reuse_schema_cache
 
 

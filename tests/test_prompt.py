@@ -1,9 +1,8 @@
+import pytest
+from conftest import SCHEMA
+
 from ft.data.prompt import build_prompt, encode_example, encode_rows
 from ft.data.rows import Row
-
-import pytest
-
-from conftest import SCHEMA
 
 
 @pytest.fixture(scope="module")
@@ -14,13 +13,15 @@ def tok(tiny_model):
 
 
 def row(**kw):
-    base = dict(question="How many customers live in Paris?", query="SELECT COUNT(*) FROM customers WHERE city = 'Paris';", schema=SCHEMA)
+    base = dict(question="How many customers live in Paris?",
+                query="SELECT COUNT(*) FROM customers WHERE city = 'Paris';", schema=SCHEMA)
     return Row(**(base | kw))
 
 
 def test_default_prompt_is_the_seed_format():
     p = build_prompt(row())
-    assert p.startswith("### Task\nGenerate a SQL query to answer the following question: `How many customers live in Paris?`")
+    assert p.startswith("### Task\nGenerate a SQL query to answer the following question: "
+                        "`How many customers live in Paris?`")
     assert "### Database Schema\nCREATE TABLE customers" in p
     assert p.endswith("### Answer\n```sql\n")
     s = build_prompt(row(), "schema_first")

@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import REPO
+
 from ft.config import load_config
 from ft.model import add_lora, load_base_model
 
@@ -35,4 +35,5 @@ def test_real_recipes_use_the_seed_hyperparameters():
         assert (q.mode, q.quant_type, q.double_quant, q.compute_dtype) == ("4bit", "nf4", True, "bfloat16")
         assert (lo.r, lo.alpha, lo.dropout) == (128, 128, 0.05)
         assert set(lo.target_modules) == {"q_proj", "k_proj", "v_proj", "o_proj", "lm_head"}
-        assert (t.epochs, t.learning_rate, t.per_device_batch_size) == (4, 2e-5, 2) and t.gradient_accumulation_steps > 1
+        assert ((t.epochs, t.learning_rate, t.per_device_batch_size) == (4, 2e-5, 2)
+                and t.gradient_accumulation_steps > 1)

@@ -67,7 +67,8 @@ def test_csv_keeps_strings_and_parses_macros(tmp_path):
     with open(p, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["question", "query", "schema", "db_id", "macros"])
         w.writeheader()
-        w.writerow({"question": "42", "query": "SELECT\n  1", "schema": SCHEMA, "db_id": "007", "macros": json.dumps([MACRO])})
+        w.writerow({"question": "42", "query": "SELECT\n  1", "schema": SCHEMA, "db_id": "007",
+                    "macros": json.dumps([MACRO])})
         w.writerow({"question": "q", "query": "SELECT 2", "schema": SCHEMA, "db_id": "", "macros": ""})
     rows = load_source(str(p))
     assert rows[0].question == "42" and rows[0].db_id == "007"  # not 42 / 7
@@ -122,7 +123,7 @@ def test_relative_db_path_resolves_against_file_folder(tmp_path, monkeypatch):
     sub = tmp_path / "data"
     sub.mkdir()
     _make_db(sub / "dbs" / "x.sqlite")
-    p = _write_jsonl(sub / "d.jsonl", [_rec(0, db_path="dbs/x.sqlite"), _rec(1, db_path=str(sub / "abs.sqlite"))])
+    _write_jsonl(sub / "d.jsonl", [_rec(0, db_path="dbs/x.sqlite"), _rec(1, db_path=str(sub / "abs.sqlite"))])
     monkeypatch.chdir(tmp_path)  # the working directory must not matter
     rows = load_source(str(Path("data") / "d.jsonl"))
     assert rows[0].db_path == str((sub / "dbs" / "x.sqlite").resolve())
@@ -172,7 +173,9 @@ def _spider_folder(root: Path) -> Path:
         {"db_id": "concert", "question": "How many singers?", "query": "SELECT count(*) FROM singer"},
         {"db_id": "pets", "question": "Kinds?", "query": "SELECT kind FROM pet"},
     ]))
-    (root / "dev.json").write_text(json.dumps([{"db_id": "pets", "question": "N?", "query": "SELECT count(*) FROM pet"}]))
+    (root / "dev.json").write_text(json.dumps([
+        {"db_id": "pets", "question": "N?", "query": "SELECT count(*) FROM pet"},
+    ]))
     _make_db(root / "database" / "concert" / "concert.sqlite")
     return root
 

@@ -123,7 +123,8 @@ def test_normalize_sql_ignores_formatting():
     ("SELECT a\nFROM t\n\nThe query above returns a.", "SELECT a\nFROM t"),
     ("SELECT a FROM t\n### Question: next one", "SELECT a FROM t"),
     ("The answer is:\nSELECT count(*) FROM t", "SELECT count(*) FROM t"),
-    ("With the schema above, this works:\nWITH x AS (SELECT 1) SELECT * FROM x;", "WITH x AS (SELECT 1) SELECT * FROM x"),
+    ("With the schema above, this works:\nWITH x AS (SELECT 1) SELECT * FROM x;",
+     "WITH x AS (SELECT 1) SELECT * FROM x"),
     ("Answer: SELECT a FROM t WHERE b = 'it''s;ok'; -- done", "SELECT a FROM t WHERE b = 'it''s;ok'"),
     ("SELECT a FROM t<|im_end|>", "SELECT a FROM t"),
     ("SELECT a FROM t\n```", "SELECT a FROM t"),  # prompt opened the fence, the model closed it
@@ -149,14 +150,16 @@ GOOD_QUERIES = [
     "(SELECT 1 FROM orders WHERE orders.customer_id = customers.customer_id)",
     "WITH big AS (SELECT customer_id, SUM(amount) AS total FROM orders GROUP BY customer_id) "
     "SELECT c.customer_name, big.total FROM big JOIN customers c USING (customer_id) WHERE big.total > 1000",
-    "WITH t(cid, n) AS (SELECT customer_id, COUNT(*) FROM orders GROUP BY customer_id) SELECT cid, n FROM t ORDER BY n DESC",
+    "WITH t(cid, n) AS (SELECT customer_id, COUNT(*) FROM orders GROUP BY customer_id) "
+    "SELECT cid, n FROM t ORDER BY n DESC",
     "WITH RECURSIVE cnt(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM cnt WHERE x < 10) SELECT x FROM cnt",
     "SELECT city AS place FROM customers UNION ALL SELECT status FROM orders ORDER BY place",
     "SELECT customer_id FROM orders INTERSECT SELECT customer_id FROM customers EXCEPT SELECT 1",
     "SELECT customer_id, RANK() OVER (PARTITION BY customer_id ORDER BY amount DESC) AS rnk FROM orders",
     "SELECT SUM(amount) OVER w FROM orders WINDOW w AS (PARTITION BY customer_id ORDER BY order_date "
     "ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)",
-    "SELECT lag(amount, 1, 0) OVER (ORDER BY order_date), ntile(4) OVER (ORDER BY amount), row_number() OVER () FROM orders",
+    "SELECT lag(amount, 1, 0) OVER (ORDER BY order_date), ntile(4) OVER (ORDER BY amount), "
+    "row_number() OVER () FROM orders",
     "SELECT order_id, CASE WHEN amount > 100 THEN 'big' ELSE 'small' END AS size FROM orders",
     "SELECT CASE status WHEN 'paid' THEN 1 ELSE 0 END FROM orders",
     "SELECT strftime('%Y', order_date) AS yr, COUNT(*) FROM orders GROUP BY yr HAVING COUNT(*) > 2",
@@ -165,8 +168,8 @@ GOOD_QUERIES = [
     "ON o.customer_id = c.customer_id",
     "SELECT date(order_date, '+1 month'), time('now'), datetime('now', 'localtime'), unixepoch() FROM orders",
     "SELECT fiscal_quarter(order_date) AS q, safe_div(SUM(amount), COUNT(*)) FROM orders GROUP BY q",
-    "SELECT t.customer_id, t.total FROM (SELECT customer_id, SUM(amount) AS total FROM orders GROUP BY customer_id) AS t "
-    "WHERE t.total > 5",
+    "SELECT t.customer_id, t.total FROM (SELECT customer_id, SUM(amount) AS total FROM orders GROUP BY customer_id) "
+    "AS t WHERE t.total > 5",
     "SELECT count(*) FROM (SELECT DISTINCT customer_id FROM orders)",
     "SELECT o.* FROM orders o WHERE o.amount = (SELECT MAX(amount) FROM orders WHERE customer_id = o.customer_id)",
     "SELECT (SELECT COUNT(*) FROM orders o WHERE o.customer_id = c.customer_id) AS n FROM customers c",
@@ -228,18 +231,21 @@ def test_validate_unknown_table_and_alias():
     assert [x.kind for x in validate("SELECT customer_name FROM customer", DDL).errors] == ["unknown_table"]
     e = _only(validate("SELECT x.customer_name FROM customers c", DDL), "unknown_table")
     assert e.name == "x"
-    assert hallucinated_names("SELECT c.custmer_name FROM customers c JOIN ordrs o ON 1", DDL) == ["ordrs", "custmer_name"]
+    assert (hallucinated_names("SELECT c.custmer_name FROM customers c JOIN ordrs o ON 1", DDL)
+            == ["ordrs", "custmer_name"])
 
 
 def test_validate_cte_and_subquery_columns():
     e = _only(validate("WITH t AS (SELECT customer_id AS cid FROM orders) SELECT t.customer_id FROM t", DDL),
               "unknown_column")
     assert e.name == "customer_id"
-    e = _only(validate("WITH t(cid) AS (SELECT customer_id FROM orders) SELECT cid, amount FROM t", DDL), "unknown_column")
+    e = _only(validate("WITH t(cid) AS (SELECT customer_id FROM orders) SELECT cid, amount FROM t", DDL),
+              "unknown_column")
     assert e.name == "amount"
     e = _only(validate("SELECT t.totl FROM (SELECT SUM(amount) AS total FROM orders) t", DDL), "unknown_column")
     assert (e.name, e.suggestion) == ("totl", "total")
-    e = _only(validate("SELECT city FROM customers UNION SELECT status FROM orders ORDER BY cty", DDL), "unknown_column")
+    e = _only(validate("SELECT city FROM customers UNION SELECT status FROM orders ORDER BY cty", DDL),
+              "unknown_column")
     assert e.suggestion == "city"
 
 
@@ -254,7 +260,8 @@ def test_validate_functions_and_macros():
     assert e.name == "fiscal_quarter" and "1 argument" in e.message
     _only(validate("SELECT safe_div(amount) FROM orders", DDL, MACROS), "macro_arity")
     # a macro that isn't declared for this row
-    assert _only(validate("SELECT fiscal_quarter(order_date) FROM orders", DDL), "unknown_function").name == "fiscal_quarter"
+    assert _only(validate("SELECT fiscal_quarter(order_date) FROM orders", DDL),
+                 "unknown_function").name == "fiscal_quarter"
     e = _only(validate("SELECT my_func(amount) FROM orders", DDL, MACROS), "unknown_function")
     assert e.name == "my_func"
     # functions of other dialects, with the SQLite equivalent as the suggestion

@@ -63,7 +63,8 @@ def test_layout_manifest_and_rows(dataset):
         assert counts["total"] == len(rows)
         assert sum(counts["by_db"].values()) == sum(counts["by_tier"].values()) == len(rows)
         for d in rows:
-            assert set(d) <= set(ROW_FIELDS) and {"question", "query", "schema", "db_id", "db_path", "difficulty"} <= set(d)
+            assert (set(d) <= set(ROW_FIELDS)
+                    and {"question", "query", "schema", "db_id", "db_path", "difficulty"} <= set(d))
             Row(**d)  # loads back into the row type
             assert d["db_path"] == f"databases/{d['db_id']}.sqlite" and (dataset / d["db_path"]).is_file()
             assert d["schema"].startswith("CREATE TABLE") and "--" not in d["schema"]

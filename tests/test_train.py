@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from conftest import REPO
 
 TRAIN = [sys.executable, str(REPO / "ft" / "train.py")]
@@ -252,7 +251,8 @@ def test_data_cli_stats_and_show(tmp_path, tiny_model, rows_file):
     stats = subprocess.run([sys.executable, "-m", "ft.data", "stats", "--config", str(cfg), "--data.packing", "true"],
                            capture_output=True, text=True, cwd=REPO)
     assert stats.returncode == 0, stats.stderr[-2000:]
-    assert "token-length histogram" in stats.stdout and "packed" in stats.stdout and "train by difficulty" in stats.stdout
+    assert ("token-length histogram" in stats.stdout and "packed" in stats.stdout
+            and "train by difficulty" in stats.stdout)
     show = subprocess.run([sys.executable, "-m", "ft.data", "show", "-n", "1", "--config", str(cfg)],
                           capture_output=True, text=True, cwd=REPO)
     assert show.returncode == 0 and "### Task" in show.stdout and "<<<LOSS STARTS HERE>>>SELECT" in show.stdout

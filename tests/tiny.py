@@ -10,7 +10,8 @@ CORPUS = [
     "### Database Schema\nCREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT, city TEXT, signup_date TEXT);",
     "CREATE TABLE orders (id INTEGER PRIMARY KEY, customer_id INTEGER REFERENCES customers(id), total REAL);",
     "### Answer\n```sql\nSELECT COUNT(*) FROM customers;\n```",
-    "SELECT name, SUM(total) FROM customers c JOIN orders o ON o.customer_id = c.id GROUP BY name ORDER BY 2 DESC LIMIT 5",
+    "SELECT name, SUM(total) FROM customers c JOIN orders o ON o.customer_id = c.id GROUP BY name "
+    "ORDER BY 2 DESC LIMIT 5",
     "SELECT strftime('%Y-%m', signup_date) AS month, COUNT(*) FROM customers WHERE city = 'Paris' GROUP BY month",
     "WITH t AS (SELECT customer_id, AVG(total) AS a FROM orders GROUP BY customer_id) SELECT * FROM t WHERE a > 100",
     "Which products had the highest revenue? List the top 3 employees by salary. What is the average price?",

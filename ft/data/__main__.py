@@ -108,7 +108,8 @@ def _cmd_stats(cfg, args) -> int:
           f"p90 {sorted(lengths)[int(0.9 * (len(lengths) - 1))]}, max {max(lengths)}; "
           f"answer tokens: mean {statistics.mean(targets):.0f} ({100 * sum(targets) / sum(lengths):.1f}% of all)")
     print("token-length histogram:\n" + _histogram(lengths))
-    for name, packing, grouped in (("padded", False, False), ("grouped by length", False, True), ("packed", True, False)):
+    layouts = (("padded", False, False), ("grouped by length", False, True), ("packed", True, False))
+    for name, packing, grouped in layouts:
         plan = BatchPlan(lengths, t.per_device_batch_size, d.max_length, packing, grouped, t.seed)
         pad = padding_stats(plan.global_micro_batches(0), lengths, packed=packing)
         print(f"  {name:<18} padding {100 * pad['padding_fraction']:5.1f}%"

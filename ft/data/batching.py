@@ -97,7 +97,8 @@ class BatchPlan:
         rng.shuffle(idx)
         if self.group_by_length:  # sort within mega-batches: less padding, still random across them
             mega = self.batch_size * 32
-            idx = [i for s in range(0, len(idx), mega) for i in sorted(idx[s : s + mega], key=lambda j: -self.lengths[j])]
+            idx = [i for s in range(0, len(idx), mega)
+                   for i in sorted(idx[s : s + mega], key=lambda j: -self.lengths[j])]
         return [[i] for i in idx]
 
     def global_micro_batches(self, epoch: int) -> list[list[list[int]]]:

@@ -13,11 +13,11 @@ another branch nor another group; padding sees only itself (no empty softmax row
 the logits of [schema + branch] run alone, so the losses and gradients are those of training the examples
 separately (tests/test_prefix.py), while the schema's forward and backward run once for the whole group.
 
-The plan hands its rows to a BatchPlan for the rows -> micro-batches -> ranks layout: a row is a list of example indices whose
-groups start at "anchor" examples (the one that carries the prefix). Groups are formed once per seed (first fit in
-a seeded order, per schema) and packed into rows (best fit decreasing); each epoch then swaps questions between the
-groups of one schema (where the rows stay within max_length) and shuffles the rows. The number of rows per epoch
-never changes, so `divmod(step, steps_per_epoch)` and resuming by step keep working.
+The plan hands its rows to a BatchPlan for the rows -> micro-batches -> ranks layout: a row is a list of example
+indices whose groups start at "anchor" examples (the one that carries the prefix). Groups are formed once per seed
+(first fit in a seeded order, per schema) and packed into rows (best fit decreasing); each epoch then swaps questions
+between the groups of one schema (where the rows stay within max_length) and shuffles the rows. The number of rows per
+epoch never changes, so `divmod(step, steps_per_epoch)` and resuming by step keep working.
 """
 from __future__ import annotations
 
@@ -140,7 +140,8 @@ def group_by_prefix(examples: list[Encoded]) -> dict[tuple[int, ...], list[int]]
     return dict(groups)
 
 
-def group_branches(examples: list[Encoded], max_length: int, seed: int, max_branches: int | None = None) -> list[list[int]]:
+def group_branches(examples: list[Encoded], max_length: int, seed: int,
+                   max_branches: int | None = None) -> list[list[int]]:
     """Groups of example indices that share one prefix and fit max_length together (prefix once + branches).
 
     Per schema, questions go in a seeded random order into the first group with room (first fit), so a group is

@@ -6,6 +6,7 @@ pad == eos (the usual set-up) the latter would mask every EOS and the model woul
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from ft.data.rows import DataError, Row
@@ -16,15 +17,31 @@ TASK = "Generate a SQL query to answer the following question:"
 SYSTEM = "You are an expert SQL assistant. Answer with one SQLite query in a ```sql fenced block."
 
 
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_HEADING = re.compile(r"^[ \t]*#{3,}", re.M)
+FENCE, FENCE_STANDIN = "```", "'" * 3
+
+
+def _inline(text: str) -> str:
+    """User text on one line, without code fences: a question or hint can't start a `### Answer` section of its own
+    or open / close the answer's fence, so it can't forge the prompt's structure (training and inference alike)."""
+    return _LINE_BREAK.sub(" ", text.strip()).replace(FENCE, FENCE_STANDIN)
+
+
+def _ddl(text: str) -> str:
+    """Schema text with the same guard: no fence, no line that starts a `###` section (it becomes a SQL comment)."""
+    return _HEADING.sub(lambda m: "-- " + m.group(0), text.strip().replace(FENCE, FENCE_STANDIN))
+
+
 def _question_block(row: Row) -> str:
-    text = f"### Task\n{TASK} `{row.question.strip()}`"
+    text = f"### Task\n{TASK} `{_inline(row.question)}`"
     if row.evidence:
-        text += f"\nHint: {row.evidence.strip()}"
+        text += f"\nHint: {_inline(row.evidence)}"
     return text
 
 
 def _schema_block(row: Row, schema: str | None = None) -> str:
-    body = (schema if schema is not None else row.schema).strip()
+    body = _ddl(schema if schema is not None else row.schema)
     macros = describe_macros(row.macros)
     if macros:
         body += "\n" + macros
@@ -135,7 +152,8 @@ def encode_example(row: Row, tokenizer, template: str, max_length: int, overlong
     return Encoded(prompt + answer_ids, [-100] * len(prompt) + answer_ids, outcome, prefix_len)
 
 
-def encode_rows(rows: list[Row], tokenizer, template: str, max_length: int, overlong: str) -> tuple[list[Encoded], dict]:
+def encode_rows(rows: list[Row], tokenizer, template: str, max_length: int,
+                overlong: str) -> tuple[list[Encoded], dict]:
     """Encode many rows; returns the kept examples and counts of each outcome (reported, never silent)."""
     out, counts = [], {"kept": 0, "truncated_schema": 0, "skipped_overlong": 0}
     for row in rows:

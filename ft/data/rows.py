@@ -15,10 +15,12 @@ class Row:
     difficulty: str | None = None  # tier name, e.g. "easy" / "join" / "nested"
     macros: list[dict] | None = None  # [{"name", "params": [...], "body": SQL expression, "doc"}]
     origin: str | None = field(default=None, compare=False)  # "file:row" for error messages
+    problem: str | None = field(default=None, compare=False)  # found while reading (e.g. bytes that aren't UTF-8)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d.pop("origin")
+        d.pop("problem")
         return {k: v for k, v in d.items() if v is not None}
 
 

@@ -28,7 +28,8 @@ from ft.data.rows import REQUIRED_FIELDS, ROW_FIELDS, DataError, Row
 log = logging.getLogger(__name__)
 
 FORMATS = ("auto", "jsonl", "json", "csv", "parquet", "hf", "spider", "bird", "bundled")
-_SUFFIX_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+_SUFFIX_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet",
+                   ".pq": "parquet"}
 # Formats whose column names come from the user's data; the others have a fixed layout.
 _MAPPABLE = ("jsonl", "json", "csv", "parquet", "hf")
 _OPTIONAL_STR_FIELDS = ("db_id", "db_path", "evidence", "difficulty")
@@ -56,7 +57,8 @@ def load_source(
         raise DataError(f"Column mapping for '{source}' names unknown field(s) {unknown}: keys are our fields "
                         f"({', '.join(ROW_FIELDS)}), values are the source's column names.")
     if columns and fmt not in _MAPPABLE:
-        raise DataError(f"A column mapping ({columns}) does not apply to the '{fmt}' source '{source}': its layout is fixed. "
+        raise DataError(f"A column mapping ({columns}) does not apply to the '{fmt}' source '{source}': its layout "
+                        f"is fixed. "
                         f"Mappings work for {', '.join(_MAPPABLE)}.")
 
     if fmt == "bundled":
@@ -108,9 +110,14 @@ def detect_format(source: str) -> str:
     return "hf"  # e.g. "b-mc2/sql-create-context"
 
 
+# Files are decoded with errors="surrogateescape": a byte that isn't UTF-8 becomes a lone surrogate in the text, so
+# the record holding it is found and reported (or skipped) by its file and line instead of ending the whole load.
+_NOT_UTF8 = re.compile("[\udc80-\udcff]")
+
+
 def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
     out = []
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8", errors="surrogateescape") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -125,7 +132,7 @@ def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
 
 
 def _read_json(path: Path) -> list[tuple[int, dict]]:
-    text = path.read_text(encoding="utf-8")
+    text = path.read_text(encoding="utf-8", errors="surrogateescape")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
@@ -148,14 +155,15 @@ def _read_csv(path: Path) -> list[tuple[int, dict]]:
     # line where each record starts, even when quoted SQL spans several lines.
     csv.field_size_limit(2**31 - 1)
     out = []
-    with open(path, encoding="utf-8", newline="") as f:
+    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
         reader = csv.DictReader(f)
         if reader.fieldnames is None:  # reading the header here so line numbers start after it
             return out
         start = reader.line_num + 1
         for rec in reader:
             if None in rec:  # more cells than header names
-                raise DataError(f"{path}:{start}: row has {len(rec) - 1 + len(rec[None])} cells but the header has {len(reader.fieldnames)}.")
+                raise DataError(f"{path}:{start}: row has {len(rec) - 1 + len(rec[None])} cells but the header has "
+                                f"{len(reader.fieldnames)}.")
             out.append((start, rec))
             start = reader.line_num + 1
     return out
@@ -214,8 +222,17 @@ def _records_to_rows(records: list[tuple[int, dict]], columns: dict, name: str, 
     return [_make_row(rec, columns, f"{name}:{n}", base_dir) for n, rec in records]
 
 
+def _not_utf8(vals: dict) -> str | None:
+    for key, v in vals.items():
+        text = json.dumps(v, ensure_ascii=False) if isinstance(v, (list, dict)) else v
+        if isinstance(text, str) and (m := _NOT_UTF8.search(text)):
+            return f"{key} holds a byte that is not UTF-8 (0x{ord(m.group()) - 0xDC00:02x})"
+    return None
+
+
 def _make_row(rec: dict, columns: dict, origin: str, base_dir: Path | None) -> Row:
     vals = {f: rec.get(columns.get(f, f)) for f in ROW_FIELDS}
+    problem = _not_utf8(vals)
     for f in _OPTIONAL_STR_FIELDS:
         v = vals[f]
         if v is None or v == "" or (isinstance(v, float) and math.isnan(v)):
@@ -232,9 +249,9 @@ def _make_row(rec: dict, columns: dict, origin: str, base_dir: Path | None) -> R
             except json.JSONDecodeError:
                 pass  # left as a string: check_rows reports it as malformed
     vals["macros"] = macros
-    if isinstance(vals["db_path"], str) and base_dir is not None:
+    if isinstance(vals["db_path"], str) and base_dir is not None and not problem:
         vals["db_path"] = _resolve(vals["db_path"], base_dir)
-    return Row(**vals, origin=origin)
+    return Row(**vals, origin=origin, problem=problem)
 
 
 def _resolve(path: str, base_dir: Path) -> str:
@@ -307,7 +324,8 @@ def render_schema(db: dict) -> str:
             lines.append(f"PRIMARY KEY ({', '.join(pks)})")
         for src, dst in fks_by_table.get(t, []):
             ref_table = quote_ident(tables[cols[dst][0]])
-            lines.append(f"FOREIGN KEY ({quote_ident(cols[src][1])}) REFERENCES {ref_table}({quote_ident(cols[dst][1])})")
+            src_col, dst_col = quote_ident(cols[src][1]), quote_ident(cols[dst][1])
+            lines.append(f"FOREIGN KEY ({src_col}) REFERENCES {ref_table}({dst_col})")
         if not lines:  # a table without columns would not parse; say so in SQL rather than drop it
             statements.append(f"-- table {quote_ident(table)} has no columns in tables.json")
             continue
@@ -319,11 +337,23 @@ def render_schema(db: dict) -> str:
 def _read_tables(path: Path) -> dict[str, dict]:
     try:
         dbs = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[: e.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not valid UTF-8 (byte 0x{e.object[e.start]:02x}).") from None
     except json.JSONDecodeError as e:
         raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg}).") from None
     if not isinstance(dbs, list):
         raise DataError(f"{path}: expected a list of database schemas (Spider tables.json format).")
-    return {db["db_id"]: db for db in dbs}
+    out = {}
+    for i, db in enumerate(dbs, 1):
+        if not isinstance(db, dict) or not isinstance(db.get("db_id"), str):
+            what = "has no db_id" if isinstance(db, dict) else f"is a {type(db).__name__}, not an object"
+            raise DataError(f"{path}: entry {i} {what} (each entry is one database schema with its db_id).")
+        for key in ("table_names_original", "column_names_original"):
+            if not isinstance(db.get(key), list):
+                raise DataError(f"{path}: entry {i} (db_id '{db['db_id']}') has no list '{key}'.")
+        out[db["db_id"]] = db
+    return out
 
 
 def _load_schema_rows(
@@ -368,7 +398,8 @@ def _split_files(folder: Path, names: list[str], split: str) -> list[Path]:
     files = [folder / f"{n}.json" for n in names if (folder / f"{n}.json").is_file()]
     if not files:
         have = sorted(p.stem for p in folder.glob("*.json") if not p.stem.endswith("tables"))
-        raise DataError(f"Split '{split}' not found in '{folder}' (looked for {', '.join(n + '.json' for n in names)}). "
+        looked = ", ".join(n + ".json" for n in names)
+        raise DataError(f"Split '{split}' not found in '{folder}' (looked for {looked}). "
                         f"Question files there: {', '.join(have) or 'none'}.")
     return files
 
@@ -467,8 +498,27 @@ def _macros_problem(macros) -> str | None:
     return None
 
 
-def _row_problem(row: Row, schema_cache: dict) -> tuple[str, str] | None:
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _db_problem(path: str) -> str | None:
+    p = Path(path)
+    if not p.is_file():
+        return f"db_path '{path}' does not exist" if not p.exists() else f"db_path '{path}' is not a file"
+    try:
+        with open(p, "rb") as f:
+            head = f.read(len(_SQLITE_HEADER))
+    except OSError as e:
+        return f"db_path '{path}' cannot be read ({e.strerror})"
+    if head != _SQLITE_HEADER and p.stat().st_size > 0:  # an empty file is an empty SQLite database
+        return f"db_path '{path}' is not a SQLite database"
+    return None
+
+
+def _row_problem(row: Row, schema_cache: dict, db_cache: dict | None = None) -> tuple[str, str] | None:
     """(reason key for the counts, detail for the message), or None for a good row."""
+    if row.problem:
+        return "not valid UTF-8", row.problem
     for f in REQUIRED_FIELDS:
         v = getattr(row, f)
         if v is None:
@@ -489,6 +539,11 @@ def _row_problem(row: Row, schema_cache: dict) -> tuple[str, str] | None:
     bad = schema_cache[row.schema]
     if bad:
         return bad[0], f"{bad[0]}: {bad[1]}"
+    if row.db_path and db_cache is not None:
+        if row.db_path not in db_cache:
+            db_cache[row.db_path] = _db_problem(row.db_path)
+        if db_cache[row.db_path]:
+            return "bad db_path", db_cache[row.db_path]
     return None
 
 
@@ -502,8 +557,9 @@ def check_rows(
     reasons: Counter = Counter()
     unparsable: list[tuple[Row, str]] = []
     good: list[Row] = []
+    db_cache: dict[str, str | None] = {}
     for row in rows:
-        problem = _row_problem(row, schema_cache)
+        problem = _row_problem(row, schema_cache, db_cache)
         if problem:
             reasons[problem[0]] += 1
             bad.append((row, problem[1]))
@@ -522,7 +578,8 @@ def check_rows(
         more = f"\n  ... and {len(bad) - 5} more" if len(bad) > 5 else ""
         counts = ", ".join(f"{k}: {v}" for k, v in reasons.most_common())
         raise DataError(f"{len(bad)} of {len(rows)} rows{where} are bad ({counts}):\n{listed}{more}\n"
-                        f"Fix the data, or set data.skip_bad_rows: true to skip bad rows (they are counted in the report).")
+                        "Fix the data, or set data.skip_bad_rows: true to skip bad rows (they are counted in the "
+                        "report).")
     if bad:
         log.warning("skipped %d bad rows%s: %s", len(bad), where, dict(reasons))
     if unparsable:
@@ -545,8 +602,10 @@ def check_rows(
 # splits
 
 
-def split_rows(rows: list[Row], *, eval_fraction: float = 0.0, eval_dbs=(), seed: int = 0) -> tuple[list[Row], list[Row]]:
-    """Held-out databases go to eval first, then a seeded random fraction of the rest. Order is kept within each side."""
+def split_rows(rows: list[Row], *, eval_fraction: float = 0.0, eval_dbs=(),
+               seed: int = 0) -> tuple[list[Row], list[Row]]:
+    """Held-out databases go to eval first, then a seeded random fraction of the rest. Order is kept within each
+    side."""
     if not 0 <= eval_fraction < 1:
         raise DataError(f"eval_fraction must be in [0, 1), got {eval_fraction}.")
     eval_dbs = list(eval_dbs or [])
@@ -604,8 +663,8 @@ def load_splits(cfg, seed: int) -> tuple[list[Row], list[Row], dict]:
     """Train and eval rows for a DataConfig, checked, split, limited; plus a report of every count."""
     train_fmt = detect_format(cfg.source) if cfg.format == "auto" else cfg.format
     rows = load_source(cfg.source, cfg.format, cfg.split, cfg.columns, cfg.cache_dir)
-    train, train_check = check_rows(rows, skip_bad_rows=cfg.skip_bad_rows, drop_unparsable_gold=cfg.drop_unparsable_gold,
-                                    source_name=cfg.source)
+    train, train_check = check_rows(rows, skip_bad_rows=cfg.skip_bad_rows,
+                                    drop_unparsable_gold=cfg.drop_unparsable_gold, source_name=cfg.source)
     report: dict = {"train_source": cfg.source, "checks": {"train": train_check}}
 
     if cfg.eval_source:

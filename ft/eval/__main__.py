@@ -7,10 +7,13 @@
 """
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from pathlib import Path
 
 from ft.cli import Alias, Command, run
+from ft.constants import EXIT_PREEMPTED
 from ft.data.rows import DataError
 from ft.model import ModelError
 
@@ -48,8 +51,22 @@ COMMAND = Command(
 )
 
 
+def check_writable(folder: Path, what: str) -> None:
+    """Before any model is loaded: an output place that can't be written would lose the whole evaluation."""
+    from ft.config import ConfigError
+
+    probe = folder / f".write-probe-{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_text("ok")
+    except OSError as e:
+        raise ConfigError(f"{what} '{folder}': cannot write there ({e.strerror or e}).") from None
+    finally:
+        probe.unlink(missing_ok=True)
+
+
 def evaluate_command(cfg, args) -> int:
-    from ft.eval.output import compare, format_table, prediction_table_rows, write_results
+    from ft.eval.output import PredictionLog, compare, format_table, prediction_table_rows
 
     if args.compare:
         print(compare(*args.compare))
@@ -57,21 +74,64 @@ def evaluate_command(cfg, args) -> int:
     from ft.config import resolve
     from ft.data.sources import load_eval_rows
     from ft.eval.scoring import evaluate
-    from ft.inference import load_for_inference
+    from ft.inference import load_for_inference, run_of
+    from ft.tracking import wandb_offline_default
 
     cfg = resolve(cfg)
-    rows = load_eval_rows(cfg.data, cfg.train.seed)
+    run_dir, state = run_of(args.adapter) if args.adapter else (None, {})
+    # Results land where the run's report finds them (<run>/eval/), beside training's own, never inside adapter/
+    # (which training replaces); a dataset other than the run's held-out split gets a name of its own.
+    d = cfg.data
+    name = "eval" if not args.data else "eval-" + Path(d.eval_source.rstrip("/")).stem.replace(" ", "_")
+    if args.out:
+        folder, name = Path(args.out), ""
+    else:
+        folder = (run_dir or Path(args.adapter).resolve().parent if args.adapter else Path("runs")) / "eval"
+    check_writable(folder, "--out")
+    rows = load_eval_rows(d, cfg.train.seed)
     if not rows:
         raise DataError("No rows to evaluate: the config has no eval split; give one with --data.")
-    model, tokenizer = load_for_inference(cfg, args.adapter)
     e = cfg.eval
-    preds, metrics = evaluate(model, tokenizer, rows, template=cfg.data.template, batch_size=e.batch_size,
+    settings = {k: getattr(e, k) for k in ("max_new_tokens", "timeout_s", "max_rows", "retries", "samples",
+                                          "temperature", "top_p")}
+    settings |= {"template": d.template, "model": cfg.model.name_or_path, "adapter": str(args.adapter),
+                 "step": state.get("step"), "quantization": cfg.quantization.mode}
+    log = PredictionLog(folder, name, rows, settings)
+    if log.done:
+        print(f"continuing an interrupted evaluation in {folder}: {len(log.done)} of {len(rows)} questions done",
+              file=sys.stderr)
+    train_dbs = set(state["train_dbs"]) if state.get("train_dbs") else None
+    if log.todo:
+        if args.wandb:
+            wandb_offline_default()  # as training: no login -> offline, not a login prompt
+        model, tokenizer = load_for_inference(cfg, args.adapter)
+        todo = [rows[i] for i in log.todo]
+        index = log.todo
+
+        def on_batch(scored):
+            log.append([(index[i], p) for i, p in scored])
+
+        _, partial = evaluate(model, tokenizer, todo, template=d.template, batch_size=e.batch_size,
                               max_new_tokens=e.max_new_tokens, timeout_s=e.timeout_s, max_rows=e.max_rows,
-                              retries=e.retries, reuse_schema_cache=e.reuse_schema_cache)
-    out = Path(args.out) if args.out else (Path(args.adapter) / "eval" if args.adapter else Path("runs/eval"))
-    pred_path, metrics_path = write_results(out, preds, metrics)
+                              retries=e.retries, samples=e.samples, temperature=e.temperature, top_p=e.top_p,
+                              reuse_schema_cache=e.reuse_schema_cache, train_dbs=train_dbs, on_batch=on_batch,
+                              should_stop=STOP.requested, progress="eval")
+        wall_qps = partial.get("questions_per_s")
+    else:
+        wall_qps = None
+    from ft.eval.scoring import summarize
+
+    preds = log.predictions()
+    metrics = summarize(preds) | {"complete": len(preds) == len(rows)}
+    if wall_qps:
+        metrics["questions_per_s"] = wall_qps
+    metrics_path = log.finish(metrics)
     print(format_table({"model": metrics}))
-    print(f"\npredictions: {pred_path}\nmetrics: {metrics_path}")
+    print(f"\npredictions: {log.pred_path}\nmetrics: {metrics_path}")
+    if not metrics["complete"]:
+        print(f"stopped: {len(preds)} of {len(rows)} questions evaluated and kept; the same command continues "
+              f"(exit {EXIT_PREEMPTED})", file=sys.stderr)
+        return EXIT_PREEMPTED
     if args.wandb:
         import wandb
 
@@ -79,13 +139,51 @@ def evaluate_command(cfg, args) -> int:
                           config=cfg.to_dict())
         cols, data = prediction_table_rows(preds)
         run_.log({"eval/predictions": wandb.Table(columns=cols, data=data)})
-        run_.summary.update({f"eval/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
+        run_.summary.update({f"eval/{k}": v for k, v in metrics.items()
+                             if isinstance(v, (int, float)) and not isinstance(v, bool)})
         run_.finish()
+    if metrics["gold_failed"]:
+        where = ", ".join(f"{db} ({n})" for db, n in metrics.get("gold_failed_by_db", {}).items())
+        print(f"WARNING: the gold query of {metrics['gold_failed']} of {len(rows)} questions could not run ({where}); "
+              f"they are left out of every rate. Reasons in {log.pred_path} (outcome gold_failed).", file=sys.stderr)
+        if metrics["n"] == 0:
+            print("error: no gold query ran: nothing was scored.", file=sys.stderr)
+            return 1
     return 0
 
 
+class _Stop:
+    """Ctrl-C / SIGTERM during an evaluation: finish the batch, keep what is done; a second Ctrl-C stops at once."""
+
+    def __init__(self):
+        self.received = None
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signum
+        again = " (Ctrl-C again stops at once)" if signum == signal.SIGINT else ""
+        print(f"\n[sqlft] got {signal.Signals(signum).name}: finishing this batch, then stopping{again}",
+              file=sys.stderr, flush=True)
+
+    def requested(self) -> bool:
+        return self.received is not None
+
+
+STOP = _Stop()
+
+
 def main(argv: list[str] | None = None) -> int:
-    return run(COMMAND, evaluate_command, argv, errors=(DataError, ModelError, FileNotFoundError))
+    STOP.install()
+    try:
+        return run(COMMAND, evaluate_command, argv, errors=(DataError, ModelError, FileNotFoundError))
+    except KeyboardInterrupt:
+        print("stopped at once (second Ctrl-C); the answers of finished batches are kept", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

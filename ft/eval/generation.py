@@ -1,32 +1,43 @@
-"""Generation for evaluation and inference: batched greedy or sampled continuations of our prompts.
+"""Generation for evaluation and inference: batches of our prompts -> greedy answers and sampled candidates.
 
-    texts = generate_batch(model, tokenizer, prompts, max_new_tokens)          # left-padded, KV cache on
-    outputs = generate_sql(model, tokenizer, rows, template, batch_size, n)   # (raw output, latency) per row
+    gen = Generator(model, tokenizer, template="schema_first", max_new_tokens=128, samples=8)
+    for chunk in gen.batches(rows, batch_size=16):          # row indices, short prompts together
+        outs = gen.run([rows[i] for i in chunk])            # one Generated per row: greedy + 8 samples
 
-Schema KV reuse (`eval.reuse_schema_cache`, schema_first template): with that template the prompt is
-[schema prefix] + [question part] and the prefix tokens are the same for every question on a schema
-(ft.data.prompt.prompt_ids). So for the questions of one schema:
+One prompt pass per batch: the prompts are prefilled once (left-padded, KV cache on) and that cache is copied for
+the greedy answers and, expanded N times along the batch, for the N samples of every question. transformers'
+`num_return_sequences` would instead repeat every prompt N times before the prefill; the sampled tokens are the
+same either way for the same seed (tests/test_voting.py), the prompt's compute is paid once instead of N + 1 times.
 
-    cache = schema_cache(model, prefix)           # one forward over the schema, use_cache=True
-    per batch of questions: a copy of the cache repeated along the batch, and input ids
-        [prefix][pad ... pad][question part]      # padded in the middle, attention_mask 0 there
-
-`generate` then runs only the question parts (the cache already holds the prefix), position ids follow the
-attention mask (the question continues at len(prefix) whatever the padding), and greedy outputs are those of
-generating from the whole prompt (tests/test_prefix.py).
+Schema KV reuse (`eval.reuse_schema_cache`, schema_first template): the prompt is [schema prefix] + [question
+part] and the prefix tokens are the same for every question on a schema (ft.data.prompt.prompt_ids), so a batch
+holds questions of one schema, the schema's cache is computed once for all its batches, and each batch's input ids
+are [prefix][pad ... pad][question part] (padded in the middle, attention_mask 0 there): generation runs only the
+question parts, position ids follow the attention mask, and greedy outputs are those of generating from the whole
+prompt (tests/test_prefix.py).
 """
 from __future__ import annotations
 
 import copy
-import logging
 import time
+from dataclasses import dataclass, field
 
 import torch
 
-from ft.data.prompt import STOP, encode_prompt, prompt_ids
+from ft.data.prompt import STOP, prompt_ids
 from ft.data.rows import Row
 
-log = logging.getLogger("sqlft")
+
+@dataclass
+class Generated:
+    text: str  # the greedy continuation
+    seconds: float  # this question's share of its batch's generation time (batch time / questions in the batch)
+    samples: list[str] = field(default_factory=list)  # sampled continuations, from the same prefill
+    sample_logprobs: list[float] = field(default_factory=list)  # mean token log-probability of each sample
+
+
+def _device(model):
+    return next(p for p in model.parameters()).device
 
 
 def _left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -36,11 +47,148 @@ def _left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor,
     return ids, mask
 
 
+def expand_cache(cache, n: int):
+    """A copy of a cache with each row repeated n times along the batch (the original is left untouched)."""
+    out = copy.deepcopy(cache)
+    if n > 1:
+        out.batch_repeat_interleave(n)
+    return out
+
+
+@torch.no_grad()
+def prefill(model, ids: torch.Tensor, mask: torch.Tensor):
+    """KV cache of every prompt but its last token (generate runs that one). Position ids follow the attention mask,
+    as generate's own would, so left padding changes nothing."""
+    pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
+    return model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=pos[:, :-1], use_cache=True).cache
+
+
+@torch.no_grad()
+def schema_cache(model, prefix: list[int]):
+    """The KV cache (a transformers DynamicCache, batch 1) of a schema prefix."""
+    ids = torch.tensor([prefix], device=_device(model))
+    return model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True).cache
+
+
+def _mean_logprobs(logits: tuple, tokens: torch.Tensor, stop_ids: set[int]) -> list[float]:
+    """Mean log-probability (under the model, temperature 1) of each row's generated tokens up to its end."""
+    logp = torch.stack([torch.log_softmax(step.float(), dim=-1) for step in logits], dim=1)  # [B, T, V]
+    chosen = logp.gather(-1, tokens[:, : logp.shape[1], None]).squeeze(-1)
+    out = []
+    for row, lp in zip(tokens.tolist(), chosen):
+        end = next((j + 1 for j, t in enumerate(row) if t in stop_ids), len(row))
+        out.append(float(lp[:end].mean()))
+    return out
+
+
+class Generator:
+    """Batched generation with our prompt function; greedy answers, optional samples, optional schema KV reuse."""
+
+    def __init__(self, model, tokenizer, template: str = "default", max_new_tokens: int = 192, *, samples: int = 0,
+                 temperature: float = 0.8, top_p: float = 0.95, synced_gpus: bool = False,
+                 reuse_schema_cache: bool = False):
+        self.model, self.tok, self.template, self.max_new_tokens = model, tokenizer, template, max_new_tokens
+        self.samples, self.temperature, self.top_p, self.synced = samples, temperature, top_p, synced_gpus
+        # Schema reuse batches by schema: ranks under ZeRO-3 must run equal batches, so not with synced_gpus.
+        self.reuse = reuse_schema_cache and not synced_gpus
+        self._schema_caches: dict[tuple[int, ...], object] = {}
+
+    # ---- batching ----------------------------------------------------------------------------
+
+    def encode(self, row: Row) -> tuple[list[int], int]:
+        ids, prefix = prompt_ids(row, self.tok, self.template)
+        if self.reuse and prefix <= 0:
+            raise ValueError(f"template {self.template!r} has no shared prefix; reusing a schema cache needs "
+                             "schema_first")
+        return ids, prefix
+
+    def batches(self, rows: list[Row], batch_size: int) -> list[list[int]]:
+        """Row indices in batches: prompts sorted by length (less padding); with schema reuse, one schema a batch."""
+        enc = [self.encode(r) for r in rows]
+        if not self.reuse:
+            order = sorted(range(len(rows)), key=lambda i: len(enc[i][0]))
+            return [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+        by_prefix: dict[tuple[int, ...], list[int]] = {}
+        for i, (ids, p) in enumerate(enc):
+            by_prefix.setdefault(tuple(ids[:p]), []).append(i)
+        out = []
+        for members in by_prefix.values():
+            members = sorted(members, key=lambda i: len(enc[i][0]))
+            out += [members[s : s + batch_size] for s in range(0, len(members), batch_size)]
+        return out
+
+    # ---- generation --------------------------------------------------------------------------
+
+    def _generate(self, ids, mask, cache, *, sample: bool):
+        out = self.model.generate(
+            input_ids=ids, attention_mask=mask, cache=cache, max_new_tokens=self.max_new_tokens, do_sample=sample,
+            temperature=self.temperature if sample else None, top_p=self.top_p if sample else None, top_k=None,
+            use_cache=True, pad_token_id=self.tok.pad_token_id, eos_token_id=self.tok.eos_token_id,
+            stop_strings=[STOP], tokenizer=self.tok, synced_gpus=self.synced,
+            return_dict_in_generate=True, output_logits=sample,
+        )
+        return out, out.sequences[:, ids.shape[1]:]
+
+    @torch.no_grad()
+    def run(self, rows: list[Row], greedy: bool = True) -> list[Generated]:
+        """Greedy answer (and `samples` sampled candidates) for each row, from one prompt pass for the batch;
+        `greedy=False`: the samples only (retry with validation already has the greedy answer)."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            t0 = time.perf_counter()
+            ids, mask, cache = self._inputs(rows)
+            texts = [""] * len(rows)
+            if greedy:
+                new = self._generate(ids, mask, expand_cache(cache, 1) if self.samples else cache, sample=False)[1]
+                texts = self.tok.batch_decode(new, skip_special_tokens=True)
+            samples: list[list[str]] = [[] for _ in rows]
+            logprobs: list[list[float]] = [[] for _ in rows]
+            if self.samples:
+                n = self.samples
+                out, new = self._generate(ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0),
+                                          expand_cache(cache, n), sample=True)
+                decoded = self.tok.batch_decode(new, skip_special_tokens=True)
+                lps = _mean_logprobs(out.logits, new, {self.tok.eos_token_id, self.tok.pad_token_id})
+                for k in range(len(rows)):
+                    samples[k], logprobs[k] = decoded[k * n:(k + 1) * n], lps[k * n:(k + 1) * n]
+            seconds = (time.perf_counter() - t0) / len(rows)
+        finally:
+            self.model.train(was_training)
+        return [Generated(t, seconds, s, lp) for t, s, lp in zip(texts, samples, logprobs)]
+
+    def _inputs(self, rows: list[Row]):
+        """(input ids, attention mask, KV cache of all but the last prompt token) for one batch."""
+        device, pad = _device(self.model), self.tok.pad_token_id
+        enc = [self.encode(r) for r in rows]
+        if not self.reuse:
+            ids, mask = _left_pad([e[0] for e in enc], pad, device)
+            return ids, mask, prefill(self.model, ids, mask)
+        prefix = enc[0][0][: enc[0][1]]  # one schema per batch (see batches)
+        key = tuple(prefix)
+        if key not in self._schema_caches:
+            self._schema_caches = {key: schema_cache(self.model, prefix)}  # keep one: batches come schema by schema
+        rests = [e[0][len(prefix):] for e in enc]
+        width = max(len(r) for r in rests)
+        ids = torch.tensor([prefix + [pad] * (width - len(r)) + r for r in rests], device=device)
+        mask = torch.tensor([[1] * len(prefix) + [0] * (width - len(r)) + [1] * len(r) for r in rests], device=device)
+        # The schema's cache, extended by the question parts but their last token, batched.
+        cache = expand_cache(self._schema_caches[key], len(rows))
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        if width > 1:
+            start = len(prefix)
+            self.model(input_ids=ids[:, start:-1], attention_mask=mask[:, :-1], position_ids=pos[:, start:-1],
+                       cache=cache, use_cache=True)
+        return ids, mask, cache
+
+
 @torch.no_grad()
 def generate_batch(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, *, sample: bool = False,
                    num_return_sequences: int = 1, synced_gpus: bool = False) -> list[str]:
-    """Greedy (or sampled) continuations of tokenized prompts, left-padded, with the KV cache on."""
-    device = next(p for p in model.parameters()).device
+    """Greedy (or sampled) continuations of tokenized prompts, left-padded, with the KV cache on; transformers'
+    own path (each returned sequence prefilled on its own), the reference the one-prefill Generator is checked
+    against."""
+    device = _device(model)
     ids, mask = _left_pad(prompts, tokenizer.pad_token_id, device)
     out = model.generate(
         input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=sample,
@@ -54,98 +202,12 @@ def generate_batch(model, tokenizer, prompts: list[list[int]], max_new_tokens: i
 
 def generate_sql(model, tokenizer, rows: list[Row], template: str, batch_size: int, max_new_tokens: int,
                  synced_gpus: bool = False, reuse_schema_cache: bool = False) -> list[tuple[str, float]]:
-    """(raw output, latency) per row. Rows are batched by prompt length (less padding), results in input order.
-
-    reuse_schema_cache (schema_first template): each schema's KV cache is computed once and reused for all its
-    questions (ft/prefix_cache.py); same greedy output. Not with synced_gpus, whose ranks must run equal batches.
-    """
-    if reuse_schema_cache and not synced_gpus:
-        return generate_sql_shared(model, tokenizer, rows, template, batch_size, max_new_tokens)
-    prompts = [encode_prompt(r, tokenizer, template) for r in rows]
-    order = sorted(range(len(rows)), key=lambda i: len(prompts[i]))
+    """(greedy raw output, seconds) per row, in input order."""
+    gen = Generator(model, tokenizer, template, max_new_tokens, synced_gpus=synced_gpus,
+                    reuse_schema_cache=reuse_schema_cache)
     results: list[tuple[str, float] | None] = [None] * len(rows)
-    was_training = model.training
-    model.eval()
-    for s in range(0, len(order), batch_size):
-        chunk = order[s : s + batch_size]
-        t0 = time.perf_counter()
-        texts = generate_batch(model, tokenizer, [prompts[i] for i in chunk], max_new_tokens, synced_gpus=synced_gpus)
-        latency = time.perf_counter() - t0  # each answer of a batch is ready when the batch is
-        for i, text in zip(chunk, texts):
-            results[i] = (text, latency)
-    model.train(was_training)
+    for chunk in gen.batches(rows, batch_size):
+        for i, g in zip(chunk, gen.run([rows[i] for i in chunk])):
+            results[i] = (g.text, g.seconds)
     return results  # type: ignore[return-value]
 
-
-# ------------------------------------------------------------------------------------------------
-# schema KV reuse
-
-
-def _device(model):
-    return next(p for p in model.parameters()).device
-
-
-@torch.no_grad()
-def schema_cache(model, prefix: list[int]):
-    """The KV cache (a transformers DynamicCache, batch 1) of the schema prefix."""
-    ids = torch.tensor([prefix], device=_device(model))
-    return model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True).cache
-
-
-def expand_cache(cache, n: int):
-    """A copy of a batch-1 cache repeated n times along the batch (the original is left untouched)."""
-    out = copy.deepcopy(cache)
-    if n > 1:
-        out.batch_repeat_interleave(n)
-    return out
-
-
-@torch.no_grad()
-def generate_from_cache(model, tokenizer, prefix: list[int], cache, rests: list[list[int]], max_new_tokens: int) -> list[str]:
-    """Greedy continuations of prefix + rest for each rest, the prefix coming from `cache` (not modified)."""
-    device = _device(model)
-    width = max(len(r) for r in rests)
-    pad = tokenizer.pad_token_id
-    ids = torch.tensor([prefix + [pad] * (width - len(r)) + r for r in rests], device=device)
-    mask = torch.tensor([[1] * len(prefix) + [0] * (width - len(r)) + [1] * len(r) for r in rests], device=device)
-    out = model.generate(
-        input_ids=ids, attention_mask=mask, cache=expand_cache(cache, len(rests)), max_new_tokens=max_new_tokens,
-        do_sample=False, temperature=None, top_p=None, top_k=None, use_cache=True,
-        pad_token_id=pad, eos_token_id=tokenizer.eos_token_id, stop_strings=[STOP], tokenizer=tokenizer,
-    )
-    return tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)
-
-
-def generate_sql_shared(model, tokenizer, rows: list[Row], template: str, batch_size: int,
-                        max_new_tokens: int) -> list[tuple[str, float]]:
-    """Like generate_sql, with one prefix computation per distinct schema prefix.
-
-    (raw output, latency) per row, in input order. Questions are batched within a schema; a batch's latency
-    includes its schema's prefix forward, which all of them needed.
-    """
-    encoded = [prompt_ids(r, tokenizer, template) for r in rows]
-    by_prefix: dict[tuple[int, ...], list[int]] = {}
-    for i, (ids, p) in enumerate(encoded):
-        if p <= 0:
-            raise ValueError(f"template {template!r} has no shared prefix; reusing a schema cache needs schema_first")
-        by_prefix.setdefault(tuple(ids[:p]), []).append(i)
-    results: list[tuple[str, float] | None] = [None] * len(rows)
-    was_training = model.training
-    model.eval()
-    for key, members in by_prefix.items():
-        prefix = list(key)
-        t0 = time.perf_counter()
-        cache = schema_cache(model, prefix)
-        prefill = time.perf_counter() - t0
-        members = sorted(members, key=lambda i: len(encoded[i][0]))  # less padding within a batch
-        for s in range(0, len(members), batch_size):
-            chunk = members[s : s + batch_size]
-            t0 = time.perf_counter()
-            texts = generate_from_cache(model, tokenizer, prefix, cache, [encoded[i][0][len(prefix):] for i in chunk],
-                                        max_new_tokens)
-            latency = prefill + time.perf_counter() - t0
-            for i, text in zip(chunk, texts):
-                results[i] = (text, latency)
-    model.train(was_training)
-    log.debug("schema cache reuse: %d questions, %d schema prefixes", len(rows), len(by_prefix))
-    return results  # type: ignore[return-value]

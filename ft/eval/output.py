@@ -1,12 +1,22 @@
 """Evaluation results out: files, the console table, W&B table rows, and two runs side by side."""
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
+from ft.data.rows import Row
 from ft.eval.scoring import Prediction
-from ft.metrics import RATES, RETRY_RATES, TIMINGS
+from ft.metrics import COUNTS, KINDS, RATES, RETRY_RATES, TIMINGS, VOTE_MEANS, VOTE_RATES
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)  # a plain open(): the file gets the user's umask, as any file they write would
+    tmp.replace(path)
 
 
 def write_results(out_dir: str | Path, preds: list[Prediction], metrics: dict, name: str = "") -> tuple[Path, Path]:
@@ -14,45 +24,156 @@ def write_results(out_dir: str | Path, preds: list[Prediction], metrics: dict, n
     out_dir.mkdir(parents=True, exist_ok=True)
     prefix = f"{name}_" if name else ""
     pred_path, metrics_path = out_dir / f"{prefix}predictions.jsonl", out_dir / f"{prefix}metrics.json"
-    tmp = pred_path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(asdict(p)) + "\n" for p in preds))
-    tmp.replace(pred_path)
-    tmp = metrics_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(metrics, indent=2))
-    tmp.replace(metrics_path)
+    _write_atomic(pred_path, "".join(json.dumps(asdict(p)) + "\n" for p in preds))
+    _write_atomic(metrics_path, json.dumps(metrics, indent=2))
     return pred_path, metrics_path
 
 
+def row_keys(rows: list[Row]) -> list[str]:
+    """A stable key per row (database, question, gold SQL, and which repeat of them it is)."""
+    seen: Counter = Counter()
+    keys = []
+    for r in rows:
+        base = hashlib.sha1(json.dumps([r.db_id, r.question, r.query]).encode()).hexdigest()[:16]
+        keys.append(f"{base}-{seen[base]}")
+        seen[base] += 1
+    return keys
+
+
+class PredictionLog:
+    """`<folder>/<name>_predictions.jsonl` appended batch by batch, `<name>_metrics.json` when the evaluation ends.
+
+    An interrupted evaluation keeps what it finished; the next one of the same rows with the same `settings`
+    continues from it (`todo`), and a finished one is reused whole (`complete`). Other settings start afresh.
+    """
+
+    def __init__(self, folder: str | Path | None, name: str, rows: list[Row], settings: dict, enabled: bool = True):
+        """`folder` None: in memory only (a periodic evaluation's sample)."""
+        enabled = enabled and folder is not None
+        self.folder, self.name, self.rows = Path(folder or "."), name, rows
+        self.settings, self.enabled = settings, enabled
+        prefix = f"{name}_" if name else ""
+        self.pred_path = self.folder / f"{prefix}predictions.jsonl"
+        self.metrics_path = self.folder / f"{prefix}metrics.json"
+        self.progress_path = self.folder / f".{prefix}progress.json"
+        self.keys = row_keys(rows)
+        self.done: dict[int, Prediction] = {}
+        self.complete = False
+        by_key = {k: i for i, k in enumerate(self.keys)}
+        try:
+            progress = json.loads(self.progress_path.read_text()) if folder is not None else None
+        except (OSError, ValueError):
+            progress = None
+        if progress is not None and progress.get("settings") == settings and self.pred_path.is_file():
+            fields = {f.name for f in dataclasses.fields(Prediction)}
+            for line in self.pred_path.read_text().splitlines():
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue  # a line cut by a kill
+                if rec.get("key") in by_key:
+                    self.done[by_key[rec["key"]]] = Prediction(**{k: v for k, v in rec.items() if k in fields})
+            self.complete = bool(progress.get("complete")) and len(self.done) == len(rows)
+        elif enabled:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self.pred_path.write_text("")
+            _write_atomic(self.progress_path, json.dumps({"settings": settings, "complete": False}))
+
+    @property
+    def todo(self) -> list[int]:
+        return [i for i in range(len(self.rows)) if i not in self.done]
+
+    def append(self, scored: list[tuple[int, Prediction]]) -> None:
+        """Predictions of the rows at these indices of `rows`, written at once (one line each)."""
+        for i, p in scored:
+            self.done[i] = p
+        if self.enabled and scored:
+            with open(self.pred_path, "a") as f:
+                f.write("".join(json.dumps({"key": self.keys[i]} | asdict(p)) + "\n" for i, p in scored))
+                f.flush()
+
+    def predictions(self) -> list[Prediction]:
+        return [self.done[i] for i in sorted(self.done)]
+
+    def finish(self, summary: dict) -> Path:
+        """Write the metrics (marked complete or not); a complete log is rewritten in row order."""
+        self.complete = summary.get("complete", True) and len(self.done) == len(self.rows)
+        summary = summary | {"complete": self.complete, "rows": len(self.rows), "settings": self.settings}
+        if self.enabled:
+            if self.complete:
+                _write_atomic(self.pred_path, "".join(json.dumps({"key": self.keys[i]} | asdict(self.done[i])) + "\n"
+                                                      for i in sorted(self.done)))
+            _write_atomic(self.metrics_path, json.dumps(summary, indent=2))
+            _write_atomic(self.progress_path, json.dumps({"settings": self.settings, "complete": self.complete}))
+        return self.metrics_path
+
+
+def _pct_row(label: str, results: dict[str, dict], get) -> str:
+    cells = []
+    for n in results:
+        v = get(results[n])
+        cells.append(f"{100 * v:>13.1f}%" if isinstance(v, (int, float)) else f"{'-':>14}")
+    return f"{label:<30}" + "".join(cells)
+
+
 def format_table(results: dict[str, dict]) -> str:
-    """Console table: one column per model (e.g. base / fine-tuned), rows = overall and per-tier metrics."""
+    """Console table: one column per model (e.g. base / fine-tuned); rows: counts, rates overall, by kind of
+    question (training databases or not), per tier, picking figures, speed."""
     names = list(results)
-    lines = [f"{'metric':<28}" + "".join(f"{n:>14}" for n in names)]
-    keys = list(RATES) + [k for k in RETRY_RATES if any(k in results[n] for n in names)]
-    for k in keys:
-        lines.append(f"{k:<28}" + "".join(f"{100 * results[n].get(k, 0):>13.1f}%" for n in names))
-    for k in TIMINGS:
-        if all(k in results[n] for n in names):
-            lines.append(f"{k:<28}" + "".join(f"{results[n][k]:>14.2f}" for n in names))
-    tiers = sorted({t for n in names for t in results[n].get("tiers", {})})
-    for t in tiers:
+    lines = [f"{'metric':<30}" + "".join(f"{n:>14}" for n in names)]
+    for k in COUNTS:
+        if k == "n" or any(results[n].get(k) for n in names):
+            lines.append(f"{k:<30}" + "".join(f"{results[n].get(k, 0):>14d}" for n in names))
+    present = lambda keys: [k for k in keys if any(k in results[n] for n in names)]  # noqa: E731
+    for k in RATES:
+        lines.append(_pct_row(k, results, lambda r, k=k: r.get(k, 0)))
+    for kind in KINDS:
+        if any(kind in results[n].get("kinds", {}) for n in names):
+            count = results[names[-1]].get("kinds", {}).get(kind, {}).get("n", 0)
+            lines.append(_pct_row(f"ex[{kind}] (n={count})", results,
+                                  lambda r, kind=kind: r.get("kinds", {}).get(kind, {}).get("ex")))
+    for k in present(RETRY_RATES) + present(VOTE_RATES):
+        lines.append(_pct_row(k, results, lambda r, k=k: r.get(k)))
+    for k in present(VOTE_MEANS) + [k for k in TIMINGS if all(k in results[n] for n in names)]:
+        lines.append(f"{k:<30}" + "".join(f"{results[n].get(k, 0):>14.2f}" for n in names))
+    for t in sorted({t for n in names for t in results[n].get("tiers", {})}):
         label = f"ex[{t}] (n={results[names[0]]['tiers'].get(t, {}).get('n', 0)})"
-        lines.append(f"{label:<28}" + "".join(f"{100 * results[n]['tiers'].get(t, {}).get('ex', 0):>13.1f}%" for n in names))
+        lines.append(_pct_row(label, results, lambda r, t=t: r.get("tiers", {}).get(t, {}).get("ex", 0)))
+    failed = {db: c for n in names for db, c in results[n].get("gold_failed_by_db", {}).items()}
+    if failed:
+        lines.append("gold query failed, by database (left out of every rate): "
+                     + ", ".join(f"{db} {c}" for db, c in failed.items()))
     return "\n".join(lines)
 
 
 def prediction_table_rows(preds: list[Prediction]) -> tuple[list[str], list[list]]:
     cols = ["question", "gold", "predicted", "correct", "error", "tier", "hallucinated"]
-    return cols, [[p.question, p.gold, p.predicted, p.correct, p.error, p.tier, ", ".join(p.hallucinated)] for p in preds]
+    return cols, [[p.question, p.gold, p.predicted, p.correct, p.error, p.tier, ", ".join(p.hallucinated)]
+                  for p in preds]
+
+
+def predictions_file(path: str | Path) -> Path:
+    """A predictions file, or a folder holding one (an evaluation's --out, a run's eval/ folder)."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    if not p.exists():
+        raise FileNotFoundError(f"'{p}' does not exist: give a predictions file (*predictions.jsonl) or the folder "
+                                "an evaluation wrote (its --out, or a run's eval/).")
+    found = sorted(p.glob("*predictions.jsonl"))
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise FileNotFoundError(f"'{p}' holds no *predictions.jsonl.")
+    raise FileNotFoundError(f"'{p}' holds several prediction files ({', '.join(f.name for f in found)}): name one.")
 
 
 def compare(a_path: str | Path, b_path: str | Path) -> str:
     """Two prediction files side by side, question by question (matched by question text and gold SQL)."""
 
     def load(path):
-        path = Path(path)
-        if path.is_dir():
-            path = path / "predictions.jsonl"
-        return {(r["question"], r["gold"]): r for r in map(json.loads, path.read_text().splitlines())}
+        lines = predictions_file(path).read_text().splitlines()
+        return {(r["question"], r["gold"]): r for r in (json.loads(line) for line in lines if line.strip())}
 
     a, b = load(a_path), load(b_path)
     lines, wins, losses = [], 0, 0

@@ -79,12 +79,13 @@ def _single_read_statement(sql: str) -> tuple[str | None, str | None]:
         # Only whitespace, comments and empty statements (';') may follow the first ';'.
         if any(t.token_type != TokenType.SEMICOLON for t in tokenize(rest)):
             return None, "only one SQL statement is allowed"
-    except SQLGLOT_ERRORS:
+    except Exception:  # noqa: BLE001
         return None, "only one SQL statement is allowed"
     try:
         tokens = tokenize(first)
-    except SQLGLOT_ERRORS:  # e.g. an unterminated string: let SQLite report the syntax error
-        return first, None
+    except Exception:  # noqa: BLE001 - e.g. an unterminated string or comment
+        # Refused, not passed on: this layer must hold without the others, and what it can't read it can't check.
+        return None, "SQL that cannot be tokenized (unterminated string, quote or comment) is refused"
     if not tokens:
         return None, "empty SQL"
     keyword = tokens[0].text.upper()

@@ -25,7 +25,7 @@ from sqlglot.optimizer.scope import Scope, traverse_scope
 
 from .execute import install_read_only_authorizer
 from .macros import register_macros
-from .parse import SQLGLOT_ERRORS, parse_statements, schema_catalog
+from .parse import parse_statements, schema_catalog
 
 ISSUE_KINDS = ("parse", "unknown_table", "unknown_column", "ambiguous_column", "unknown_function",
                "macro_arity", "not_select")
@@ -424,7 +424,7 @@ def validate(sql: str, schema: str | dict, macros: list[dict] | None = None) -> 
         return Validation(False, [Issue("parse", None, None, "empty query")])
     try:
         statements = parse_statements(sql)
-    except SQLGLOT_ERRORS as e:
+    except Exception as e:  # noqa: BLE001 - parse errors, and any sqlglot bug on odd model output
         # sqlglot misses some SQLite syntax; SQLite has the final word on whether it parses.
         error = _sqlite_compile_error(sql, catalog, macros)
         if error is None:
@@ -449,6 +449,8 @@ def validate(sql: str, schema: str | dict, macros: list[dict] | None = None) -> 
         issues = _Resolver(catalog, macros).run(tree)
     except RecursionError:  # parsed, but too deep to walk: SQLite alone decides
         issues = [Issue("parse", None, None, "query nested too deeply to analyse")]
+    except Exception as e:  # noqa: BLE001 - a sqlglot tree the resolver can't walk: SQLite alone decides
+        issues = [Issue("parse", None, None, f"query could not be analysed ({type(e).__name__})")]
     error = _sqlite_compile_error(sql, catalog, macros)
     if error is _NO_REPLICA:
         return Validation(not issues, issues)

@@ -393,8 +393,8 @@ def build_logistics(conn: sqlite3.Connection, rng: random.Random) -> None:
         # Recent shipments may still be in transit: delivery_date stays NULL.
         delivery = None if delivered > END or rng.random() < 0.03 else iso(delivered)
         weight = money(rng, 0.5, 2500)
-        cost = round(12 + weight * route[3] * 0.0009 * {"air": 4, "road": 1, "rail": 0.7, "sea": 0.4}[CARRIERS[cid - 1][1]]
-                     * rng.uniform(0.9, 1.1), 2)
+        mode_factor = {"air": 4, "road": 1, "rail": 0.7, "sea": 0.4}[CARRIERS[cid - 1][1]]
+        cost = round(12 + weight * route[3] * 0.0009 * mode_factor * rng.uniform(0.9, 1.1), 2)
         shipments.append((sid, route[0], cid, iso(ship), delivery, weight, cost))
     insert(conn, "shipments", shipments)
 

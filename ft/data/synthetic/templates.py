@@ -10,7 +10,7 @@ SQL style, kept the same everywhere so a small model can learn it:
 """
 from __future__ import annotations
 
-from .questions import K, YEARS, P, T, date_range, day, month, quarter
+from .questions import YEARS, K, P, T, date_range, day, month, quarter
 
 DIRECTION = (P("most expensive", "DESC"), P("cheapest", "ASC"))
 
