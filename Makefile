@@ -1,7 +1,6 @@
 # `make train` and `make test` work on a fresh machine: they create .venv and install what they need first.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-ACCELERATE := $(VENV)/bin/accelerate
 PYTEST_ARGS ?=
 
 .PHONY: setup train test test-quick clean
@@ -25,7 +24,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 train: setup
-	$(ACCELERATE) launch ft/train.py $(ARGS)
+	$(VENV)/bin/sqlft train $(ARGS)
 
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -14,6 +14,8 @@ Layout of `<output_dir>/checkpoints/step-000050/`:
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import random
@@ -78,6 +80,38 @@ def find_resume(output_dir: str | Path, resume: str) -> Path | None:
     if not is_complete(path):
         raise FileNotFoundError(f"checkpoint.resume '{path}' is not a complete checkpoint (no {MARKER} marker).")
     return path
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written (the previous one is intact); the message says why and where."""
+
+
+def _disk_full(e: BaseException, folder: Path) -> bool:
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    # torch.save on a full disk fails in its zip writer ("unexpected pos ..."), not with ENOSPC: ask the disk.
+    try:
+        return shutil.disk_usage(folder).free < 64 * 2**20
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def writing(tmp: Path, output_dir: str | Path):
+    """Around writing a checkpoint's temp folder: on failure the folder is removed (the newest complete checkpoint
+    stays the one to resume), and a full disk is said in those words instead of a zip writer's error."""
+    try:
+        yield
+    except Exception as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if _disk_full(e, Path(output_dir)):
+            free = shutil.disk_usage(output_dir).free / 2**20
+            raise CheckpointError(
+                f"no space left on {Path(output_dir).resolve()} (filesystem of train.output_dir; {free:.0f} MiB free) "
+                f"while writing the checkpoint of step {tmp.name.rsplit('-', 1)[-1].lstrip('0') or 0}; the temp folder "
+                f"is removed and the previous checkpoint is intact: free space, then run the same command to resume"
+            ) from None
+        raise
 
 
 def begin(output_dir: str | Path, step: int, is_main: bool) -> Path:

@@ -160,7 +160,7 @@ def run(cmd: Command, body: Callable[[Config, argparse.Namespace], int], argv: l
 
 
 COMMANDS = {
-    "train": ("ft.train", "fine-tune (one process; `accelerate launch ft/train.py` for several)"),
+    "train": ("launch.local", "fine-tune on this machine (--accelerate-config / --num-processes for several)"),
     "eval": ("ft.eval.__main__", "execution accuracy of a model or adapter on a dataset"),
     "generate": ("ft.generate", "question + schema -> validated SQL (and its rows)"),
     "merge": ("ft.merge", "fold a LoRA adapter into its base model"),

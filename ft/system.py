@@ -12,6 +12,11 @@ from pathlib import Path
 
 import torch
 
+# DeepSpeed logs "Setting accelerator to CPU" whenever accelerate imports it on a machine without a GPU, in commands
+# that never use DeepSpeed too: tell it the answer instead of letting it guess aloud.
+if not torch.cuda.is_available():
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
 
 def _git(*args: str) -> str | None:
     try:
@@ -75,14 +80,31 @@ def peak_memory_mb(device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux -> MiB
 
 
+def available_memory_bytes() -> int | None:
+    """Memory this machine can still give (MemAvailable), None when unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def fastest_dtype() -> torch.dtype:
-    """The 16-bit type this hardware really computes in, else float32 (what `auto` dtypes resolve to).
+    """bfloat16 where this hardware really computes in it, else float32 (what `auto` dtypes resolve to).
 
     Without native bf16 (e.g. AVX2-only CPUs) a bf16 matmul is ~70x slower than fp32: measured 1.2 vs 84 GFLOP/s.
     """
     if torch.cuda.is_available():
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        # Never float16 by default: training in it needs loss scaling, which this loop doesn't do (an fp16 gradient
+        # underflows to zero); pre-Ampere GPUs compute in float32 instead, slower but right.
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
     return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
+
+
+def has_cuda() -> bool:
+    return torch.cuda.is_available()
 
 
 def has_flash_attention() -> bool:

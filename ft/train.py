@@ -25,11 +25,13 @@ from ft import distributed as dist
 from ft.cli import Command, parse
 from ft.config import Config, ConfigError, resolve, to_yaml
 from ft.constants import EXIT_PREEMPTED, EXIT_USAGE
-from ft.data.batching import BatchPlan, collate
+from ft.data.batching import collate
+from ft.data.prefix import no_step_message, plan_for
 from ft.data.prompt import encode_rows
 from ft.data.rows import DataError
 from ft.distributed import StopFlag, Stopped, cpu_rehearsal_shim, loss_scale, sum_across
 from ft.eval.output import PredictionLog, format_table, prediction_table_rows
+from ft.files import check_writable, share
 from ft.model import ModelError, add_lora, load_base_model, load_tokenizer, local_model_dir, trainable_parameters
 from ft.system import peak_memory_mb
 from ft.tracking import Tracker, new_run_id, wandb_offline_default
@@ -91,10 +93,7 @@ def make_scheduler(optimizer, cfg: Config, total_steps: int):
 
 def make_optimizer(model, cfg: Config):
     params = [p for p in model.parameters() if p.requires_grad]
-    if cfg.train.optimizer == "paged_adamw_8bit":
-        if not torch.cuda.is_available():
-            raise ConfigError("Config key 'train.optimizer' has a bad value 'paged_adamw_8bit': it needs CUDA; use "
-                              "adamw.")
+    if cfg.train.optimizer == "paged_adamw_8bit":  # CUDA only: ft.config.resolve refuses it elsewhere
         import bitsandbytes as bnb
 
         return bnb.optim.PagedAdamW8bit(params, lr=cfg.train.learning_rate, weight_decay=cfg.train.weight_decay)
@@ -245,18 +244,20 @@ def save_checkpoint(accelerator, model, optimizer, scheduler, tokenizer, state, 
     out = cfg.train.output_dir
     tmp = ckpt.begin(out, state.step, accelerator.is_main_process)
     accelerator.wait_for_everyone()
-    save_adapter(accelerator, model, tokenizer, tmp / "adapter")
-    ckpt.save_rng(tmp, accelerator.process_index)
-    if dist.zero_stage(accelerator) is not None:
-        ckpt.save_deepspeed_state(model, tmp)  # every rank writes its optimizer shard
-    elif accelerator.is_main_process:
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    if accelerator.is_main_process:
-        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        ckpt.write_state(tmp, state, to_yaml(cfg))
+    with ckpt.writing(tmp, out):
+        save_adapter(accelerator, model, tokenizer, tmp / "adapter")
+        ckpt.save_rng(tmp, accelerator.process_index)
+        if dist.zero_stage(accelerator) is not None:
+            ckpt.save_deepspeed_state(model, tmp)  # every rank writes its optimizer shard
+        elif accelerator.is_main_process:
+            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        if accelerator.is_main_process:
+            torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+            ckpt.write_state(tmp, state, to_yaml(cfg))
     accelerator.wait_for_everyone()  # every rank's files are in before one process publishes
     final = ckpt.step_dir(out, state.step)
     if accelerator.is_main_process:
+        share(tmp)  # safetensors writes 0600: adapters others can read, as any file the user writes
         ckpt.publish(tmp, out, state.step)
         ckpt.prune(out, cfg.checkpoint.keep_last)
     accelerator.wait_for_everyone()
@@ -286,17 +287,6 @@ def load_checkpoint(path: Path, accelerator, model, optimizer, scheduler) -> ckp
     return ckpt.read_state(path)
 
 
-def check_output_dir(path: str) -> None:
-    out = Path(path)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-probe"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as e:
-        raise ConfigError(f"Config key 'train.output_dir': cannot write to '{out}': {e.strerror or e}.") from None
-
-
 # ------------------------------------------------------------------------------------------------
 # the recipe
 
@@ -319,40 +309,33 @@ def train(cfg: Config, stop: StopFlag | None = None) -> dict:
     logging.basicConfig(level=logging.INFO if is_main else logging.WARNING, format="%(asctime)s %(message)s")
     set_seed(cfg.train.seed)
     if is_main:
-        check_output_dir(cfg.train.output_dir)
+        check_writable(Path(cfg.train.output_dir), "Config key 'train.output_dir'")
         print("---- resolved config ----\n" + to_yaml(cfg) + "-------------------------", flush=True)
     accelerator.wait_for_everyone()
 
     # ---- data --------------------------------------------------------------------------------
     from ft.data.sources import load_splits
 
-    with accelerator.main_process_first():  # GGUF conversion and dataset generation happen once
+    with accelerator.main_process_first():  # the GGUF conversion happens once
         model_dir = local_model_dir(cfg)
         tokenizer = load_tokenizer(model_dir)
-        train_rows, eval_rows, data_report = load_splits(cfg.data, cfg.train.seed)
+    # On every rank (the bundled data is generated once under a file lock): a data error is then every rank's own,
+    # and each exits with it cleanly instead of the others dying in a barrier the first never reaches.
+    train_rows, eval_rows, data_report = load_splits(cfg.data, cfg.train.seed, cfg.train.per_device_batch_size)
     d, t = cfg.data, cfg.train
     eval_sample = eval_rows[: cfg.eval.sample_size]  # fixed: the same questions at every periodic evaluation
     train_ex, enc_report = encode_rows(train_rows, tokenizer, d.template, d.max_length, d.overlong)
     eval_ex, _ = encode_rows(eval_rows, tokenizer, d.template, d.max_length, "skip")
     if not train_ex:
         raise DataError(f"No training examples left from '{d.source}' after encoding ({enc_report}).")
-    if d.prefix_sharing:  # a schema once per row + its questions as branches under a tree mask (ft/data/prefix.py)
-        from ft.data.prefix import PrefixPlan
-
-        plan = PrefixPlan(train_ex, t.per_device_batch_size, d.max_length, t.seed, world,
-                          t.gradient_accumulation_steps, attn=cfg.model.attn_implementation, device=accelerator.device)
-        if is_main:
-            log.info("prefix sharing: %s", plan.stats())
-    else:
-        plan = BatchPlan([len(e.input_ids) for e in train_ex], t.per_device_batch_size, d.max_length, d.packing,
-                         d.group_by_length, t.seed, world, t.gradient_accumulation_steps)
+    # Rows of packed bins, of prefix-shared groups (a schema once, its questions as branches under a tree mask:
+    # ft/data/prefix.py), or padded single examples.
+    plan = plan_for(train_ex, d, t, world, attn=cfg.model.attn_implementation, device=accelerator.device)
+    if d.prefix_sharing and is_main:
+        log.info("prefix sharing: %s", plan.stats())
     steps_per_epoch = plan.steps_per_epoch()
     if steps_per_epoch == 0:
-        raise DataError(
-            f"{len(train_ex)} training examples make no full optimizer step of "
-            f"{world} processes x {t.gradient_accumulation_steps} accumulation x "
-            f"{t.per_device_batch_size} rows; lower the batch size or add data."
-        )
+        raise DataError(no_step_message(plan, len(train_ex), d, t, world))
     total_steps = t.max_steps or math.ceil(t.epochs * steps_per_epoch)
     pad_report = plan.padding()
     # Only this run's own checkpoints are resumed (same model, data, training settings); `resume: none` in a folder
@@ -396,7 +379,8 @@ def train(cfg: Config, stop: StopFlag | None = None) -> dict:
     stop.start_loop(accelerator)
     tracker = Tracker(accelerator, cfg, state.wandb_run_id, resumed=resume_from is not None)
     if resume_from is None:
-        tracker.log({"perf/trainable_params": n_train, "perf/padding_fraction": pad_report["padding_fraction"]}, step=0)
+        tracker.log({"perf/trainable_params": n_train, "perf/model_params": tracker.model_params(model),
+                     "perf/padding_fraction": pad_report["padding_fraction"]}, step=0)
 
     # ---- loop --------------------------------------------------------------------------------
     model.train()
@@ -531,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
     code, step, message = 1, None, None
     try:
         cfg, _ = parse(COMMAND, argv, prog="ft/train.py")
-        result = train(resolve(cfg), stop)
+        result = train(resolve(cfg, training=True), stop)
         code, step = (EXIT_PREEMPTED if result["preempted"] else 0), result["step"]
     except (ConfigError, DataError, ModelError, FileNotFoundError) as e:
         code, message = EXIT_USAGE, str(e)
@@ -539,6 +523,9 @@ def main(argv: list[str] | None = None) -> int:
     except Stopped as e:
         code, message = e.code, str(e)
         print(str(e), file=sys.stderr, flush=True)
+    except ckpt.CheckpointError as e:
+        code, message = 1, str(e)
+        print(f"error: {e}", file=sys.stderr, flush=True)
     except SystemExit as e:  # argparse: --help (0) or a usage error (2)
         code = e.code if isinstance(e.code, int) else EXIT_USAGE
     except BaseException as e:

@@ -213,6 +213,14 @@ def test_mfu_and_model_params():
             return self.emb
 
     assert tracking.model_params(Tiny()) == 64 + 64  # embedding table left out, the 4-bit weight unpacked
+    # Under ZeRO-3 a parameter also carries DeepSpeed's ds_numel, the count of its (packed) storage: the 4-bit
+    # weight's real shape wins over it; a plain sharded weight counts ds_numel (its whole size, not its shard).
+    zero3 = Tiny()
+    zero3.q.ds_numel = 32
+    zero3.proj.weight.ds_numel = 64
+    assert tracking.model_params(zero3) == 64 + 64
+    del zero3.q.quant_state  # negative control: without the real shape the packed count (32) is all there is
+    assert tracking.model_params(zero3) == 64 + 32
 
 
 def test_sys_info_and_rss():

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import REPO, make_rows
+from conftest import REPO, build_shop_db, make_rows
 from tiny import build_tiny_model
 
 STRATEGIES = ["ddp", "zero2", "zero3"]
@@ -161,8 +161,10 @@ def model_dir(work) -> Path:
 
 @pytest.fixture(scope="module")
 def rows(work) -> Path:
+    """With a database: the end-of-training execution evaluation scores questions whose gold query ran."""
+    build_shop_db(work / "shop.sqlite")
     path = work / "rows.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in make_rows()))
+    path.write_text("".join(json.dumps(r | {"db_id": "shop", "db_path": "shop.sqlite"}) + "\n" for r in make_rows()))
     return path
 
 
@@ -258,6 +260,8 @@ def test_loss_falls_and_matches_one_process(strategy, full, single):
         return {s["step"]: sorted(map(sorted, s["examples"])) for s in steps}
 
     assert trace(full) == trace(single)
+    # MFU's N: the whole model on every strategy (ZeRO-3 shards and packed 4-bit storage counted whole)
+    assert curve(full, "perf/model_params") == curve(single, "perf/model_params") != {}
 
 
 @pytest.mark.slow

@@ -122,7 +122,8 @@ def readme_commands() -> list[list[str]]:
 def test_every_command_in_the_readme_answers_help():
     commands = readme_commands()
     names = {" ".join(c) for c in commands}
-    assert {"sqlft train", "sqlft eval", "sqlft generate", "sqlft merge", "sqlft report", "sqlft submit"} <= names, names
+    must = {"sqlft train", "sqlft eval", "sqlft generate", "sqlft merge", "sqlft report", "sqlft submit"}
+    assert must <= names, names
     sqlft = Path(sys.executable).with_name("sqlft")
     for cmd in commands:
         argv = ([str(sqlft)] if cmd[0] == "sqlft" else [sys.executable]) + cmd[1:] + ["--help"]

@@ -32,8 +32,8 @@ def _train_record(step: int, loss: float, t0: float = 1.7e9) -> dict:
 
 
 def _summary(ex: float, tiers: dict[str, float]) -> dict:
-    return {"n": 6, "ex": ex, "ex_set": ex, "em": ex / 2, "valid": 0.9, "hallucination": 0.1, "time_per_question_p50_s": 0.2,
-            "time_per_question_p95_s": 0.3, "questions_per_s": 5.0,
+    return {"n": 6, "ex": ex, "ex_set": ex, "em": ex / 2, "valid": 0.9, "hallucination": 0.1,
+            "time_per_question_p50_s": 0.2, "time_per_question_p95_s": 0.3, "questions_per_s": 5.0,
             "tiers": {t: {"n": 2, "ex": v, "ex_set": v, "em": 0.0, "valid": 1.0, "hallucination": 0.0}
                       for t, v in tiers.items()}}
 

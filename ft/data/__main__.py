@@ -114,6 +114,18 @@ def _cmd_stats(cfg, args) -> int:
         pad = padding_stats(plan.global_micro_batches(0), lengths, packed=packing)
         print(f"  {name:<18} padding {100 * pad['padding_fraction']:5.1f}%"
               + (f"  ({len(plan.bins)} packed rows for {len(lengths)} examples)" if packing else ""))
+    # The plan this config trains with (one process; several divide the steps).
+    from ft.data.prefix import no_step_message, plan_for
+
+    plan = plan_for(encoded, d, t)
+    steps = plan.steps_per_epoch()
+    kind = "prefix-shared groups" if d.prefix_sharing else "packed bins" if d.packing else "padded examples"
+    print(f"this config's plan: {plan.n_rows} rows of {kind}, {steps} optimizer steps per epoch "
+          f"({t.per_device_batch_size} rows x {t.gradient_accumulation_steps} accumulation per step, 1 process)")
+    if d.prefix_sharing:
+        print(f"  prefix sharing: {plan.stats()}")
+    if steps == 0:
+        print(f"  warning: {no_step_message(plan, len(encoded), d, t)}")
     for key in ("difficulty", "db_id"):
         c = collections.Counter(getattr(r, key) for r in train)
         print(f"train by {key}: " + ", ".join(f"{k}={v}" for k, v in sorted(c.items(), key=lambda kv: str(kv[0]))))

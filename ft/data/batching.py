@@ -84,6 +84,11 @@ class BatchPlan:
                      if self.packing and self.rows_for_epoch is None else None)
         self._cached: tuple[int, list] | None = None
 
+    @property
+    def n_rows(self) -> int:
+        """Rows an epoch holds (before trimming to whole optimizer steps)."""
+        return len(self.bins) if self.bins is not None else len(self._rows(0))
+
     def _rows(self, epoch: int) -> list[list[int]]:
         """Rows (lists of example indices) in this epoch's order."""
         if self.rows_for_epoch is not None:

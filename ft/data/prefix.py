@@ -170,6 +170,31 @@ def group_branches(examples: list[Encoded], max_length: int, seed: int,
     return out
 
 
+def plan_for(examples: list[Encoded], data, train, world_size: int = 1, attn: str = "sdpa", device=None):
+    """The batch plan a config asks for (DataConfig, TrainConfig): prefix-shared groups, packed bins or padded rows.
+    Training and `sqlft data stats` both build it here."""
+    if data.prefix_sharing:
+        return PrefixPlan(examples, train.per_device_batch_size, data.max_length, train.seed, world_size,
+                          train.gradient_accumulation_steps, attn=attn, device=device)
+    return BatchPlan([len(e.input_ids) for e in examples], train.per_device_batch_size, data.max_length, data.packing,
+                     data.group_by_length, train.seed, world_size, train.gradient_accumulation_steps)
+
+
+def no_step_message(plan, n_examples: int, data, train, world_size: int = 1) -> str:
+    """Why a plan makes no optimizer step, in the words of what the user set."""
+    rows = plan.n_rows
+    how = ("shared-schema prefix packing puts each schema's questions into one row (data.prefix_sharing)"
+           if data.prefix_sharing else "packing puts several examples into one row (data.packing)" if data.packing
+           else "one example a row")
+    need = world_size * train.gradient_accumulation_steps * train.per_device_batch_size
+    return (f"{n_examples} training examples make {rows} rows ({how}), fewer than one optimizer step takes: "
+            f"{world_size} processes x {train.gradient_accumulation_steps} accumulation steps x "
+            f"{train.per_device_batch_size} rows (train.per_device_batch_size) = {need} rows. Lower "
+            f"train.per_device_batch_size or train.gradient_accumulation_steps, add data"
+            + (", or turn off " + ("data.prefix_sharing" if data.prefix_sharing else "data.packing")
+               if data.prefix_sharing or data.packing else "") + ".")
+
+
 class PrefixPlan:
     """Rows of prefix-shared groups, laid out by a BatchPlan (same [step][micro][rank] layout, same resume-by-step).
 
@@ -192,6 +217,7 @@ class PrefixPlan:
         self.bins = [[i for g in row for i in g] for row in self.row_groups]
         self.layout = BatchPlan(self.lengths, batch_size, max_length, True, False, seed, world_size, accumulation,
                                 rows_for_epoch=self._rows)
+        self.n_rows = len(self.bins)
         self.global_micro_batches = self.layout.global_micro_batches
         self.steps_per_epoch = self.layout.steps_per_epoch
         self.step_batches = self.layout.step_batches

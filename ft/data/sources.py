@@ -24,6 +24,7 @@ from collections import Counter
 from pathlib import Path
 
 from ft.data.rows import REQUIRED_FIELDS, ROW_FIELDS, DataError, Row
+from ft.files import share
 
 log = logging.getLogger(__name__)
 
@@ -602,8 +603,11 @@ def check_rows(
 # splits
 
 
-def split_rows(rows: list[Row], *, eval_fraction: float = 0.0, eval_dbs=(),
-               seed: int = 0) -> tuple[list[Row], list[Row]]:
+DEFAULT_EVAL_FRACTION = 0.05  # held out of a file source that has no eval split (data.eval_fraction unset)
+
+
+def split_rows(rows: list[Row], *, eval_fraction: float = 0.0, eval_dbs=(), seed: int = 0,
+               min_eval: int = 1) -> tuple[list[Row], list[Row]]:
     """Held-out databases go to eval first, then a seeded random fraction of the rest. Order is kept within each
     side."""
     if not 0 <= eval_fraction < 1:
@@ -621,7 +625,7 @@ def split_rows(rows: list[Row], *, eval_fraction: float = 0.0, eval_dbs=(),
     rest = [i for i, e in enumerate(is_eval) if not e]
     if eval_fraction > 0 and len(rest) > 1:
         # At least one eval row, at least one train row: a fraction that rounds to nothing is still a request.
-        n_eval = min(max(1, round(len(rest) * eval_fraction)), len(rest) - 1)
+        n_eval = min(max(min_eval, round(len(rest) * eval_fraction)), len(rest) - 1)
         rng = random.Random(f"split:{seed}")  # str seeds are stable across processes (no hash randomization)
         for i in rng.sample(rest, n_eval):
             is_eval[i] = True
@@ -659,8 +663,10 @@ def load_eval_rows(cfg, seed: int) -> list[Row]:
     return load_splits(cfg, seed)[1]
 
 
-def load_splits(cfg, seed: int) -> tuple[list[Row], list[Row], dict]:
-    """Train and eval rows for a DataConfig, checked, split, limited; plus a report of every count."""
+def load_splits(cfg, seed: int, min_eval: int = 1) -> tuple[list[Row], list[Row], dict]:
+    """Train and eval rows for a DataConfig, checked, split, limited; plus a report of every count.
+
+    `min_eval`: the fewest rows a default held-out split gets (training passes its batch size: one full batch)."""
     train_fmt = detect_format(cfg.source) if cfg.format == "auto" else cfg.format
     rows = load_source(cfg.source, cfg.format, cfg.split, cfg.columns, cfg.cache_dir)
     train, train_check = check_rows(rows, skip_bad_rows=cfg.skip_bad_rows,
@@ -670,15 +676,21 @@ def load_splits(cfg, seed: int) -> tuple[list[Row], list[Row], dict]:
     if cfg.eval_source:
         eval_, report["checks"]["eval"] = _load_eval_source(cfg, train_fmt)
         report["eval_from"] = f"eval_source {cfg.eval_source}"
-    elif train_fmt == "bundled" and cfg.eval_fraction == 0 and not cfg.eval_dbs:
+    elif train_fmt == "bundled" and not cfg.eval_fraction and not cfg.eval_dbs:
         eval_rows = load_source("bundled", "bundled", "eval", None, cfg.cache_dir)
         eval_, report["checks"]["eval"] = check_rows(eval_rows, skip_bad_rows=cfg.skip_bad_rows,
                                                      drop_unparsable_gold=cfg.drop_unparsable_gold,
                                                      source_name="bundled eval")
         report["eval_from"] = "bundled eval split"
-    elif cfg.eval_fraction > 0 or cfg.eval_dbs:
-        train, eval_ = split_rows(train, eval_fraction=cfg.eval_fraction, eval_dbs=cfg.eval_dbs, seed=seed)
+    elif cfg.eval_fraction or cfg.eval_dbs:
+        train, eval_ = split_rows(train, eval_fraction=cfg.eval_fraction or 0.0, eval_dbs=cfg.eval_dbs, seed=seed)
         report["eval_from"] = f"split (eval_fraction={cfg.eval_fraction}, eval_dbs={list(cfg.eval_dbs)})"
+    elif cfg.eval_fraction is None and len(train) >= 2 * min_eval:
+        train, eval_ = split_rows(train, eval_fraction=DEFAULT_EVAL_FRACTION, seed=seed, min_eval=min_eval)
+        report["eval_from"] = (f"default held-out split: {len(eval_)} of {len(train) + len(eval_)} rows "
+                               f"({100 * DEFAULT_EVAL_FRACTION:g}%, at least {min_eval}; data.eval_fraction 0 turns "
+                               f"it off)")
+        log.info("no eval split given: %s", report["eval_from"])
     else:
         eval_ = []
         report["eval_from"] = "none"
@@ -712,6 +724,7 @@ def write_jsonl(rows, path) -> Path:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             for r in rows:
                 f.write(json.dumps(r.to_dict() if isinstance(r, Row) else r, ensure_ascii=False) + "\n")
+        share(tmp)  # mkstemp makes it 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -7,7 +7,6 @@
 """
 from __future__ import annotations
 
-import os
 import signal
 import sys
 from pathlib import Path
@@ -51,20 +50,6 @@ COMMAND = Command(
 )
 
 
-def check_writable(folder: Path, what: str) -> None:
-    """Before any model is loaded: an output place that can't be written would lose the whole evaluation."""
-    from ft.config import ConfigError
-
-    probe = folder / f".write-probe-{os.getpid()}"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe.write_text("ok")
-    except OSError as e:
-        raise ConfigError(f"{what} '{folder}': cannot write there ({e.strerror or e}).") from None
-    finally:
-        probe.unlink(missing_ok=True)
-
-
 def evaluate_command(cfg, args) -> int:
     from ft.eval.output import PredictionLog, compare, format_table, prediction_table_rows
 
@@ -74,9 +59,12 @@ def evaluate_command(cfg, args) -> int:
     from ft.config import resolve
     from ft.data.sources import load_eval_rows
     from ft.eval.scoring import evaluate
-    from ft.inference import load_for_inference, run_of
+    from ft.files import check_writable
+    from ft.inference import load_for_inference, prefer_unquantized_on_cpu, run_of
     from ft.tracking import wandb_offline_default
 
+    if note := prefer_unquantized_on_cpu(cfg, explicit="quantization.mode" in args.overrides):
+        print(note, file=sys.stderr)
     cfg = resolve(cfg)
     run_dir, state = run_of(args.adapter) if args.adapter else (None, {})
     # Results land where the run's report finds them (<run>/eval/), beside training's own, never inside adapter/

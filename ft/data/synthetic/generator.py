@@ -14,7 +14,9 @@ import os
 import random
 import shutil
 import sqlite3
+import sys
 import tempfile
+import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -209,5 +211,10 @@ def ensure_dataset(cache_dir: str | os.PathLike = "~/.cache/sqlft/data", seed: i
         if not (target / "manifest.json").exists():
             if target.exists():  # left incomplete by something other than generate(); ours to replace
                 shutil.rmtree(target)
+            # Once per machine, ~30 s on 2 cores, and silent otherwise: say what is happening.
+            print(f"[sqlft] generating the bundled dataset once into {target} (SQLite databases and their "
+                  f"questions; about half a minute) ...", file=sys.stderr, flush=True)
+            t0 = time.perf_counter()
             generate(target, seed)
+            print(f"[sqlft] bundled dataset ready ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
     return target

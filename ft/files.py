@@ -1,0 +1,42 @@
+"""Files others can read: what we write gets the user's umask, as a plain open() would.
+
+Temporary files and folders (tempfile.mkstemp / mkdtemp) are created 0600 / 0700, and safetensors writes its files
+0600; renamed into place they would keep those modes, and on shared storage other users and serving processes
+(vLLM reading a merged model) could not read them. `share` gives a finished file or folder the modes a plain
+open() / mkdir() would have given it.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def current_umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it; set it straight back
+    os.umask(mask)
+    return mask
+
+
+def share(path: str | Path) -> None:
+    """Folders 0777 and files 0666 less the umask, for `path` and everything under it."""
+    mask = current_umask()
+    path = Path(path)
+    paths = [path, *path.rglob("*")] if path.is_dir() else [path]
+    for p in paths:
+        if p.is_symlink():
+            continue
+        os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
+
+
+def check_writable(folder: Path, what: str) -> None:
+    """Before any model is loaded: an output place that can't be written would lose the whole evaluation."""
+    from ft.config import ConfigError
+
+    probe = folder / f".write-probe-{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_text("ok")
+    except OSError as e:
+        raise ConfigError(f"{what} '{folder}': cannot write there ({e.strerror or e}).") from None
+    finally:
+        probe.unlink(missing_ok=True)

@@ -1,0 +1,177 @@
+"""launch/local.py (`sqlft train`): the command it runs, accelerate without its traceback and with the worker's exit
+code, and (slow) a tiny model trained through it: 0 when it finishes, 75 with a complete checkpoint after SIGTERM to
+its process group or one Ctrl-C, 2 on a data error, with no launcher traceback."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO
+
+from ft.cli import parse
+from launch import local
+from launch.plan import accelerate_args
+
+LOCAL = [sys.executable, "-m", "launch.local"]
+CPU_DDP = str(REPO / "accelerate_configs" / "cpu_ddp.yaml")
+ACCELERATE_WARNING = "were not passed to `accelerate launch`"
+LAUNCHER_NOISE = ("Traceback", "CalledProcessError", "ChildFailedError", "KeyboardInterrupt", ACCELERATE_WARNING)
+
+
+def command(*argv: str) -> tuple[list[str], int]:
+    _, args = parse(local.COMMAND, list(argv), load=False)  # the command only: no config file needed
+    return local.build_command(args, python="py")
+
+
+def test_one_process_runs_the_recipe_itself_with_the_arguments_unchanged():
+    cmd, procs = command("--config", "configs/x.yaml", "--lora.r", "64", "--train.learning_rate=1e-4")
+    assert procs == 1
+    assert cmd == ["py", "-m", "ft.train", "--config", "configs/x.yaml", "--lora.r", "64",
+                   "--train.learning_rate", "1e-4"]
+    assert command()[0] == ["py", "-m", "ft.train"]  # the trainer's own default config
+
+
+def test_several_processes_go_through_quiet_accelerate():
+    cmd, procs = command("--accelerate-config", CPU_DDP, "--lora.r", "8")
+    assert procs == 2 and cmd[:3] == ["py", "-c", local.QUIET_ACCELERATE]
+    line = " ".join(cmd[3:])
+    assert line.startswith(f"--config_file {CPU_DDP} --num_processes 2 --num_machines 1 --main_process_port ")
+    assert line.endswith("-m ft.train --lora.r 8")
+    assert "--multi_gpu" not in line and "--mixed_precision" not in line  # the config file says
+    cmd, procs = command("--num-processes", "2")
+    line = " ".join(cmd[3:])
+    assert procs == 2 and "--multi_gpu --num_processes 2 --num_machines 1 --main_process_port" in line
+    assert "--mixed_precision no --dynamo_backend no -m ft.train" in line  # no "were not passed" warning
+    assert command("--accelerate-config", CPU_DDP, "--num-processes", "1")[1] == 1
+
+
+def test_usage_errors_before_anything_starts(capsys, monkeypatch):
+    def started(*a, **k):
+        raise AssertionError("a usage error started training")
+
+    monkeypatch.setattr(local, "supervise", started)
+    assert local.main(["--lora.rr", "8"]) == 2
+    assert "Did you mean 'lora.r'?" in capsys.readouterr().err
+    assert local.main(["--num-processes", "0"]) == 2
+    assert "--num-processes must be >= 1" in capsys.readouterr().err
+    assert local.main(["--accelerate-config", "/no/such.yaml"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        local.main(["--num-process", "2"])
+    assert e.value.code == 2 and "Did you mean --num-processes?" in capsys.readouterr().err
+
+
+EXITS_75 = "import sys; print('error: stopped (exit 75)', file=sys.stderr); sys.exit(75)"
+
+
+@pytest.mark.parametrize("procs", [1, 2])
+def test_quiet_accelerate_passes_the_worker_exit_code_without_a_traceback(tmp_path, procs):
+    """accelerate launch itself exits 1 with a CalledProcessError (1 process) or ChildFailedError (torchrun)."""
+    script = tmp_path / "worker.py"
+    script.write_text(EXITS_75)
+    port = local._free_port()
+    proc = subprocess.run([sys.executable, "-c", local.QUIET_ACCELERATE, *accelerate_args(procs, port=port),
+                           str(script)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 75, proc.stderr
+    assert proc.stderr.count("error: stopped (exit 75)") == procs
+    for noise in LAUNCHER_NOISE:
+        assert noise not in proc.stderr, proc.stderr
+
+
+# ------------------------------------------------------------------------------------------------
+# slow: a tiny model trained through `sqlft train` (needs the trainer's status files and signal handling)
+
+
+def write_config(tmp: Path, tiny_model: Path, rows_file: Path, **train) -> Path:
+    cfg = {
+        "model": {"name_or_path": str(tiny_model), "gradient_checkpointing": False},
+        "quantization": {"mode": "none", "dtype": "float32", "compute_dtype": "float32"},
+        "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
+        "data": {"source": str(rows_file), "eval_fraction": 0.25, "max_length": 256},
+        "train": {"output_dir": str(tmp / "run"), "max_steps": 400, "per_device_batch_size": 2,
+                  "learning_rate": 1e-2, "warmup_steps": 2, "log_every": 2, "seed": 0} | train,
+        "checkpoint": {"every": 0},
+        "tracking": {"wandb": False},
+        "eval": {"at_end": False},
+    }
+    path = tmp / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def start(config: Path, *extra: str) -> subprocess.Popen:
+    # A process group of its own, as a shell gives a command; signals go to the group, as Ctrl-C and kill -PGID do.
+    return subprocess.Popen(LOCAL + ["--config", str(config), *extra], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, cwd=config.parent,
+                            env=os.environ | {"WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"})
+
+
+def wait_for_training(proc: subprocess.Popen, run_dir: Path, timeout: float = 300) -> None:
+    trace = run_dir / "examples.jsonl"
+    deadline = time.time() + timeout
+    while (not trace.is_file() or trace.stat().st_size == 0) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, f"exit {proc.returncode} before training started\n{proc.communicate()[1][-3000:]}"
+
+
+def assert_stopped_with_a_checkpoint(proc: subprocess.Popen, run_dir: Path, ranks: int) -> str:
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 75, f"exit {proc.returncode}\n{out[-2000:]}\n{err[-4000:]}"
+    done = [p for p in (run_dir / "checkpoints").glob("step-*") if (p / "COMPLETED").is_file()]
+    assert len(done) == 1 and not (run_dir / "adapter").exists(), done
+    state = json.loads((done[0] / "state.json").read_text())
+    assert done[0].name == f"step-{state['step']:06d}" and 0 < state["step"] < 400
+    assert state["world_size"] == ranks and all((done[0] / f"rng-rank{r}.pt").is_file() for r in range(ranks))
+    for noise in LAUNCHER_NOISE:
+        assert noise not in out + err, err[-4000:]
+    return err
+
+
+@pytest.mark.slow
+def test_finishes_with_exit_0_through_accelerate(tmp_path, tiny_model, rows_file):
+    cfg = write_config(tmp_path, tiny_model, rows_file, max_steps=4)
+    proc = start(cfg, "--num-processes", "2")
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, f"{out[-2000:]}\n{err[-4000:]}"
+    assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
+    assert ACCELERATE_WARNING not in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_process_group_checkpoints_every_rank_and_exits_75(tmp_path, tiny_model, rows_file):
+    """Plain `accelerate launch` dies at once on this signal, leaving its workers to train on alone."""
+    cfg = write_config(tmp_path, tiny_model, rows_file)
+    proc = start(cfg, "--accelerate-config", CPU_DDP)
+    wait_for_training(proc, tmp_path / "run")
+    os.killpg(proc.pid, signal.SIGTERM)
+    err = assert_stopped_with_a_checkpoint(proc, tmp_path / "run", ranks=2)
+    assert "[sqlft] got SIGTERM" in err
+
+
+@pytest.mark.slow
+def test_one_ctrl_c_checkpoints_and_exits_75_in_one_line(tmp_path, tiny_model, rows_file):
+    cfg = write_config(tmp_path, tiny_model, rows_file)
+    proc = start(cfg)
+    wait_for_training(proc, tmp_path / "run")
+    os.killpg(proc.pid, signal.SIGINT)  # what the terminal sends on Ctrl-C
+    err = assert_stopped_with_a_checkpoint(proc, tmp_path / "run", ranks=1)
+    assert err.count("[sqlft]") == 1 and "Ctrl-C" in err, err[-3000:]
+
+
+@pytest.mark.slow
+def test_data_error_exits_2_without_a_launcher_traceback(tmp_path, tiny_model, rows_file):
+    bad = tmp_path / "bad.jsonl"
+    rows = rows_file.read_text().splitlines()
+    bad.write_text("\n".join(rows[:5] + [json.dumps({"question": "q", "schema": "CREATE TABLE t (a INT);"})]) + "\n")
+    cfg = write_config(tmp_path, tiny_model, bad)
+    proc = start(cfg, "--accelerate-config", CPU_DDP)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 2, f"{out[-2000:]}\n{err[-4000:]}"
+    assert "error:" in err and "bad.jsonl" in err
+    for noise in ("CalledProcessError", "ChildFailedError", ACCELERATE_WARNING):  # accelerate's own noise
+        assert noise not in err, err[-4000:]
