@@ -39,4 +39,7 @@ def check_writable(folder: Path, what: str) -> None:
     except OSError as e:
         raise ConfigError(f"{what} '{folder}': cannot write there ({e.strerror or e}).") from None
     finally:
-        probe.unlink(missing_ok=True)
+        try:
+            probe.unlink(missing_ok=True)
+        except OSError:  # the folder itself couldn't be made: there is no probe to remove
+            pass

@@ -63,19 +63,21 @@ def evaluate_command(cfg, args) -> int:
     from ft.inference import load_for_inference, prefer_unquantized_on_cpu, run_of
     from ft.tracking import wandb_offline_default
 
-    if note := prefer_unquantized_on_cpu(cfg, explicit="quantization.mode" in args.overrides):
-        print(note, file=sys.stderr)
-    cfg = resolve(cfg)
     run_dir, state = run_of(args.adapter) if args.adapter else (None, {})
     # Results land where the run's report finds them (<run>/eval/), beside training's own, never inside adapter/
     # (which training replaces); a dataset other than the run's held-out split gets a name of its own.
     d = cfg.data
-    name = "eval" if not args.data else "eval-" + Path(d.eval_source.rstrip("/")).stem.replace(" ", "_")
+    given = "data.eval_source" in args.overrides
+    name = "eval-" + Path(d.eval_source.rstrip("/")).stem.replace(" ", "_") if given and d.eval_source else "eval"
     if args.out:
         folder, name = Path(args.out), ""
     else:
         folder = (run_dir or Path(args.adapter).resolve().parent if args.adapter else Path("runs")) / "eval"
-    check_writable(folder, "--out")
+    check_writable(folder, "--out")  # before anything slow: a place that can't be written would lose it all
+    if note := prefer_unquantized_on_cpu(cfg, explicit="quantization.mode" in args.overrides):
+        print(note, file=sys.stderr)
+    cfg = resolve(cfg)
+    d = cfg.data
     rows = load_eval_rows(d, cfg.train.seed)
     if not rows:
         raise DataError("No rows to evaluate: the config has no eval split; give one with --data.")
