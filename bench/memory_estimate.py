@@ -156,6 +156,15 @@ def estimate(a: Arch, run: Run, config: str, gpus: int) -> dict[str, float]:
     return {"base": base, "adapter": adapter, "activations": activation_bytes(a, run), "fixed": FIXED + dequant}
 
 
+def load_bytes(a: Arch, run: Run) -> float:
+    """Peak per GPU while the model loads, whatever the config: transformers creates a 4-bit model outside ZeRO-3's
+    zero.Init and the bitsandbytes quantizer puts all of it on each process's GPU; DeepSpeed shards it only in
+    accelerate's prepare (measured: bench/results/zero3_load.json, each of 2 ZeRO-3 processes held 100% of the
+    4-bit model after loading, 50% after prepare). Plus the bf16 copy of the weight being quantized, the context."""
+    largest = max(i * o for i, o in a.linear_shapes().values())
+    return base_bytes(a, run) + 2 * largest + FIXED
+
+
 def cpu_bytes(a: Arch, run: Run, gpus: int) -> float:
     """CPU memory per node for zero3_offload (8 GPUs per node): base + Adam + master of the node's GPUs."""
     p = a.lora_params(run.lora_r, run.targets)
@@ -166,19 +175,21 @@ def total(parts: dict[str, float]) -> float:
     return sum(parts.values())
 
 
-def fits(parts: dict[str, float], gpu_gb: float) -> bool:
-    return total(parts) <= FIT * gpu_gb * GB
+def fits(parts: dict[str, float], gpu_gb: float, a: Arch | None = None, run: Run | None = None) -> bool:
+    """Training fits, and (given the model) so does loading it, which no config shards."""
+    load_ok = a is None or load_bytes(a, run) <= FIT * gpu_gb * GB
+    return total(parts) <= FIT * gpu_gb * GB and load_ok
 
 
 def choose(a: Arch, run: Run, gpu_gb: float, max_gpus: int = 64) -> tuple[str, int, dict[str, float]]:
     """The simplest config that fits, as (config, GPUs, parts); ("none", 0, ...) when nothing does."""
     single = estimate(a, run, "single_gpu", 1)
-    if fits(single, gpu_gb):
+    if fits(single, gpu_gb, a, run):
         return "single_gpu", 1, single
     gpus = 2
     while gpus <= max_gpus:  # ZeRO-2 can't help: the base is replicated and the adapter state is small
         parts = estimate(a, run, "zero3", gpus)
-        if fits(parts, gpu_gb):
+        if fits(parts, gpu_gb, a, run):
             return "zero3", gpus, parts
         gpus *= 2
     return offload(a, run, gpu_gb) or ("none", 0, estimate(a, run, "zero3_offload", 8))
@@ -187,7 +198,7 @@ def choose(a: Arch, run: Run, gpu_gb: float, max_gpus: int = 64) -> tuple[str, i
 def offload(a: Arch, run: Run, gpu_gb: float):
     for gpus in (1, 2, 4, 8):
         parts = estimate(a, run, "zero3_offload", gpus)
-        if fits(parts, gpu_gb):
+        if fits(parts, gpu_gb, a, run):
             return "zero3_offload", gpus, parts
     return None
 
@@ -207,10 +218,10 @@ def table(run: Run, sizes=("7B", "8B", "13B", "70B"), gpus_gb=(24, 40, 80)) -> s
         "recipes). Computed by `python bench/memory_estimate.py` (model and assumptions in its docstring; "
         "`--verify` checks the activation model against a real forward pass).",
         "",
-        "| Model | GPU | Config (`--config_file accelerate_configs/...`) | GPUs (min) | Est. GB per GPU | Base | "
-        "Adapter + optimizer | Activations | Activations, no grad. checkpointing | `zero3.yaml` on 8 GPUs | "
+        "| Model | GPU | Config (`--config_file accelerate_configs/...`) | GPUs (min) | Est. GB per GPU | At load | "
+        "Base | Adapter + optimizer | Activations | Activations, no grad. checkpointing | `zero3.yaml` on 8 GPUs | "
         "Other options |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for size in sizes:
         a = MODELS[size]
@@ -231,12 +242,15 @@ def table(run: Run, sizes=("7B", "8B", "13B", "70B"), gpus_gb=(24, 40, 80)) -> s
                     other.append(f"`zero3_offload.yaml` on {off[1]} (CPU memory {gb(cpu_bytes(a, run, off[1]))} GB "
                                  f"per node, several times slower)")
             if config == "none":
-                lines.append(f"| {size} ({a.name}) | {mem} GB | doesn't fit: micro batch 1 / shorter sequences | "
-                             f"| | | | | | {gb(z8)} | |")
+                why = ("doesn't load: each GPU holds the whole 4-bit base while loading" if load_bytes(a, run) >
+                       FIT * mem * GB else "doesn't fit: micro batch 1 / shorter sequences")
+                lines.append(f"| {size} ({a.name}) | {mem} GB | {why} | | | {gb(load_bytes(a, run))} "
+                             f"| | | | | {gb(z8)} | |")
                 continue
             name = f"`{config}.yaml`" + (" or `multi_gpu.yaml`" if config == "single_gpu" else "")
             lines.append(
-                f"| {size} ({a.name}) | {mem} GB | {name} | {gpus} | {gb(total(parts))} | {gb(parts['base'])} | "
+                f"| {size} ({a.name}) | {mem} GB | {name} | {gpus} | {gb(total(parts))} | {gb(load_bytes(a, run))} | "
+                f"{gb(parts['base'])} | "
                 f"{gb(parts['adapter'])} | {gb(parts['activations'])} | {gb(activation_bytes(a, gc_off))} | "
                 f"{gb(z8)} | {'; '.join(other)} |")
     lines += [
@@ -246,7 +260,11 @@ def table(run: Run, sizes=("7B", "8B", "13B", "70B"), gpus_gb=(24, 40, 80)) -> s
             f"LoRA {m.lora_params(run.lora_r, run.targets) / 1e6:.0f}M params"
             for s, m in MODELS.items() if s in sizes) + ".",
         "",
-        "Reading the table: a config fits when the estimate is at most 90% of the GPU. `single_gpu.yaml` rows fit on "
+        "Reading the table: a config fits when the estimate, and the peak at load, are at most 90% of the GPU. "
+        "\"At load\": no config shards loading a 4-bit model (transformers quantizes outside ZeRO-3's zero.Init "
+        "and puts the whole 4-bit base on every GPU; DeepSpeed shards it afterwards; measured in "
+        "bench/results/zero3_load.json), so every GPU must first hold the whole 4-bit base: ZeRO-3 lowers the "
+        "training memory, not the load peak. `single_gpu.yaml` rows fit on "
         "one GPU; `multi_gpu.yaml` (DDP) needs the same memory per GPU and goes faster with more. ZeRO-2 "
         "(`zero2.yaml`) shards only the adapter's gradients and optimizer states (the column \"Adapter + "
         "optimizer\"), a small gain for QLoRA. `zero3.yaml` shards the 4-bit base and the adapter state, not the "
