@@ -11,26 +11,30 @@ from pathlib import Path
 
 from ft.cli import Alias, Command, run
 from ft.data.rows import DataError, Row
+from ft.eval.generation import Generator
+from ft.eval.scoring import Candidate, check_answer, first_valid, vote
 from ft.model import ModelError
 
 
-def answer(model, tokenizer, row: Row, template: str, max_new_tokens: int, retries: int) -> tuple[str, object, bool]:
-    """(SQL, validation, whether alternatives were sampled): greedy first, sampled alternatives if it fails."""
-    from ft.data.prompt import encode_prompt, sql_from_output
-    from ft.eval.generation import generate_batch
-    from ft.eval.scoring import first_valid_alternative
-    from ft.sql.validate import validate
+def answer(model, tokenizer, row: Row, template: str, e) -> tuple[Candidate, bool]:
+    """(the chosen candidate, whether alternatives were sampled) for one question, by the same rules as `sqlft eval`
+    (ft.eval.scoring): the greedy answer; with eval.samples the vote over executed candidates (it needs --db: without
+    a database nothing executes, and the greedy answer stands); with eval.retries the first sample that validates
+    when the greedy answer doesn't."""
+    def checked(texts, logprobs):
+        return [check_answer(row, t, e.timeout_s, e.max_rows, logprob=lp) for t, lp in zip(texts, logprobs)]
 
-    prompt = encode_prompt(row, tokenizer, template)
-    sql = sql_from_output(generate_batch(model, tokenizer, [prompt], max_new_tokens)[0])
-    check = validate(sql, row.schema, row.macros)
-    if check.ok or retries <= 0:
-        return sql, check, False
-    text = first_valid_alternative(model, tokenizer, row, template, retries, max_new_tokens)
-    if text is None:
-        return sql, check, True
-    alt = sql_from_output(text)
-    return alt, validate(alt, row.schema, row.macros), True
+    gen = Generator(model, tokenizer, template, e.max_new_tokens, samples=e.samples, temperature=e.temperature,
+                    top_p=e.top_p)
+    out = gen.run([row])[0]
+    greedy = check_answer(row, out.text, e.timeout_s, e.max_rows, greedy=True)
+    if e.samples:
+        return vote([greedy, *checked(out.samples, out.sample_logprobs)])[0], True
+    if e.retries and greedy.validation_errors:
+        extra = Generator(model, tokenizer, template, e.max_new_tokens, samples=e.retries, temperature=e.temperature,
+                          top_p=e.top_p).run([row], greedy=False)[0]
+        return first_valid(greedy, checked(extra.samples, extra.sample_logprobs)), True
+    return greedy, False
 
 
 def _own(p) -> None:
@@ -57,6 +61,7 @@ COMMAND = Command(
         Alias("--model", "model.name_or_path", "base model [the adapter's run's]"),
         Alias("--quantization", "quantization.mode", choices=["4bit", "8bit", "none"]),
         Alias("--retries", "eval.retries", "sampled alternatives when validation fails"),
+        Alias("--samples", "eval.samples", "execution-guided decoding: vote over N executed samples (needs --db)"),
         Alias("--max-new-tokens", "eval.max_new_tokens"),
     ],
 )
@@ -65,26 +70,26 @@ COMMAND = Command(
 def generate_command(cfg, args) -> int:
     from ft.config import resolve
     from ft.inference import load_for_inference, prefer_unquantized_on_cpu
-    from ft.sql.execute import execute
 
     schema_path = Path(args.schema)
     if not schema_path.is_file():
         raise DataError(f"Schema file '{schema_path}' (--schema) does not exist.")
     macros = json.loads(Path(args.macros).read_text()) if args.macros else None
-    row = Row(question=args.question, query="", schema=schema_path.read_text(), evidence=args.evidence, macros=macros)
+    row = Row(question=args.question, query="", schema=schema_path.read_text(), evidence=args.evidence, macros=macros,
+              db_path=args.db)
     if note := prefer_unquantized_on_cpu(cfg, explicit="quantization.mode" in args.overrides):
         print(note, file=sys.stderr)
     cfg = resolve(cfg)
     model, tokenizer = load_for_inference(cfg, args.adapter)
-    sql, check, retried = answer(model, tokenizer, row, cfg.data.template, cfg.eval.max_new_tokens, cfg.eval.retries)
-    print(sql)
-    if not check.ok:
-        also = " (also after sampling alternatives)" if retried else ""
+    chosen, sampled = answer(model, tokenizer, row, cfg.data.template, cfg.eval)
+    print(chosen.sql)
+    if chosen.validation_errors:
+        also = " (also after sampling alternatives)" if sampled else ""
         print(f"\n-- validation failed{also}:", file=sys.stderr)
-        for issue in check.errors:
-            print(f"--   {issue.message}", file=sys.stderr)
+        for message in chosen.validation_errors:
+            print(f"--   {message}", file=sys.stderr)
     if args.db:
-        res = execute(args.db, sql, macros, timeout_s=cfg.eval.timeout_s, max_rows=cfg.eval.max_rows)
+        res = chosen.result
         if res.error:
             print(f"\n-- execution error: {res.error}", file=sys.stderr)
             return 1
@@ -93,7 +98,7 @@ def generate_command(cfg, args) -> int:
             print(" | ".join("NULL" if v is None else str(v) for v in r))
         if len(res.rows) > 50 or res.truncated:
             print(f"... ({len(res.rows)}{'+' if res.truncated else ''} rows)")
-    return 0 if check.ok else 1
+    return 1 if chosen.validation_errors else 0
 
 
 def main(argv: list[str] | None = None) -> int:
