@@ -32,6 +32,9 @@ class ModelConfig:
     attn_implementation: str = "auto"  # auto | sdpa | eager | flash_attention_2 | flex_attention
     gradient_checkpointing: bool = True
     cache_dir: str = "~/.cache/sqlft/models"  # where GGUF files are converted once
+    # A LoRA adapter to start from (its folder, a checkpoint or a run folder), trained further instead of new LoRA
+    # weights: usually the SFT adapter a GRPO run (train.objective grpo) starts from. lora.* must match it.
+    adapter: str | None = None
 
 
 @dataclass
@@ -81,6 +84,12 @@ class DataConfig:
     drop_unparsable_gold: bool = False
     limit: int | None = None  # use only the first N training rows (after shuffling with the seed)
     cache_dir: str = "~/.cache/sqlft/data"  # where the bundled dataset is generated
+    # Schema linking (ft/data/linking.py): each question gets the part of its schema it needs, in training and at
+    # inference alike; in training the gold query's tables and columns are always kept. Replaces truncate_schema.
+    schema_linking: bool = False
+    schema_budget: int = 0  # most tokens of schema text; 0: what max_length (and at inference the context) leaves
+    value_hints: bool = True  # with schema_linking: database values named in the question, as DDL comments
+    max_value_hints: int = 8  # values shown per prompt (at most 3 per column, each at most 48 characters)
 
 
 @dataclass
@@ -101,6 +110,7 @@ class TrainConfig:
     # CPU runs only: torch threads per process; 0 = the cores this process may use / processes on this node.
     # (`accelerate launch` pins CPU-only hosts to OMP_NUM_THREADS=1, which halves a 2-core machine.)
     cpu_threads: int = 0
+    objective: str = "sft"  # sft | grpo (rewards from executing sampled answers: the grpo section, ft/grpo.py)
 
 
 @dataclass
@@ -141,6 +151,28 @@ class EvalConfig:
 
 
 @dataclass
+class GrpoConfig:
+    # train.objective grpo (ft/grpo.py). Prompts per micro-batch: train.per_device_batch_size; micro-batches per
+    # update: train.gradient_accumulation_steps; optimizer steps per sampled batch: updates_per_batch.
+    group_size: int = 8  # completions sampled per prompt (G); advantages are normalised within each group
+    temperature: float = 1.0  # sampling; the policy's log-probabilities use the same temperature
+    top_p: float = 1.0
+    max_new_tokens: int = 128
+    clip_eps: float = 0.2  # the importance ratio is clipped to [1 - clip_eps, 1 + clip_eps]
+    kl_beta: float = 0.0  # KL penalty to the reference (the model with its adapter off); 0: none, no extra forward
+    # Optimizer steps on one batch of samples (> 1: off-policy, the ratio matters); train.warmup_steps and the
+    # schedule count optimizer steps (train.max_steps x updates_per_batch).
+    updates_per_batch: int = 1
+    shared_prompts: bool = True  # a prompt once per group, its completions as branches under a tree mask
+    # Reward of one completion: reward_match when its result equals the gold result, else reward_executes if it
+    # runs plus reward_valid if it passes schema validation; penalty_no_fence off when it lacks the closing fence.
+    reward_match: float = 1.0
+    reward_executes: float = 0.1
+    reward_valid: float = 0.1
+    penalty_no_fence: float = 0.5
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     quantization: QuantizationConfig = field(default_factory=QuantizationConfig)
@@ -150,6 +182,7 @@ class Config:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    grpo: GrpoConfig = field(default_factory=GrpoConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -362,6 +395,10 @@ def validate(cfg: Config) -> None:
     _check(d.eval_fraction is None or 0 <= d.eval_fraction < 1, "data.eval_fraction", d.eval_fraction,
            "must be in [0, 1) (0: no held-out split)")
     _check(d.limit is None or d.limit > 0, "data.limit", d.limit, "must be > 0")
+    _check(d.schema_budget >= 0, "data.schema_budget", d.schema_budget, "must be >= 0 (0: what data.max_length leaves)")
+    _check(d.schema_budget == 0 or d.schema_budget >= 16, "data.schema_budget", d.schema_budget,
+           "must be 0 (automatic) or at least 16 tokens")
+    _check(d.max_value_hints >= 0, "data.max_value_hints", d.max_value_hints, "must be >= 0 (0: no value hints)")
     for key, src, fmt in (("data.source", d.source, d.format), ("data.eval_source", d.eval_source, d.eval_format)):
         if src and src != "bundled" and fmt not in ("hf",) and (src.startswith((".", "/", "~")) or Path(src).suffix):
             _check(Path(src).expanduser().exists(), key, src, "file or folder does not exist")
@@ -397,6 +434,28 @@ def validate(cfg: Config) -> None:
     _check(0 < e.top_p <= 1, "eval.top_p", e.top_p, "must be in (0, 1]")
     # A result cut at the row cap can't be compared with the gold one; 0 or a negative cap would cut every result.
     _check(e.max_rows > 0, "eval.max_rows", e.max_rows, "must be > 0")
+    _check(m.adapter is None or Path(m.adapter).expanduser().exists(), "model.adapter", m.adapter,
+           "path does not exist (a LoRA adapter folder, a checkpoint or a run folder)")
+    g = cfg.grpo
+    _one_of("train.objective", t.objective, ["sft", "grpo"])
+    _check(g.group_size >= 2, "grpo.group_size", g.group_size, "must be >= 2 (advantages compare a group's samples)")
+    _check(g.temperature > 0, "grpo.temperature", g.temperature, "must be > 0")
+    _check(0 < g.top_p <= 1, "grpo.top_p", g.top_p, "must be in (0, 1]")
+    _check(g.max_new_tokens > 0, "grpo.max_new_tokens", g.max_new_tokens, "must be > 0")
+    _check(g.max_new_tokens < d.max_length or t.objective != "grpo", "grpo.max_new_tokens", g.max_new_tokens,
+           f"must leave room for the prompt within data.max_length ({d.max_length})")
+    _check(0 < g.clip_eps < 1, "grpo.clip_eps", g.clip_eps, "must be in (0, 1)")
+    _check(g.kl_beta >= 0, "grpo.kl_beta", g.kl_beta, "must be >= 0 (0: no KL penalty)")
+    _check(g.updates_per_batch >= 1, "grpo.updates_per_batch", g.updates_per_batch, "must be >= 1")
+    _check(t.objective != "grpo" or not g.shared_prompts
+           or m.attn_implementation in ("auto", "sdpa", "eager", "flex_attention"),
+           "grpo.shared_prompts", g.shared_prompts, f"its tree-shaped mask can't run with model.attn_implementation "
+           f"{m.attn_implementation!r}; use auto, sdpa or flex_attention, or set grpo.shared_prompts false")
+    for key in ("reward_executes", "reward_valid", "penalty_no_fence"):
+        _check(getattr(g, key) >= 0, f"grpo.{key}", getattr(g, key), "must be >= 0")
+    _check(g.reward_match > g.reward_executes + g.reward_valid, "grpo.reward_match", g.reward_match,
+           f"must be more than the partial credit a wrong answer can get (grpo.reward_executes + grpo.reward_valid "
+           f"= {g.reward_executes + g.reward_valid:g})")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from ft.eval.scoring import Candidate, check_answer, first_valid, vote
 from ft.model import ModelError
 
 
-def answer(model, tokenizer, row: Row, template: str, e) -> tuple[Candidate, bool]:
+def answer(model, tokenizer, row: Row, template: str, e, prompt: Row | None = None) -> tuple[Candidate, bool]:
     """(the chosen candidate, whether alternatives were sampled) for one question, by the same rules as `sqlft eval`
     (ft.eval.scoring): the greedy answer; with eval.samples the vote over executed candidates (it needs --db: without
     a database nothing executes, and the greedy answer stands); with eval.retries the first sample that validates
@@ -26,13 +26,14 @@ def answer(model, tokenizer, row: Row, template: str, e) -> tuple[Candidate, boo
 
     gen = Generator(model, tokenizer, template, e.max_new_tokens, samples=e.samples, temperature=e.temperature,
                     top_p=e.top_p)
-    out = gen.run([row])[0]
+    prompt = prompt or row  # what the model reads (a linked schema); answers are checked against `row`
+    out = gen.run([prompt])[0]
     greedy = check_answer(row, out.text, e.timeout_s, e.max_rows, greedy=True)
     if e.samples:
         return vote([greedy, *checked(out.samples, out.sample_logprobs)])[0], True
     if e.retries and greedy.validation_errors:
         extra = Generator(model, tokenizer, template, e.max_new_tokens, samples=e.retries, temperature=e.temperature,
-                          top_p=e.top_p).run([row], greedy=False)[0]
+                          top_p=e.top_p).run([prompt], greedy=False)[0]
         return first_valid(greedy, checked(extra.samples, extra.sample_logprobs)), True
     return greedy, False
 
@@ -69,6 +70,7 @@ COMMAND = Command(
 
 def generate_command(cfg, args) -> int:
     from ft.config import resolve
+    from ft.data.linking import fit_prompt
     from ft.inference import load_for_inference, prefer_unquantized_on_cpu
 
     schema_path = Path(args.schema)
@@ -81,7 +83,10 @@ def generate_command(cfg, args) -> int:
         print(note, file=sys.stderr)
     cfg = resolve(cfg)
     model, tokenizer = load_for_inference(cfg, args.adapter)
-    chosen, sampled = answer(model, tokenizer, row, cfg.data.template, cfg.eval)
+    # Never over the model's context: the schema linked to fit (data.schema_linking), or an error saying how.
+    prompt = fit_prompt(row, tokenizer, cfg.data.template, cfg.data, model.config.max_position_embeddings,
+                        reserve=cfg.eval.max_new_tokens)
+    chosen, sampled = answer(model, tokenizer, row, cfg.data.template, cfg.eval, prompt=prompt)
     print(chosen.sql)
     if chosen.validation_errors:
         also = " (also after sampling alternatives)" if sampled else ""

@@ -166,11 +166,14 @@ def load_base_model(cfg: Config, path: str, device_map=None, for_training: bool 
     return model, attn
 
 
-def add_lora(model, cfg: Config, reentrant_checkpointing: bool = False):
+def add_lora(model, cfg: Config, reentrant_checkpointing: bool = False, adapter: str | Path | None = None):
     """Freeze the base, prepare k-bit training, and wrap with PEFT LoRA adapters.
 
     `reentrant_checkpointing`: for ZeRO-3, where the non-reentrant checkpoint can see frozen parameters as [0]-shaped
     shards on recomputation and raise CheckpointError (transformers #47254); the reentrant one works there.
+    `adapter`: a saved LoRA adapter folder (model.adapter, resolved by ft.inference.resolve_adapter) whose weights the
+    new LoRA layers start from, trainable, instead of the fresh initialisation; its r, alpha and target modules must
+    be cfg.lora's.
     """
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
@@ -207,7 +210,42 @@ def add_lora(model, cfg: Config, reentrant_checkpointing: bool = False):
         bias=cfg.lora.bias,
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, lcfg)
+    model = get_peft_model(model, lcfg)
+    if adapter is not None:
+        load_adapter_weights(model, Path(adapter), cfg)
+    return model
+
+
+def load_adapter_weights(model, folder: Path, cfg: Config) -> None:
+    """A saved adapter's weights into the LoRA layers `add_lora` made (they stay trainable). The adapter must have
+    been trained with this run's LoRA settings, else a ConfigError says which to set; every LoRA weight of the model
+    must come from the file."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    try:
+        saved = json.loads((folder / "adapter_config.json").read_text())
+        weights = load_file(folder / "adapter_model.safetensors")
+    except (OSError, ValueError) as e:
+        raise ModelError(f"model.adapter '{folder}' could not be read: {e}") from None
+    targets = saved.get("target_modules")
+    ours = {"lora.r": cfg.lora.r, "lora.alpha": cfg.lora.alpha, "lora.target_modules": sorted(cfg.lora.target_modules)}
+    theirs = {"lora.r": saved.get("r"), "lora.alpha": saved.get("lora_alpha"),
+              "lora.target_modules": sorted(targets) if isinstance(targets, list) else targets}
+    differ = [f"{k}: {theirs[k]!r} (the adapter) vs {ours[k]!r} (this run)" for k in ours if ours[k] != theirs[k]]
+    if differ:
+        raise ConfigError(f"model.adapter '{folder}' was trained with other LoRA settings: {'; '.join(differ)}. "
+                          "Set them to the adapter's (it is trained further as it is).")
+    try:
+        result = set_peft_model_state_dict(model, weights)
+    except RuntimeError as e:  # a shape mismatch: another base model
+        raise ModelError(f"model.adapter '{folder}' does not fit model.name_or_path '{cfg.model.name_or_path}': "
+                         f"{str(e).splitlines()[0]}") from None
+    missing = [k for k in result.missing_keys if "lora_" in k]
+    if missing or result.unexpected_keys:
+        raise ModelError(f"model.adapter '{folder}' does not fit model.name_or_path '{cfg.model.name_or_path}': "
+                         f"{len(missing)} LoRA weights missing from it (e.g. {missing[:1]}), "
+                         f"{len(result.unexpected_keys)} of its weights unused (e.g. {result.unexpected_keys[:1]}).")
 
 
 def trainable_parameters(model) -> tuple[int, int]:

@@ -320,6 +320,14 @@ def make_figures(run: RunData) -> list[tuple[str, str, object]]:
          _line_plot(run, rates, "Execution metrics (periodic)", "%", pct=True)),
         ("eval_tiers", "Periodic execution accuracy per difficulty tier", _tier_curves(run)),
         ("final_tiers", "End of training: base vs fine-tuned, per tier", _final_bars(run)),
+        # train.objective grpo
+        ("grpo_rollouts", "GRPO: mean reward of the sampled completions, their execution accuracy, and the share of "
+         "groups whose rewards were all equal (no gradient)",
+         _line_plot(run, [("grpo/reward_mean", "reward mean"), ("grpo/sample_ex", "sample EX"),
+                          ("grpo/zero_variance_groups", "zero-variance groups")], "GRPO rollouts", "reward / share")),
+        ("grpo_time", "GRPO: seconds per step sampling, executing (rewards) and updating",
+         _line_plot(run, [("perf/generation_s", "generation"), ("perf/reward_s", "rewards"),
+                          ("perf/update_s", "update")], "GRPO step time", "s / step")),
     ]
     return [(stem, caption, fig) for stem, caption, fig in specs if fig is not None]
 
@@ -518,6 +526,7 @@ def render(run: RunData, out: Path, max_predictions: int = 30) -> Path:
         ("EX base", _fmt(final_base.get("ex"), True) if final_base else None),
         ("EX periodic (last)", _fmt(run.last("eval/ex"), True) if run.series.get("eval/ex") else None),
         ("train loss", _fmt(run.last("train/loss"))),
+        ("GRPO reward (last)", _fmt(run.last("grpo/reward_mean")) if run.series.get("grpo/reward_mean") else None),
         ("eval loss", _fmt(run.last("eval/loss"))),
         ("tokens/s", _fmt(run.last("perf/tokens_per_s"))),
         ("MFU", _fmt(run.last("perf/mfu"), True) if run.series.get("perf/mfu") else None),
@@ -559,8 +568,8 @@ def render(run: RunData, out: Path, max_predictions: int = 30) -> Path:
     # ---- plots, grouped
     figures = {stem: (caption, fig) for stem, caption, fig in make_figures(run)}
     sections = [("Execution accuracy", ["final_tiers", "eval_execution", "eval_tiers"]),
-                ("Training", ["loss", "learning_rate", "grad_norm"]),
-                ("Throughput and memory", ["throughput", "mfu", "memory"])]
+                ("Training", ["loss", "learning_rate", "grad_norm", "grpo_rollouts"]),
+                ("Throughput and memory", ["throughput", "mfu", "memory", "grpo_time"])]
     for title, stems in sections:
         body, imgs = [], []
         if title == "Execution accuracy" and run.final:

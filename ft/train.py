@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from ft import checkpoint as ckpt
 from ft import distributed as dist
+from ft import grpo
 from ft.cli import Command, parse
 from ft.config import Config, ConfigError, resolve, to_yaml
 from ft.constants import EXIT_PREEMPTED, EXIT_USAGE
@@ -32,6 +33,7 @@ from ft.data.rows import DataError
 from ft.distributed import StopFlag, Stopped, cpu_rehearsal_shim, loss_scale, sum_across
 from ft.eval.output import PredictionLog, format_table, prediction_table_rows
 from ft.files import check_writable, share
+from ft.inference import resolve_adapter
 from ft.model import ModelError, add_lora, load_base_model, load_tokenizer, local_model_dir, trainable_parameters
 from ft.system import peak_memory_mb
 from ft.tracking import Tracker, new_run_id, wandb_offline_default
@@ -63,12 +65,14 @@ def target_tokens(batch: dict) -> int:
     return int((batch["labels"][:, 1:] != -100).sum())
 
 
-def backward_window(model, accelerator, batches: list[dict]) -> tuple[float, int, float]:
+def backward_window(model, accelerator, batches: list[dict], loss_fn=token_loss_sum) -> tuple[float, int, float]:
     """Forward + backward over one accumulation window; gradients end up those of the window's token mean.
 
     Token losses are summed and divided by the target tokens of the whole window on all processes, so a
     short example weighs as much per token as a long one (a mean of per-batch means would not). Under DeepSpeed the
-    optimizer step happens inside the last micro-batch's `accelerator.backward` (engine.step).
+    optimizer step happens inside the last micro-batch's `accelerator.backward` (engine.step). `loss_fn(model,
+    batch)` -> (summed loss of the batch's target tokens, their count): the cross-entropy (SFT), or GRPO's clipped
+    policy-gradient objective on completion tokens (ft.grpo.PolicyLoss), normalised the same way.
     Returns (local loss sum, local target tokens, global target tokens).
     """
     window_targets = sum_across(accelerator, sum(target_tokens(b) for b in batches))
@@ -78,10 +82,55 @@ def backward_window(model, accelerator, batches: list[dict]) -> tuple[float, int
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         last = i == len(batches) - 1
         with contextlib.nullcontext() if last else dist.accumulating(accelerator, model):  # sync once per window
-            loss_sum, n = token_loss_sum(model, batch)
+            loss_sum, n = loss_fn(model, batch)
             accelerator.backward(loss_sum * scale)
         total, count = total + loss_sum.item(), count + n
     return total, count, window_targets
+
+
+def optimizer_step(model, accelerator, optimizer, scheduler, max_grad_norm: float):
+    """Clip, step, schedule, zero the gradients; returns the norm before clipping (None when clipping is off). Under
+    DeepSpeed the engine has stepped (and clipped) in the window's last backward: this reads its norm."""
+    grad_norm = accelerator.clip_grad_norm_(model.parameters(), max_grad_norm) if max_grad_norm > 0 else None
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return grad_norm
+
+
+def grpo_step(model, accelerator, optimizer, scheduler, rollout, prompts: list[list], cfg: Config, step: int,
+              window: dict) -> tuple[float, int, float, object, int]:
+    """One GRPO step (train.objective grpo), in place of backward_window and optimizer_step: grpo.group_size
+    completions per prompt from the current policy, rewarded by executing them (ft/grpo.py), then
+    grpo.updates_per_batch optimizer steps on those samples, each a backward window of the clipped policy-gradient
+    loss, normalised as the SFT loss is. `prompts`: this rank's rows per micro-batch. The step's statistics are added
+    to `window["stats"]` (summed over processes when logged), its groups kept in `window["groups"]` (the table).
+    Returns (local loss sum, local completion tokens, the window's completion tokens on all processes, gradient norm
+    of the last update, tokens the updates processed on all processes)."""
+    g, world, rank = cfg.grpo, accelerator.num_processes, accelerator.process_index
+    t0 = time.perf_counter()
+    groups = [rollout.sample(rows, grpo.rollout_seed(cfg.train.seed, step, m * world + rank))
+              for m, rows in enumerate(prompts)]
+    t1 = time.perf_counter()
+    for micro in groups:
+        rollout.score(micro)
+    t2 = time.perf_counter()
+    batches = [rollout.batch(micro) for micro in groups]
+    if g.updates_per_batch > 1 or g.kl_beta > 0:
+        grpo.add_reference(accelerator.unwrap_model(model), batches, g.temperature,
+                           sampling=g.updates_per_batch > 1, reference=g.kl_beta > 0)
+    loss = grpo.PolicyLoss(g.clip_eps, g.kl_beta, g.temperature)
+    total, count = 0.0, 0
+    for _ in range(g.updates_per_batch):
+        loss_sum, n, window_targets = backward_window(model, accelerator, batches, loss)
+        grad_norm = optimizer_step(model, accelerator, optimizer, scheduler, cfg.train.max_grad_norm)
+        total, count = total + loss_sum, count + n
+    tokens = int(sum_across(accelerator, sum(int(b["tokens"]) for b in batches)))
+    stats = grpo.rollout_stats([grp for micro in groups for grp in micro]) | loss.stats
+    grpo.add_stats(window["stats"], stats | {"steps": 1, "generation_s": t1 - t0, "reward_s": t2 - t1,
+                                             "update_s": time.perf_counter() - t2})
+    window["groups"] = [grp for micro in groups for grp in micro]
+    return total, count, window_targets, grad_norm, tokens
 
 
 def make_scheduler(optimizer, cfg: Config, total_steps: int):
@@ -324,18 +373,26 @@ def train(cfg: Config, stop: StopFlag | None = None) -> dict:
     train_rows, eval_rows, data_report = load_splits(cfg.data, cfg.train.seed, cfg.train.per_device_batch_size)
     d, t = cfg.data, cfg.train
     eval_sample = eval_rows[: cfg.eval.sample_size]  # fixed: the same questions at every periodic evaluation
-    train_ex, enc_report = encode_rows(train_rows, tokenizer, d.template, d.max_length, d.overlong)
     eval_ex, _ = encode_rows(eval_rows, tokenizer, d.template, d.max_length, "skip")
-    if not train_ex:
-        raise DataError(f"No training examples left from '{d.source}' after encoding ({enc_report}).")
-    # Rows of packed bins, of prefix-shared groups (a schema once, its questions as branches under a tree mask:
-    # ft/data/prefix.py), or padded single examples.
-    plan = plan_for(train_ex, d, t, world, attn=cfg.model.attn_implementation, device=accelerator.device)
-    if d.prefix_sharing and is_main:
-        log.info("prefix sharing: %s", plan.stats())
+    if t.objective == "grpo":
+        # Prompts to sample completions for (each row with a database to run them on), in micro-batches laid out
+        # as the SFT plan's (deterministic, resumable by step).
+        grpo_rows, prompt_lengths, enc_report = grpo.prompt_rows(train_rows, tokenizer, d.template, d.max_length,
+                                                                 cfg.grpo.max_new_tokens, d.source)
+        plan = grpo.prompt_plan(prompt_lengths, t, d.max_length, world)
+    else:
+        train_ex, enc_report = encode_rows(train_rows, tokenizer, d.template, d.max_length, d.overlong)
+        if not train_ex:
+            raise DataError(f"No training examples left from '{d.source}' after encoding ({enc_report}).")
+        # Rows of packed bins, of prefix-shared groups (a schema once, its questions as branches under a tree mask:
+        # ft/data/prefix.py), or padded single examples.
+        plan = plan_for(train_ex, d, t, world, attn=cfg.model.attn_implementation, device=accelerator.device)
+        if d.prefix_sharing and is_main:
+            log.info("prefix sharing: %s", plan.stats())
     steps_per_epoch = plan.steps_per_epoch()
     if steps_per_epoch == 0:
-        raise DataError(no_step_message(plan, len(train_ex), d, t, world))
+        raise DataError(grpo.no_step_message(len(grpo_rows), t, world) if t.objective == "grpo"
+                        else no_step_message(plan, len(train_ex), d, t, world))
     total_steps = t.max_steps or math.ceil(t.epochs * steps_per_epoch)
     pad_report = plan.padding()
     # Only this run's own checkpoints are resumed (same model, data, training settings); `resume: none` in a folder
@@ -356,16 +413,19 @@ def train(cfg: Config, stop: StopFlag | None = None) -> dict:
     on_gpu = accelerator.device.type == "cuda" and accelerator.distributed_type.name != "DEEPSPEED"
     device_map = {"": accelerator.device} if on_gpu else None
     model, attn = load_base_model(cfg, model_dir, device_map=device_map)
-    model = add_lora(model, cfg, reentrant_checkpointing=dist.zero_stage(accelerator) == 3)
+    adapter = resolve_adapter(cfg.model.adapter)[0] if cfg.model.adapter else None  # e.g. the SFT adapter for GRPO
+    model = add_lora(model, cfg, reentrant_checkpointing=dist.zero_stage(accelerator) == 3, adapter=adapter)
     n_train, n_total = trainable_parameters(model)
     if is_main:
-        log.info("model %s | attention %s | quantization %s, compute %s | trainable %d / %d params",
-                 cfg.model.name_or_path, attn, cfg.quantization.mode, cfg.quantization.compute_dtype, n_train, n_total)
+        log.info("model %s | attention %s | quantization %s, compute %s | trainable %d / %d params%s",
+                 cfg.model.name_or_path, attn, cfg.quantization.mode, cfg.quantization.compute_dtype, n_train, n_total,
+                 f" | LoRA from {adapter}" if adapter else "")
     optimizer = make_optimizer(model, cfg)
     model, optimizer = accelerator.prepare(model, optimizer)  # under DeepSpeed: the engine and its ZeRO optimizer
     # Built on the prepared optimizer, whose param groups are the ones that step (DeepSpeed's CPU-offload Adam is a
     # new optimizer); stepped by us once per optimizer step: accelerate would step it per process.
-    scheduler = make_scheduler(optimizer, cfg, total_steps)
+    updates = cfg.grpo.updates_per_batch if t.objective == "grpo" else 1  # optimizer steps per step
+    scheduler = make_scheduler(optimizer, cfg, total_steps * updates)
 
     # ---- resume ------------------------------------------------------------------------------
     if resume_from is not None:
@@ -381,30 +441,42 @@ def train(cfg: Config, stop: StopFlag | None = None) -> dict:
     if resume_from is None:
         tracker.log({"perf/trainable_params": n_train, "perf/model_params": tracker.model_params(model),
                      "perf/padding_fraction": pad_report["padding_fraction"]}, step=0)
+    rollout = None
+    if t.objective == "grpo":  # the policy's sampler: the bare model, in lockstep under ZeRO-3
+        rollout = grpo.Rollout(accelerator.unwrap_model(model), tokenizer, cfg, attn=attn,
+                               synced_gpus=dist.needs_lockstep(accelerator), device=accelerator.device)
+        if is_main:
+            log.info("grpo: %d prompts x %d completions per step | %s", t.per_device_batch_size * world
+                     * t.gradient_accumulation_steps, cfg.grpo.group_size, "shared prompts (tree mask)"
+                     if rollout.shared else f"a row per completion (attention {attn} takes no tree mask)")
 
     # ---- loop --------------------------------------------------------------------------------
     model.train()
     bar = tqdm(total=total_steps, initial=state.step, disable=not is_main, desc="train", dynamic_ncols=True)
     window = {"loss": 0.0, "targets": 0, "tokens": 0, "examples": 0, "t0": time.perf_counter()}
+    grpo_window: dict = {"stats": {}, "groups": []}  # GRPO: the logging window's rollout statistics
     trace = open(Path(t.output_dir) / "examples.jsonl", "a") if is_main else None
     preempted = False
     while state.step < total_steps:
         epoch, step_in_epoch = divmod(state.step, steps_per_epoch)
         micro = plan.step_batches(epoch, step_in_epoch, rank)
-        batches = [plan.collate(rows, train_ex, tokenizer.pad_token_id) for rows in micro]
-        loss_sum, n_targets, window_targets = backward_window(model, accelerator, batches)
         seen = plan.step_counts(epoch, step_in_epoch)  # what every rank saw: it follows from the plan
-        grad_norm = accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm) if t.max_grad_norm > 0 else None
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        if t.objective == "grpo":
+            prompts = [[grpo_rows[i] for row in rows for i in row] for rows in micro]
+            loss_sum, n_targets, window_targets, grad_norm, step_tokens = grpo_step(
+                model, accelerator, optimizer, scheduler, rollout, prompts, cfg, state.step, grpo_window)
+        else:
+            batches = [plan.collate(rows, train_ex, tokenizer.pad_token_id) for rows in micro]
+            loss_sum, n_targets, window_targets = backward_window(model, accelerator, batches)
+            grad_norm = optimizer_step(model, accelerator, optimizer, scheduler, t.max_grad_norm)
+            step_tokens = seen.tokens
         state.step += 1
         state.target_tokens_seen += int(window_targets)
         state.examples_seen += seen.n_examples
-        state.tokens_seen += seen.tokens
+        state.tokens_seen += step_tokens
         window["loss"] += loss_sum
         window["targets"] += n_targets
-        window["tokens"] += seen.tokens
+        window["tokens"] += step_tokens
         window["examples"] += seen.n_examples
         if trace is not None:
             trace.write(f'{{"step": {state.step}, "examples": {seen.examples}}}\n')
@@ -425,6 +497,11 @@ def train(cfg: Config, stop: StopFlag | None = None) -> dict:
             } | tracker.resource_metrics(model, tokens / elapsed)  # sys/rss_mb; on CUDA perf/mfu, sys/gpu_reserved_mb
             if grad_norm is not None:
                 metrics["train/grad_norm"] = float(grad_norm)
+            if t.objective == "grpo":  # rewards, sample EX, zero-variance groups, KL, generation vs update time
+                metrics |= grpo.window_metrics(grpo.sum_stats(accelerator, grpo_window["stats"]),
+                                               kl=cfg.grpo.kl_beta > 0, clipping=cfg.grpo.updates_per_batch > 1)
+                tracker.log_table("train/rollouts", *grpo.rollout_table(grpo_window["groups"]), step=state.step)
+                grpo_window = {"stats": {}, "groups": []}
             tracker.log(metrics, step=state.step)
             bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens / elapsed:.0f}")
             window = {"loss": 0.0, "targets": 0, "tokens": 0, "examples": 0, "t0": time.perf_counter()}

@@ -148,8 +148,9 @@ def test_eval_of_a_runs_adapter_lands_in_the_run_and_survives_retraining(tmp_pat
                                   str(tmp_path / "run" / "eval" / "finetuned_predictions.jsonl")],
                           capture_output=True, text=True, cwd=REPO)
     assert cmp_.returncode == 0 and "common questions" in cmp_.stdout, cmp_.stderr
+    done = tmp_path / "run" / "eval" / "eval_predictions.jsonl"
     for a, b, says in ((tmp_path / "run" / "eval", adapter, "several prediction files"),
-                       (tmp_path / "run" / "eval" / "eval_predictions.jsonl", tmp_path / "nope", "nope' does not exist")):
+                       (done, tmp_path / "nope", "nope' does not exist")):
         bad = subprocess.run(EVAL + ["--compare", str(a), str(b)], capture_output=True, text=True, cwd=REPO)
         assert bad.returncode == 2 and "Traceback" not in bad.stderr and says in bad.stderr, bad.stderr
 

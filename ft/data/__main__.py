@@ -73,7 +73,12 @@ def _encoded_from_config(cfg):
     tok = load_tokenizer(local_model_dir(cfg))
     train, evals, report = load_splits(cfg.data, cfg.train.seed)
     d = cfg.data
-    encoded, counts = encode_rows(train, tok, d.template, d.max_length, d.overlong)
+    link = None
+    if d.schema_linking:  # schema linking, as training does it (ft/data/linking.py)
+        from ft.data.linking import make_linker
+
+        link = make_linker(d, tok, d.template)
+    encoded, counts = encode_rows(train, tok, d.template, d.max_length, d.overlong, link)
     return cfg, tok, train, evals, report, encoded, counts
 
 
@@ -129,7 +134,31 @@ def _cmd_stats(cfg, args) -> int:
     for key in ("difficulty", "db_id"):
         c = collections.Counter(getattr(r, key) for r in train)
         print(f"train by {key}: " + ", ".join(f"{k}={v}" for k, v in sorted(c.items(), key=lambda kv: str(kv[0]))))
+    _linking_stats(cfg, train)
     return 0
+
+
+def _linking_stats(cfg, train) -> None:
+    """Prompt tokens before / after schema linking and the gold tables it keeps at the budget, linking as inference
+    does (the gold query unseen)."""
+    from ft.data.linking import measure
+    from ft.model import load_tokenizer, local_model_dir
+
+    d = cfg.data
+    tok = load_tokenizer(local_model_dir(cfg))
+    budget = d.schema_budget or None
+    m = measure(train, tok, d.template, budget, d, value_hints=d.schema_linking and d.value_hints,
+                max_value_hints=d.max_value_hints, over=d.max_length)
+    at = f"data.schema_budget {budget}" if budget else f"the room data.max_length {d.max_length} leaves each row"
+    state = "on" if d.schema_linking else "off: what it would do"
+    for label, part in (("all rows", m), (f"rows over max_length {d.max_length} unlinked", m.get("over_limit"))):
+        if not part or not part["rows"]:
+            continue
+        b, a = part["prompt_tokens_before"], part["prompt_tokens_after"]
+        print(f"schema linking ({state}) at {at}, {label}: {part['rows_linked']} of {part['rows']} linked; prompt "
+              f"tokens mean {b['mean']} -> {a['mean']}, p90 {b['p90']} -> {a['p90']}, max {b['max']} -> {a['max']}; "
+              f"gold-table recall {part['gold_table_recall']} (all gold tables kept {part['all_gold_tables_kept']}), "
+              f"gold-column recall {part['gold_column_recall']}, value hints per row {part['value_hints_per_row']}")
 
 
 SHOW = Command(name="data show", description="print a few rendered training examples (prompt | answer)",

@@ -39,6 +39,8 @@ from typing import Callable
 
 from ft.data.rows import DataError, Row
 
+CORE_SHARE, MAX_CORE = 0.25, 12  # tables scoring at least this share of the best come first (at most MAX_CORE)
+NEIGHBOR_SHARE = 0.3  # of its best-matched foreign-key neighbour's score added to a matched table's own
 MAX_BRIDGE = 2  # bridge tables allowed on the foreign-key path that joins a table to the kept ones
 MAX_HINTS_PER_COLUMN = 3
 MAX_HINT_CHARS = 48  # longer values are never hinted (a cut value would be a wrong literal)
@@ -50,10 +52,9 @@ VALUE_READ_TIMEOUT_S = 2.0
 _STOP = frozenset("""
 a an the of in on at to for from by with and or not no is are was were be been being do does did has have had
 what which who whom whose when where why how many much more most less least than then there their them they it its
-this that these those each every all any some per show list give find tell me name names number count total
-average avg sum mean top first last over under above below between during within into out as same other also
-only just both either about after before since until can could would should will may please return display get
-whose ever never yes one two three four five ten
+this that these those each every all any some per show list give find tell me top over under above below between
+during within into out as same other also only just both either about after before since until can could would
+should will may please display get whose ever never yes one two three four five ten
 """.split())
 
 # Abbreviations found in table and column names -> the word a question would use.
@@ -82,8 +83,8 @@ def _stem(w: str) -> str:
     """A light stemmer: plural and -ing / -ed / -ment endings, so 'shipped', 'shipments' and 'ship' meet."""
     if len(w) > 4 and w.endswith("ies"):
         w = w[:-3] + "y"
-    elif len(w) > 4 and w.endswith(("sses", "shes", "ches", "xes", "uses")):
-        w = w[:-2]
+    elif len(w) > 4 and (w.endswith(("sses", "shes", "ches", "xes")) or w.endswith("tuses")):
+        w = w[:-2]  # addresses, boxes, statuses
     elif len(w) > 3 and w.endswith("s") and not w.endswith(("ss", "us", "is")):
         w = w[:-1]
     for suffix, keep in (("ment", 4), ("ing", 3), ("ed", 3)):
@@ -189,11 +190,12 @@ class Table:
     tail: str = ""
     multiline: bool = False
     terms: tuple[str, ...] = ()  # name terms
+    comment_terms: frozenset[str] = frozenset()
+    area: frozenset[str] = frozenset()  # terms of a subject-area prefix shared with other tables (`fin_`, `hr_`)
     vocab: frozenset[str] = frozenset()  # every term of the table: name, columns, comments
 
-    @property
-    def key(self) -> str:
-        return self.name.lower()
+    def __post_init__(self):
+        self.key = self.name.lower()
 
     def column(self, name: str) -> Column | None:
         name = name.lower()
@@ -334,7 +336,8 @@ def _parse_table(name: str, text: str) -> Table:
         for c in t.columns:
             c.pk = c.pk or c.name.lower() in pks
     t.terms = _name_terms(name)
-    vocab = set(t.terms) | set(_name_terms(t.comment))
+    t.comment_terms = frozenset(_name_terms(t.comment))
+    vocab = set(t.terms) | set(t.comment_terms)
     for c in t.columns:
         vocab |= set(c.terms) | set(c.comment_terms)
     t.vocab = frozenset(vocab)
@@ -367,7 +370,25 @@ class SchemaIndex:
     by_key: dict[str, Table]
     neighbors: dict[str, list[str]]
     idf: dict[str, float]
-    extra: str = ""  # statements other than CREATE TABLE (kept out of the pruned schema)
+    term_tables: dict[str, list[int]] = field(default_factory=dict)  # term -> tables (positions) using it
+    _partials: dict[str, frozenset[str]] = field(default_factory=dict)
+
+    _base: dict[str, frozenset[str]] = field(default_factory=dict)
+
+    def base_columns(self, t: Table) -> frozenset[str]:
+        """What a compact form of `t` always shows: its keys and its first text column (usually its name)."""
+        if t.key not in self._base:
+            keep = {c.name.lower() for c in t.columns if c.pk} | {fk for fk, _, _ in t.fks}
+            first_text = next((c for c in t.columns if c.is_text and not c.pk), None)
+            if first_text is not None:
+                keep.add(first_text.name.lower())
+            self._base[t.key] = frozenset(keep)
+        return self._base[t.key]
+
+    def partials(self, q: str) -> frozenset[str]:
+        if q not in self._partials:
+            self._partials[q] = frozenset(v for v in self.term_tables if v != q and _partial(q, v))
+        return self._partials[q]
 
     def path_to(self, start: str, kept: set[str], max_bridge: int = MAX_BRIDGE) -> list[str] | None:
         """Bridge tables on a shortest foreign-key path from `start` to any kept table ([] when adjacent or when
@@ -394,7 +415,7 @@ class SchemaIndex:
         return None
 
 
-@lru_cache(maxsize=32)
+@lru_cache(maxsize=128)
 def parse_schema(ddl: str) -> SchemaIndex:
     """Parse a schema's CREATE TABLE statements once (cached by text: thousands of rows share a few schemas)."""
     from ft.sql.parse import split_ddl
@@ -417,6 +438,17 @@ def parse_schema(ddl: str) -> SchemaIndex:
             if ref in by_key and ref != t.key:
                 neighbors[t.key].add(ref)
                 neighbors[ref].add(t.key)
+    # Subject-area prefixes: a first word of the name that at least 3 tables share (`sales_`, `fin_`, `hr_`).
+    firsts: dict[str, int] = {}
+    for t in tables:
+        parts = re.split(r"[_\W]+|(?<=[a-z0-9])(?=[A-Z])", t.name)
+        if len(parts) > 1:
+            firsts[parts[0].lower()] = firsts.get(parts[0].lower(), 0) + 1
+    for t in tables:
+        first = re.split(r"[_\W]+|(?<=[a-z0-9])(?=[A-Z])", t.name)[0].lower()
+        if firsts.get(first, 0) >= 3:
+            rest = set(_name_terms(t.name[len(first):]))
+            t.area = frozenset(x for x in _name_terms(first) if x not in rest)
     order = {t.key: i for i, t in enumerate(tables)}
     df: dict[str, int] = {}
     for t in tables:
@@ -424,7 +456,12 @@ def parse_schema(ddl: str) -> SchemaIndex:
             df[term] = df.get(term, 0) + 1
     n = max(1, len(tables))
     idf = {term: math.log(1 + n / k) for term, k in df.items()}
-    return SchemaIndex(tables, by_key, {k: sorted(v, key=order.__getitem__) for k, v in neighbors.items()}, idf)
+    term_tables: dict[str, list[int]] = {}
+    for i, t in enumerate(tables):
+        for term in sorted(t.vocab):
+            term_tables.setdefault(term, []).append(i)
+    return SchemaIndex(tables, by_key, {k: sorted(v, key=order.__getitem__) for k, v in neighbors.items()}, idf,
+                       term_tables)
 
 
 # ------------------------------------------------------------------------------------------- gold tables / columns
@@ -522,7 +559,7 @@ def value_index(db_path: str, schema: SchemaIndex) -> ValueIndex | None:
     for hits in phrases.values():
         hits.sort()
     index = ValueIndex(phrases, max((len(p) for p in phrases), default=0), queries)
-    if len(_VALUE_CACHE) > 16:
+    if len(_VALUE_CACHE) > 64:
         _VALUE_CACHE.clear()
     _VALUE_CACHE[key] = index
     return index
@@ -556,34 +593,54 @@ def score_tables(terms: tuple[str, ...], index: SchemaIndex,
     tscore: dict[str, float] = {}
     cscore: dict[tuple[str, str], float] = {}
     qset = set(terms)
-    for t in index.tables:
-        s = 0.0
-        for q in terms:
-            w = index.idf.get(q)
-            if w is None and not any(_partial(q, v) for v in t.terms):
-                continue
-            w = w or 1.0
-            best = 3.0 if q in t.terms else (1.5 if any(_partial(q, v) for v in t.terms) else 0.0)
+    for q in terms:
+        near = index.partials(q)  # other words of the schema that q is a prefix of, or that are a prefix of q
+        touched = set(index.term_tables.get(q, ()))
+        for v in near:
+            touched.update(index.term_tables[v])
+        if not touched:
+            continue
+        w = index.idf.get(q) or 1.0
+        for ti in sorted(touched):
+            t = index.tables[ti]
+            if q in t.area:  # only the subject-area prefix: a weak hint
+                best = 1.0
+            elif q in t.terms:
+                best = 3.0
+            else:
+                best = 1.5 if any(v in near and v not in t.area for v in t.terms) else 0.0
             for c in t.columns:
-                cs = 2.0 if q in c.terms else (1.0 if any(_partial(q, v) for v in c.terms) else 0.0)
-                cs = max(cs, 0.7 if q in c.comment_terms else 0.0)
+                cs = 2.0 if q in c.terms else (1.0 if any(v in near for v in c.terms) else 0.0)
+                if not cs and q in c.comment_terms:
+                    cs = 0.7
                 if cs:
                     key = (t.key, c.name.lower())
                     cscore[key] = cscore.get(key, 0.0) + cs * w
-                best = max(best, cs)
-            if q in _name_terms(t.comment):
-                best = max(best, 1.0)
-            s += best * w
-        core = [x for x in t.terms if len(x) > 2]
+                    best = max(best, cs)
+            if best < 1.0 and q in t.comment_terms:
+                best = 1.0
+            if best:
+                tscore[t.key] = tscore.get(t.key, 0.0) + best * w
+    for t in index.tables:
+        core = [x for x in t.terms if len(x) > 2 and x not in t.area]
         if core and all(x in qset for x in core):
-            s += 2.0  # every word of the table's name is in the question
-        if s:
-            tscore[t.key] = s
-    for size, table, column, _ in value_hits:
-        w = 2.0 + size
+            tscore[t.key] = tscore.get(t.key, 0.0) + 2.0  # every word of the table's name is in the question
+    spread: dict[str, int] = {}  # in how many columns a matched value occurs: the fewer, the more it says
+    for _, table, column, value in value_hits:
+        spread[value.lower()] = spread.get(value.lower(), 0) + 1
+    for size, table, column, value in value_hits:
+        w = (6.0 + 4.0 * size) / math.sqrt(spread[value.lower()])
+        if size == 1 and _stem(value.lower()) in index.idf:
+            w /= 2  # a one-word value that is also a word of the schema ('paid', 'employee'): weaker evidence
         tscore[table] = tscore.get(table, 0.0) + w
         key = (table, column.lower())
         cscore[key] = cscore.get(key, 0.0) + w
+    # Tables join: a matched table next to a strongly matched one is likelier to be needed (the department of the
+    # employees asked about), so each gets a share of its best neighbour's own score.
+    own = dict(tscore)
+    for k, s in own.items():
+        best = max((own.get(n, 0.0) for n in index.neighbors.get(k, ())), default=0.0)
+        tscore[k] = s + NEIGHBOR_SHARE * best
     return tscore, cscore
 
 
@@ -635,7 +692,8 @@ def _hint_lines(hints: list[tuple[str, str, str]], index: SchemaIndex) -> dict[s
         by_col.setdefault((t, c), []).append("'" + v.replace("'", "''") + "'")
     out: dict[str, list[str]] = {}
     for (t, c), vals in by_col.items():
-        out.setdefault(t, []).append(f"-- values of {index.by_key[t].name}.{c}: {', '.join(vals)}")
+        name = " ".join(f"{index.by_key[t].name}.{c}".split())  # a name can't end the comment line
+        out.setdefault(t, []).append(f"-- values of {name}: {', '.join(vals)}")
     return out
 
 
@@ -668,32 +726,35 @@ def link_schema(row: Row, budget: int, count, *, gold: bool = False, value_hints
     index = parse_schema(row.schema)
     full_tokens = count(row.schema)
     text = row.question + (" " + row.evidence if row.evidence else "")
+    hinting = value_hints and max_value_hints > 0
+    if full_tokens <= budget and not hinting:
+        return Linked(row.schema, [t.name for t in index.tables], [], [], [], full_tokens, full_tokens, budget, False)
     values = value_index(row.db_path, index) if row.db_path and index.tables else None
     hits = match_values(text, values) if values else []
-    if full_tokens <= budget and not (value_hints and max_value_hints > 0 and hits):
+    if full_tokens <= budget and not (hinting and hits):
         return Linked(row.schema, [t.name for t in index.tables], [], [], [], full_tokens, full_tokens, budget, False)
     tscore, cscore = score_tables(question_terms(text), index, hits)
 
     required: dict[str, set[str]] = {}
     if gold:
         try:
-            g_tables, g_cols = gold_columns(row.query, index)
+            g_tables, g_cols = _gold(row.query, row.schema)
         except ValueError:
             g_tables = None
-        if g_tables is None or (not g_tables and index.tables):
-            g_tables, g_cols = {t.key for t in index.tables}, set()  # unknown: drop nothing
+        if g_tables is None or (not g_tables and index.tables):  # what it needs is unknown: drop nothing
+            return Linked(row.schema, [t.name for t in index.tables], [], [], [], full_tokens, full_tokens, budget,
+                          False)
         for t in sorted(g_tables):
             required[t] = {c for tt, c in g_cols if tt == t}
 
+    matched: dict[str, set[str]] = {}
+    for (tt, c), sc in cscore.items():
+        if sc > 0:
+            matched.setdefault(tt, set()).add(c)
+
     def compact_cols(t: Table) -> set[str]:
-        keep = {c.name.lower() for c in t.columns if c.pk}
-        keep |= {fk for fk, ref, _ in t.fks}
-        keep |= {c for (tt, c), s in cscore.items() if tt == t.key and s > 0}
-        keep |= required.get(t.key, set())
-        first_text = next((c for c in t.columns if c.is_text and not c.pk), None)
-        if first_text is not None:
-            keep.add(first_text.name.lower())
-        return keep
+        """Keys, the first text column (usually the name), matched and gold columns."""
+        return index.base_columns(t) | matched.get(t.key, set()) | required.get(t.key, set())
 
     sep = count("\n\n") if index.tables else 0
     # Room the hints will take (the greedy pass below counts table blocks only).
@@ -702,61 +763,70 @@ def link_schema(row: Row, budget: int, count, *, gold: bool = False, value_hints
         reserve = sum(count(f"'{v}', ") for _, _, _, v in hits[:max_value_hints])
         reserve += 8 * len({(t, c) for _, t, c, _ in hits[:max_value_hints]})
     room = budget - min(reserve, budget // 4)
-    shown: dict[str, set[str] | None] = {}
+    shown: dict[str, set[str] | None] = {}  # table -> columns shown (None: all of them)
     cost: dict[str, int] = {}
     added: list[str] = []  # in the order they were added (the last ones go first if the real count is over)
 
-    def try_add(keys: list[str], force: bool = False) -> bool:
+    def form_cost(k: str, cols: set[str] | None) -> int:
+        return count(_render(index.by_key[k], cols)) + sep
+
+    def add(keys: list[str], full: bool, force: bool = False) -> bool:
+        """Add these tables (all or none), in full or compact, if they fit the room (or `force`)."""
         plan, total = [], 0
         for k in keys:
-            if k in shown:
+            if k in shown or any(k == p[0] for p in plan):
                 continue
             t = index.by_key[k]
-            full = count(t.text) + sep
-            if force or sum(cost.values()) + total + full <= room:
-                plan.append((k, None, full))
-                total += full
-                continue
-            if t.items is None:
-                return False
-            cols = compact_cols(t)
-            small = count(_render(t, cols)) + sep
-            if sum(cost.values()) + total + small > room:
-                return False
-            plan.append((k, cols, small))
-            total += small
+            cols = None if (full or t.items is None) else compact_cols(t)
+            c = form_cost(k, cols)
+            plan.append((k, cols, c))
+            total += c
+        if not force and sum(cost.values()) + total > room:
+            return False
         for k, cols, c in plan:
             shown[k], cost[k] = cols, c
             added.append(k)
         return True
 
+    def upgrade(k: str) -> None:
+        if shown.get(k, None) is not None:
+            c = form_cost(k, None)
+            if sum(cost.values()) - cost[k] + c <= room:
+                shown[k], cost[k] = None, c
+
+    def with_path(k: str) -> list[str]:
+        path = index.path_to(k, set(shown)) if keep_paths else []
+        return (path or []) + [k]  # None: nothing kept is near it, so on its own
+
+    # 1. Training: the gold query's tables, in full (compact if that is all that fits; kept whatever the budget).
     if required:
-        if not try_add(sorted(required, key=lambda k: -tscore.get(k, 0.0))):
-            # Over budget even alone: the gold tables are kept anyway, compact where that is smaller.
-            for k in sorted(required):
-                t = index.by_key[k]
-                if t.items is not None and k not in shown:
-                    cols = compact_cols(t)
-                    shown[k], cost[k] = cols, count(_render(t, cols)) + sep
-                    added.append(k)
-                elif k not in shown:
-                    shown[k], cost[k] = None, count(t.text) + sep
-                    added.append(k)
+        gold_keys = sorted(required, key=lambda k: (-tscore.get(k, 0.0), k))
+        if not add(gold_keys, full=True):
+            add(gold_keys, full=False, force=True)
+            for k in gold_keys:
+                upgrade(k)
+    # 2. The best-ranked tables, compact, each with the foreign-key path to the kept ones: breadth first.
     order = {t.key: i for i, t in enumerate(index.tables)}
     ranked = sorted((k for k in tscore if k not in shown), key=lambda k: (-tscore[k], order[k]))
+    top = tscore[ranked[0]] if ranked else 0.0
+    for k in [k for k in ranked if tscore[k] >= CORE_SHARE * top][:MAX_CORE]:
+        add(with_path(k), full=False)
+    # 3. Then in full, best first, while there is room.
     for k in ranked:
-        path = index.path_to(k, set(shown)) if keep_paths else []
-        if path is None:
-            path = []  # nothing kept is near it: on its own
-        try_add(path + [k])
+        if k in shown:
+            upgrade(k)
+    # 4. The other matched tables, compact; then (fill) the neighbours of kept tables and the rest of the schema.
+    for k in ranked:
+        if k not in shown:
+            add(with_path(k), full=False)
     if fill:
-        # The rest of the budget: neighbours of kept tables first, then the schema's other tables.
-        near = sorted((k for k in order if k not in shown and any(n in shown for n in index.neighbors.get(k, ()))),
-                      key=order.__getitem__)
+        near = [k for k in order if k not in shown and any(n in shown for n in index.neighbors.get(k, ()))]
         for k in near + [k for k in order if k not in shown and k not in near]:
             if sum(cost.values()) + sep >= room:
                 break
-            try_add([k])
+            add([k], full=False)
+        for k in [k for k in order if k in shown]:
+            upgrade(k)
 
     hint_limit = max_value_hints if value_hints else 0
 
@@ -898,7 +968,7 @@ def recall(row: Row, linked: Linked) -> tuple[float, float, bool] | None:
     can't be parsed or uses no table of the schema."""
     index = parse_schema(row.schema)
     try:
-        tables, cols = gold_columns(row.query, index)
+        tables, cols = _gold(row.query, row.schema)
     except ValueError:
         return None
     if not tables:
@@ -907,6 +977,11 @@ def recall(row: Row, linked: Linked) -> tuple[float, float, bool] | None:
     t_hit = sum(t in kept for t in tables)
     c_hit = sum(t in kept and (kept[t] is None or c in kept[t]) for t, c in cols)
     return t_hit / len(tables), (c_hit / len(cols) if cols else 1.0), t_hit == len(tables)
+
+
+@lru_cache(maxsize=20_000)
+def _gold(query: str, schema: str) -> tuple[set[str], set[tuple[str, str]]]:
+    return gold_columns(query, schema)
 
 
 def _dist(values: list[int]) -> dict:
@@ -918,16 +993,18 @@ def _dist(values: list[int]) -> dict:
 
 
 def measure(rows: list[Row], tokenizer, template: str, budget: int | None, d=None, *, value_hints: bool = False,
-            max_value_hints: int = 8, linker: Callable | None = None) -> dict:
+            max_value_hints: int = 8, linker: Callable | None = None, over: int | None = None) -> dict:
     """Prompt tokens before / after linking and gold recall over `rows` at a fixed schema `budget` (or, with
     budget None, the room data.max_length leaves each row, as training would); the inference linker (gold unseen)
-    unless `linker(row, budget, count) -> Linked` is given."""
+    unless `linker(row, budget, count) -> Linked` is given. over=N: the same figures again, under "over_limit", for
+    the rows whose whole prompt is over N tokens."""
     from ft.data.prompt import build_answer
 
-    count = TokenCounter(tokenizer)
-    before, after, t_rec, c_rec, full, changed, hints = [], [], [], [], 0, 0, 0
+    count = as_counter(tokenizer)
+    exact = count._tok is not None  # a tokenizer: the prompt's own ids; a count function: its count of the text
+    per_row = []
     for row in rows:
-        rest = len(_prompt_ids(row, tokenizer, template, ""))
+        rest = len(_prompt_ids(row, count._tok, template, "")) if exact else count(_prompt_text(row, template))
         b = budget
         if b is None:
             b = _budget(d, max(0, d.max_length - rest - count(build_answer(row)) - 5))
@@ -935,15 +1012,21 @@ def measure(rows: list[Row], tokenizer, template: str, budget: int | None, d=Non
             linked = linker(row, b, count)
         else:
             linked = link_schema(row, b, count, gold=False, value_hints=value_hints, max_value_hints=max_value_hints)
-        before.append(rest + count(row.schema))
-        after.append(rest + linked.tokens if linked.changed else before[-1])
-        changed += linked.changed
-        hints += len(linked.hints)
-        r = recall(row, linked)
-        if r is not None:
-            t_rec.append(r[0])
-            c_rec.append(r[1])
-            full += r[2]
+        full_prompt = rest + count(row.schema)
+        per_row.append((full_prompt, rest + linked.tokens if linked.changed else full_prompt, linked.changed,
+                        len(linked.hints), recall(row, linked)))
+    out = _summary(per_row)
+    if over is not None:
+        out["over_limit"] = _summary([p for p in per_row if p[0] > over])
+    return out
+
+
+def _summary(per_row: list[tuple]) -> dict:
+    before = [p[0] for p in per_row]
+    after = [p[1] for p in per_row]
+    scored = [p[4] for p in per_row if p[4] is not None]
+    t_rec, c_rec, full = [r[0] for r in scored], [r[1] for r in scored], sum(r[2] for r in scored)
+    changed, hints, rows = sum(p[2] for p in per_row), sum(p[3] for p in per_row), per_row
     n = len(t_rec)
     return {
         "rows": len(rows), "rows_linked": changed, "rows_scored": n,
@@ -953,6 +1036,12 @@ def measure(rows: list[Row], tokenizer, template: str, budget: int | None, d=Non
         "prompt_tokens_before": _dist(before), "prompt_tokens_after": _dist(after),
         "value_hints_per_row": round(hints / len(rows), 2) if rows else 0,
     }
+
+
+def _prompt_text(row: Row, template: str) -> str:
+    from ft.data.prompt import build_prompt
+
+    return build_prompt(row, "default" if template == "chat" else template, schema="")
 
 
 def _prompt_ids(row: Row, tokenizer, template: str, schema: str | None = None) -> list[int]:

@@ -132,10 +132,18 @@ def _drop_unused_tables(row: Row) -> str | None:
     return "\n\n".join(kept)
 
 
-def encode_example(row: Row, tokenizer, template: str, max_length: int, overlong: str) -> Encoded | None:
-    """Tokenize one training example. Returns None when `overlong == "skip"` (or truncation can't fit it)."""
+def encode_example(row: Row, tokenizer, template: str, max_length: int, overlong: str,
+                   link=None) -> Encoded | None:
+    """Tokenize one training example. Returns None when `overlong == "skip"` (or truncation can't fit it).
+
+    `link` (ft.data.linking.make_linker, with data.schema_linking): Row -> Row whose schema is linked to the question
+    (gold tables kept) within max_length; the overlong policy then applies only to what still doesn't fit."""
+    # ---- schema linking hook (ft/data/linking.py) ----
+    linked = link(row) if link is not None else row
+    outcome = "kept" if linked is row else "linked_schema"
+    row = linked
+    # ---- end of hook ----
     prompt, answer_ids, prefix_len = _encode_parts(row, tokenizer, template)
-    outcome = "kept"
     if len(prompt) + len(answer_ids) > max_length:
         if overlong == "error":
             raise DataError(
@@ -153,14 +161,14 @@ def encode_example(row: Row, tokenizer, template: str, max_length: int, overlong
 
 
 def encode_rows(rows: list[Row], tokenizer, template: str, max_length: int,
-                overlong: str) -> tuple[list[Encoded], dict]:
+                overlong: str, link=None) -> tuple[list[Encoded], dict]:
     """Encode many rows; returns the kept examples and counts of each outcome (reported, never silent)."""
     out, counts = [], {"kept": 0, "truncated_schema": 0, "skipped_overlong": 0}
     for row in rows:
-        enc = encode_example(row, tokenizer, template, max_length, overlong)
+        enc = encode_example(row, tokenizer, template, max_length, overlong, link)  # link: schema linking hook
         if enc is None:
             counts["skipped_overlong"] += 1
             continue
-        counts[enc.outcome] += 1
+        counts[enc.outcome] = counts.get(enc.outcome, 0) + 1  # "linked_schema" appears only with a link
         out.append(enc)
     return out, counts

@@ -57,6 +57,7 @@ def evaluate_command(cfg, args) -> int:
         print(compare(*args.compare))
         return 0
     from ft.config import resolve
+    from ft.data.linking import make_fitter
     from ft.data.sources import load_eval_rows
     from ft.eval.scoring import evaluate
     from ft.files import check_writable
@@ -97,6 +98,9 @@ def evaluate_command(cfg, args) -> int:
         model, tokenizer = load_for_inference(cfg, args.adapter)
         todo = [rows[i] for i in log.todo]
         index = log.todo
+        # Never over the model's context: linked to fit (data.schema_linking), or an error saying how (off).
+        fit = make_fitter(tokenizer, d.template, d, model.config.max_position_embeddings, reserve=e.max_new_tokens)
+        prompts = [fit(r) for r in todo]
 
         def on_batch(scored):
             log.append([(index[i], p) for i, p in scored])
@@ -105,7 +109,7 @@ def evaluate_command(cfg, args) -> int:
                               max_new_tokens=e.max_new_tokens, timeout_s=e.timeout_s, max_rows=e.max_rows,
                               retries=e.retries, samples=e.samples, temperature=e.temperature, top_p=e.top_p,
                               reuse_schema_cache=e.reuse_schema_cache, train_dbs=train_dbs, on_batch=on_batch,
-                              should_stop=STOP.requested, progress="eval")
+                              should_stop=STOP.requested, progress="eval", prompt_rows=prompts)
         wall_qps = partial.get("questions_per_s")
     else:
         wall_qps = None

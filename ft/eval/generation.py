@@ -10,11 +10,12 @@ the greedy answers and, expanded N times along the batch, for the N samples of e
 same either way for the same seed (tests/test_voting.py), the prompt's compute is paid once instead of N + 1 times.
 
 Schema KV reuse (`eval.reuse_schema_cache`, schema_first template): the prompt is [schema prefix] + [question
-part] and the prefix tokens are the same for every question on a schema (ft.data.prompt.prompt_ids), so a batch
-holds questions of one schema, the schema's cache is computed once for all its batches, and each batch's input ids
-are [prefix][pad ... pad][question part] (padded in the middle, attention_mask 0 there): generation runs only the
-question parts, position ids follow the attention mask, and greedy outputs are those of generating from the whole
-prompt (tests/test_prefix.py).
+part] and the prefix tokens are the same for every question on a schema (ft.data.prompt.prompt_ids), so each
+schema's cache is computed once for all its questions; a batch (questions sorted by schema, several schemas to a
+batch so batches stay full) stacks its rows' schema caches, left-padded to the longest, and its input ids are
+[pad][prefix][pad ... pad][question part] (attention_mask 0 on the pads): generation runs only the question parts,
+position ids follow the attention mask, and greedy outputs are those of generating from the whole prompt
+(tests/test_prefix.py).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 
 import torch
+from transformers import DynamicCache
 
 from ft.data.prompt import STOP, prompt_ids
 from ft.data.rows import Row
@@ -60,14 +62,17 @@ def prefill(model, ids: torch.Tensor, mask: torch.Tensor):
     """KV cache of every prompt but its last token (generate runs that one). Position ids follow the attention mask,
     as generate's own would, so left padding changes nothing."""
     pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
-    return model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=pos[:, :-1], use_cache=True).cache
+    # logits_to_keep=1: the LM head (a vocabulary-wide matmul) only where generate would use it, not at every
+    # prompt position (for a 49k vocabulary that would cost more than the rest of the prefill).
+    return model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=pos[:, :-1], use_cache=True,
+                 logits_to_keep=1).cache
 
 
 @torch.no_grad()
 def schema_cache(model, prefix: list[int]):
     """The KV cache (a transformers DynamicCache, batch 1) of a schema prefix."""
     ids = torch.tensor([prefix], device=_device(model))
-    return model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True).cache
+    return model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True, logits_to_keep=1).cache
 
 
 def _mean_logprobs(logits: tuple, tokens: torch.Tensor, stop_ids: set[int]) -> list[float]:
@@ -103,19 +108,17 @@ class Generator:
         return ids, prefix
 
     def batches(self, rows: list[Row], batch_size: int) -> list[list[int]]:
-        """Row indices in batches: prompts sorted by length (less padding); with schema reuse, one schema a batch."""
+        """Row indices in batches: prompts sorted by length (less padding); with schema reuse, by schema first, so
+        a batch holds few schemas (each prefilled once for all its questions) and batches stay full."""
         enc = [self.encode(r) for r in rows]
         if not self.reuse:
             order = sorted(range(len(rows)), key=lambda i: len(enc[i][0]))
-            return [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
-        by_prefix: dict[tuple[int, ...], list[int]] = {}
-        for i, (ids, p) in enumerate(enc):
-            by_prefix.setdefault(tuple(ids[:p]), []).append(i)
-        out = []
-        for members in by_prefix.values():
-            members = sorted(members, key=lambda i: len(enc[i][0]))
-            out += [members[s : s + batch_size] for s in range(0, len(members), batch_size)]
-        return out
+        else:
+            first: dict[tuple[int, ...], int] = {}
+            for i, (ids, p) in enumerate(enc):
+                first.setdefault(tuple(ids[:p]), i)
+            order = sorted(range(len(rows)), key=lambda i: (first[tuple(enc[i][0][: enc[i][1]])], len(enc[i][0])))
+        return [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
 
     # ---- generation --------------------------------------------------------------------------
 
@@ -164,22 +167,38 @@ class Generator:
         if not self.reuse:
             ids, mask = _left_pad([e[0] for e in enc], pad, device)
             return ids, mask, prefill(self.model, ids, mask)
-        prefix = enc[0][0][: enc[0][1]]  # one schema per batch (see batches)
+        # Each row: [pad][its schema prefix][pad][its question part]. The prefix comes from its schema's cache
+        # (computed once, kept while the schemas' batches last), left-padded to the batch's longest prefix; then one
+        # forward over the question parts but their last token extends the batch cache.
+        prefixes = [e[0][: e[1]] for e in enc]
+        rests = [e[0][e[1]:] for e in enc]
+        caches = [self._cache_of(p) for p in prefixes]
+        width_p, width_r = max(map(len, prefixes)), max(map(len, rests))
+        ids = torch.tensor([[pad] * (width_p - len(p)) + p + [pad] * (width_r - len(r)) + r
+                            for p, r in zip(prefixes, rests)], device=device)
+        mask = torch.tensor([[0] * (width_p - len(p)) + [1] * len(p) + [0] * (width_r - len(r)) + [1] * len(r)
+                             for p, r in zip(prefixes, rests)], device=device)
+
+        def stacked(tensors):  # [1, heads, len, dim] each -> [rows, heads, width_p, dim], zeros where padded
+            return torch.cat([torch.nn.functional.pad(t, (0, 0, width_p - t.shape[2], 0)) for t in tensors])
+
+        cache = DynamicCache(ddp_cache_data=[(stacked([c.layers[k].keys for c in caches]),
+                                              stacked([c.layers[k].values for c in caches]))
+                                             for k in range(len(caches[0].layers))])
+        if width_r > 1:
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+            self.model(input_ids=ids[:, width_p:-1], attention_mask=mask[:, :-1], position_ids=pos[:, width_p:-1],
+                       cache=cache, use_cache=True, logits_to_keep=1)
+        return ids, mask, cache
+
+    def _cache_of(self, prefix: list[int]):
+        """A schema's KV cache, computed once; the few most recent are kept (batches come schema by schema)."""
         key = tuple(prefix)
         if key not in self._schema_caches:
-            self._schema_caches = {key: schema_cache(self.model, prefix)}  # keep one: batches come schema by schema
-        rests = [e[0][len(prefix):] for e in enc]
-        width = max(len(r) for r in rests)
-        ids = torch.tensor([prefix + [pad] * (width - len(r)) + r for r in rests], device=device)
-        mask = torch.tensor([[1] * len(prefix) + [0] * (width - len(r)) + [1] * len(r) for r in rests], device=device)
-        # The schema's cache, extended by the question parts but their last token, batched.
-        cache = expand_cache(self._schema_caches[key], len(rows))
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        if width > 1:
-            start = len(prefix)
-            self.model(input_ids=ids[:, start:-1], attention_mask=mask[:, :-1], position_ids=pos[:, start:-1],
-                       cache=cache, use_cache=True)
-        return ids, mask, cache
+            if len(self._schema_caches) >= 8:
+                self._schema_caches.pop(next(iter(self._schema_caches)))
+            self._schema_caches[key] = schema_cache(self.model, prefix)
+        return self._schema_caches[key]
 
 
 @torch.no_grad()

@@ -200,10 +200,12 @@ def evaluate(model, tokenizer, rows: list[Row], *, template: str = "default", ba
              reuse_schema_cache: bool = False, train_dbs: set[str] | None = None,
              on_batch: Callable[[list[tuple[int, Prediction]]], None] | None = None,
              should_stop: Callable[[], bool] | None = None, progress: str | None = None,
-             ) -> tuple[list[Prediction], dict]:
+             prompt_rows: list[Row] | None = None) -> tuple[list[Prediction], dict]:
     """Generate, pick and score every row, batch by batch. `on_batch` gets each batch's (row index, prediction)
     pairs as soon as they are scored (to write them as they come); `should_stop` is asked after every batch, and a
-    stop returns what is done (`summary["complete"]` False). `progress`: a progress bar with that label."""
+    stop returns what is done (`summary["complete"]` False). `progress`: a progress bar with that label.
+    `prompt_rows`: what the model is prompted with when it differs from `rows` (a schema linked to fit the context,
+    ft.data.linking.fit_prompt); answers are still validated against the row's whole schema."""
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
@@ -215,9 +217,10 @@ def evaluate(model, tokenizer, rows: list[Row], *, template: str = "default", ba
     done: dict[int, Prediction] = {}
     bar = tqdm(total=len(rows), desc=progress, disable=progress is None, dynamic_ncols=True, unit="q")
     stopped = False
-    for chunk in gen.batches(rows, batch_size):
+    prompts = prompt_rows if prompt_rows is not None else rows
+    for chunk in gen.batches(prompts, batch_size):
         batch = [rows[i] for i in chunk]
-        outs = gen.run(batch)
+        outs = gen.run([prompts[i] for i in chunk])
         scored = []
         for i, row, g in zip(chunk, batch, outs):
             greedy = check_answer(row, g.text, timeout_s, max_rows, greedy=True)
@@ -227,7 +230,7 @@ def evaluate(model, tokenizer, rows: list[Row], *, template: str = "default", ba
             first = judge(row, greedy, gold, g.seconds, train_dbs)
             seconds, group = g.seconds, []
             if retry_gen is not None and greedy.validation_errors:
-                extra = retry_gen.run([row], greedy=False)[0]
+                extra = retry_gen.run([prompts[i]], greedy=False)[0]
                 seconds += extra.seconds
                 cands += [check_answer(row, t, timeout_s, max_rows, logprob=lp)
                           for t, lp in zip(extra.samples, extra.sample_logprobs)]

@@ -25,16 +25,19 @@ from .questions import TIERS, draw_examples
 from .schemas import DATABASES, HELDOUT_DBS, Database
 from .templates import TEMPLATES
 
-VERSION = "3"  # bump when the output changes, so cached copies are regenerated
+VERSION = "5"  # bump when the output changes, so cached copies are regenerated
 GENERATOR = "sqlft.data.synthetic"
 PER_TEMPLATE = 20  # examples per template unless it sets its own target (or runs out of distinct values)
 EVAL_FRACTION = 0.05  # share of each training database's questions (per tier) held out for eval
 HELDOUT_PER_TIER = 6  # eval questions per tier from each held-out database
 
 
-def schema_text(conn: sqlite3.Connection) -> str:
-    """The CREATE TABLE statements as executed, one per line (each ending in ';'), separated by blank lines."""
+def schema_text(conn: sqlite3.Connection, compact: bool = True) -> str:
+    """The CREATE TABLE statements as executed, one per line (each ending in ';'), separated by blank lines;
+    compact=False keeps each statement's own lines (and so its `--` comments)."""
     rows = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' ORDER BY rowid").fetchall()
+    if not compact:
+        return "\n\n".join(sql.strip() + ";" for (sql,) in rows)
     return "\n\n".join(" ".join(sql.split()).replace("( ", "(").replace(" )", ")") + ";" for (sql,) in rows)
 
 
@@ -61,7 +64,7 @@ def _build(db: Database, folder: Path, seed: int, seen_questions: set[str]) -> l
         conn.commit()
         macros = [dict(m) for m in db.macros]
         _register_memoized(conn, macros)
-        schema = schema_text(conn)
+        schema = schema_text(conn, compact=db.compact_ddl)
         drawn = draw_examples(conn, TEMPLATES[db.db_id], random.Random(f"{seed}:{db.db_id}:questions"),
                               PER_TEMPLATE, seen_questions)
     finally:

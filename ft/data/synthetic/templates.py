@@ -11,6 +11,7 @@ SQL style, kept the same everywhere so a small model can learn it:
 from __future__ import annotations
 
 from .questions import YEARS, K, P, T, date_range, day, month, quarter
+from .warehouse import TEMPLATES as WAREHOUSE_TEMPLATES
 
 DIRECTION = (P("most expensive", "DESC"), P("cheapest", "ASC"))
 
@@ -1580,4 +1581,4 @@ CLINIC = [
 ]
 
 TEMPLATES = {"sales": SALES, "hotels": HOTELS, "hr": HR, "logistics": LOGISTICS, "finance": FINANCE,
-             "support": SUPPORT, "clinic": CLINIC}
+             "support": SUPPORT, "clinic": CLINIC, "warehouse": WAREHOUSE_TEMPLATES}

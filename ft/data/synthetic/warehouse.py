@@ -20,6 +20,8 @@ after:COL:a..b (COL's date + a..b days), ts, person, company, product, code:PFX,
 (the referenced row's column), city, const:v; any generator may end in ?p. `audit` adds created_at / updated_at.
 Tables come after the tables they reference; rows are drawn with seeded `random`, so a seed gives the same file.
 """
+# ruff: noqa: E501 - the table spec and the question templates are data (as in templates.py): a value list or a
+# phrasing per line reads better than one cut mid-list.
 from __future__ import annotations
 
 import bisect
@@ -27,7 +29,7 @@ import itertools
 import random
 import re
 import sqlite3
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 
 from .questions import YEARS, K, T, date_range, month, quarter
 
@@ -1375,11 +1377,24 @@ def _parse_spec(text: str) -> list[dict]:
         col["comment"] = comment.strip()
         tables[-1]["cols"].append(col)
     for t in tables:
-        if t["audit"]:
+        have = {c["name"] for c in t["cols"]}
+        if (t["audit"] or (t["rows"] or 0) >= 500) and "created_at" not in have:  # transactional tables: audit
             t["cols"] += [{"name": "created_at", "type": "TIMESTAMP", "gen": "ts", "comment": ""},
                           {"name": "updated_at", "type": "TIMESTAMP", "gen": "after:created_at:0..200",
-                           "comment": ""}]
+                           "comment": ""},
+                          {"name": "created_by", "type": "VARCHAR(40)", "gen": "pick:etl_service*8|admin|jdoe|msmith",
+                           "comment": "user or service account that created the row"}]
+        system = _SOURCE_SYSTEMS[t["name"].split("_")[0]]
+        t["cols"] += [{"name": "source_system", "type": "VARCHAR(20)", "gen": f"const:{system}",
+                       "comment": "system of record the row was loaded from"},
+                      {"name": "etl_loaded_at", "type": "TIMESTAMP", "gen": "etl", "comment": "last warehouse load"}]
     return tables
+
+
+_SOURCE_SYSTEMS = {"core": "MDM", "geo": "MDM", "prod": "PIM", "sales": "Salesforce", "fin": "SAP", "hr": "Workday",
+                   "log": "SAP EWM", "proc": "Coupa", "sup": "Zendesk", "mkt": "HubSpot", "mfg": "SAP PP",
+                   "it": "ServiceNow", "prj": "Jira", "fac": "Archibus", "legal": "Ironclad", "cmp": "Archer",
+                   "web": "Shopify", "loy": "Salesforce"}
 
 
 TABLES = _parse_spec(SPEC)
@@ -1419,6 +1434,25 @@ def ddl(table: dict) -> str:
 # ------------------------------------------------------------------------------------------------- row values
 
 _START, _END = date(2022, 1, 1), date(2024, 12, 31)
+_ISO: dict[int, str] = {}
+_ORD: dict[str, int] = {}
+
+
+def _iso(ordinal: int) -> str:
+    if ordinal not in _ISO:
+        _ISO[ordinal] = date.fromordinal(ordinal).isoformat()
+    return _ISO[ordinal]
+
+
+def _ordinal(iso: str) -> int:
+    if iso not in _ORD:
+        _ORD[iso] = date.fromisoformat(iso).toordinal()
+    return _ORD[iso]
+
+
+def _ts(first_ordinal: int, seconds: int) -> str:
+    days, rest = divmod(seconds, 86400)
+    return f"{_iso(first_ordinal + days)} {rest // 3600:02d}:{rest // 60 % 60:02d}:{rest % 60:02d}"
 
 
 def _weighted(spec: str) -> tuple[list[str], list[float]]:
@@ -1439,12 +1473,32 @@ def _typed(v: str, sql_type: str):
     return v
 
 
+_FIRST = ("Aaron Abigail Adrian Aisha Alice Amir Ana Andre Anna Arjun Astrid Ben Bianca Carla Chen Chloe Daniel "
+          "Diego Elena Emma Erik Fatima Felix Grace Hana Hugo Ines Isaac Jamal Jonas Julia Kai Kenji Lara Leo "
+          "Lina Lucas Maria Marco Maya Mina Nadia Nils Noah Olga Omar Paula Pedro Priya Rafael Rosa Sam Sara "
+          "Sofia Tariq Tom Uma Victor Yara Yusuf Zoe").split()
+_LAST = ("Abbott Alvarez Andersen Baker Banerjee Becker Bianchi Brooks Castro Chavez Cohen Costa Dalton Diaz "
+         "Dubois Evans Fischer Fontaine Garcia Gupta Hansen Haddad Ito Jensen Kato Keller Khan Kim Kowalski Lambert "
+         "Larsen Lopez Moreau Muller Murphy Nakamura Novak Ochoa Okafor Olsen Park Petrov Quinn Reyes Rossi Sato "
+         "Schmidt Silva Singh Suzuki Tanaka Torres Varga Vogel Wagner Weber Williams Wong Yilmaz Young Zhang").split()
+
+
+def _people(rng: random.Random, n: int) -> list[str]:
+    """n distinct 'First Last' names."""
+    seen: set[str] = set()
+    out = []
+    while len(out) < n:
+        name = f"{rng.choice(_FIRST)} {rng.choice(_LAST)}"
+        if name not in seen:
+            seen.add(name)
+            out.append(name)
+    return out
+
+
 class _Builder:
     def __init__(self, rng: random.Random):
-        from .schemas import people
-
         self.rng = rng
-        self.people = people
+        self.people = _people
         self.values: dict[str, list[tuple]] = {}  # table -> rows
         self.cum_weights: dict[tuple[str, str], list[float]] = {}
 
@@ -1479,7 +1533,8 @@ class _Builder:
         elif kind in ("int", "money", "real"):
             lo, hi = (float(x) for x in arg.split(".."))
             if kind == "int":
-                out = [rng.randint(int(lo), int(hi)) for _ in range(n)]
+                a, k = int(lo), int(hi) - int(lo) + 1
+                out = [a + int(rng.random() * k) for _ in range(n)]
             elif kind == "money":  # log-uniform: many small amounts, a few large ones
                 import math
 
@@ -1489,8 +1544,8 @@ class _Builder:
                 out = [round(rng.uniform(lo, hi), 2) for _ in range(n)]
         elif kind == "date":
             lo, hi = (_START, _END) if not arg else (date(int(arg[:4]), 1, 1), date(int(arg[-4:]), 12, 31))
-            span = (hi - lo).days
-            out = [(lo + timedelta(days=rng.randint(0, span))).isoformat() for _ in range(n)]
+            first, span = lo.toordinal(), (hi - lo).days + 1
+            out = [_iso(first + int(rng.random() * span)) for _ in range(n)]
         elif kind == "seqdate":
             out = [(_START + timedelta(days=i)).isoformat() for i in range(n)]
         elif kind == "weekday":
@@ -1498,9 +1553,11 @@ class _Builder:
         elif kind == "fy":
             out = [int(d[:4]) - (int(d[5:7]) < 4) for d in done[arg]]
         elif kind == "ts":
-            span = (_END - _START).days * 86400
-            base = datetime(2022, 1, 1)
-            out = [(base + timedelta(seconds=rng.randint(0, span))).strftime("%Y-%m-%d %H:%M:%S") for _ in range(n)]
+            first, span = _START.toordinal(), (_END - _START).days * 86400
+            out = [_ts(first, int(rng.random() * span)) for _ in range(n)]
+        elif kind == "etl":  # nightly loads
+            out = [f"{_iso(_END.toordinal() - int(rng.random() * 30))} 02:{int(rng.random() * 60):02d}:00"
+                   for _ in range(n)]
         elif kind == "after":
             col, _, rng_days = arg.partition(":")
             lo, hi = (int(x) for x in rng_days.split(".."))
@@ -1509,10 +1566,11 @@ class _Builder:
                 if v is None:
                     out.append(None)
                 elif len(v) > 10:  # a timestamp: hours later
-                    t = datetime.fromisoformat(v) + timedelta(hours=rng.randint(max(lo, 0) * 24, hi * 24 + 12))
-                    out.append(t.strftime("%Y-%m-%d %H:%M:%S"))
+                    h0, h1 = max(lo, 0) * 24, hi * 24 + 12
+                    secs = int(v[11:13]) * 3600 + int(v[14:16]) * 60 + int(v[17:19])
+                    out.append(_ts(_ordinal(v[:10]), secs + 3600 * (h0 + int(rng.random() * (h1 - h0 + 1)))))
                 else:
-                    out.append((date.fromisoformat(v) + timedelta(days=rng.randint(lo, hi))).isoformat())
+                    out.append(_iso(_ordinal(v) + lo + int(rng.random() * (hi - lo + 1))))
         elif kind == "person":
             out = self.people(rng, n)
         elif kind == "company":
