@@ -27,6 +27,7 @@ from ft.cli import Command, parse
 from ft.config import Config, ConfigError, resolve, to_yaml
 from ft.constants import EXIT_PREEMPTED, EXIT_USAGE
 from ft.data.batching import collate
+from ft.data.linking import make_fitter, make_linker
 from ft.data.prefix import no_step_message, plan_for
 from ft.data.prompt import encode_rows
 from ft.data.rows import DataError
@@ -178,11 +179,12 @@ def eval_loss(model, accelerator, examples, pad_id: int, cfg: Config, max_batche
 
 def execution_eval(model, accelerator, tokenizer, rows, cfg: Config, *, train_dbs: set[str] | None = None,
                    log: PredictionLog | None = None, stop: StopFlag | None = None,
-                   label: str | None = None) -> tuple[list, dict] | None:
+                   label: str | None = None, prompts: list | None = None) -> tuple[list, dict] | None:
     """Generate + pick + execute on `rows` (those `log` has not done yet), sharded over processes, each batch's
     predictions gathered on every rank and written by the main one as they come. A stop signal ends it after the
     current batch (`summary["complete"]` False); every rank runs the same number of batches (the last shard is
-    padded with repeats that are dropped), so per-batch collectives and ZeRO-3's synced generation line up."""
+    padded with repeats that are dropped), so per-batch collectives and ZeRO-3's synced generation line up.
+    `prompts`: the rows as the model reads them (schemas fitted to its context), aligned with `rows`."""
     from accelerate.utils import gather_object
 
     from ft.eval.scoring import evaluate, summarize
@@ -214,7 +216,8 @@ def execution_eval(model, accelerator, tokenizer, rows, cfg: Config, *, train_db
                  temperature=e.temperature, top_p=e.top_p, synced_gpus=lockstep,
                  reuse_schema_cache=e.reuse_schema_cache and world == 1, train_dbs=train_dbs, on_batch=on_batch,
                  should_stop=(lambda: stop.should_stop(accelerator)) if stop is not None else None,
-                 progress=label if accelerator.is_main_process else None)
+                 progress=label if accelerator.is_main_process else None,
+                 prompt_rows=[prompts[i] for i in mine] if prompts is not None else None)
     preds = log.predictions()
     wall = time.perf_counter() - t0
     summary = summarize(preds) | {"complete": len(preds) == len(rows)}
@@ -224,7 +227,8 @@ def execution_eval(model, accelerator, tokenizer, rows, cfg: Config, *, train_db
     return preds, summary
 
 
-def final_evaluation(model, accelerator, tokenizer, eval_rows, cfg: Config, state, stop, tracker) -> dict[str, dict]:
+def final_evaluation(model, accelerator, tokenizer, eval_rows, cfg: Config, state, stop, tracker,
+                     prompts: list | None = None) -> dict[str, dict]:
     """Base (adapter off) and fine-tuned on the whole held-out split, into <output_dir>/eval/{base,finetuned}_*; an
     evaluation finished by an earlier attempt of this run (same settings, same step) is reused, not redone."""
     e = cfg.eval
@@ -244,7 +248,8 @@ def final_evaluation(model, accelerator, tokenizer, eval_rows, cfg: Config, stat
             off = accelerator.unwrap_model(model).disable_adapter() if name == "base" else contextlib.nullcontext()
             with off:
                 preds, summaries[name] = execution_eval(model, accelerator, tokenizer, eval_rows, cfg,
-                                                        train_dbs=train_dbs, log=log, stop=stop, label=f"eval {name}")
+                                                        train_dbs=train_dbs, log=log, stop=stop, label=f"eval {name}",
+                                                        prompts=prompts)
         if not summaries[name]["complete"]:
             break
         tracker.log(eval_metrics(f"final/{name}", summaries[name]), step=state.step)
@@ -373,7 +378,11 @@ def train(cfg: Config, stop: StopFlag | None = None) -> dict:
     train_rows, eval_rows, data_report = load_splits(cfg.data, cfg.train.seed, cfg.train.per_device_batch_size)
     d, t = cfg.data, cfg.train
     eval_sample = eval_rows[: cfg.eval.sample_size]  # fixed: the same questions at every periodic evaluation
-    eval_ex, _ = encode_rows(eval_rows, tokenizer, d.template, d.max_length, "skip")
+    # Schema linking (data.schema_linking, ft/data/linking.py): training rows keep their gold tables, held-out ones
+    # are linked as at inference.
+    link = make_linker(d, tokenizer, d.template) if d.schema_linking else None
+    eval_link = make_linker(d, tokenizer, d.template, training=False) if d.schema_linking else None
+    eval_ex, _ = encode_rows(eval_rows, tokenizer, d.template, d.max_length, "skip", link=eval_link)
     if t.objective == "grpo":
         # Prompts to sample completions for (each row with a database to run them on), in micro-batches laid out
         # as the SFT plan's (deterministic, resumable by step).
@@ -381,7 +390,7 @@ def train(cfg: Config, stop: StopFlag | None = None) -> dict:
                                                                  cfg.grpo.max_new_tokens, d.source)
         plan = grpo.prompt_plan(prompt_lengths, t, d.max_length, world)
     else:
-        train_ex, enc_report = encode_rows(train_rows, tokenizer, d.template, d.max_length, d.overlong)
+        train_ex, enc_report = encode_rows(train_rows, tokenizer, d.template, d.max_length, d.overlong, link=link)
         if not train_ex:
             raise DataError(f"No training examples left from '{d.source}' after encoding ({enc_report}).")
         # Rows of packed bins, of prefix-shared groups (a schema once, its questions as branches under a tree mask:
@@ -416,6 +425,10 @@ def train(cfg: Config, stop: StopFlag | None = None) -> dict:
     adapter = resolve_adapter(cfg.model.adapter)[0] if cfg.model.adapter else None  # e.g. the SFT adapter for GRPO
     model = add_lora(model, cfg, reentrant_checkpointing=dist.zero_stage(accelerator) == 3, adapter=adapter)
     n_train, n_total = trainable_parameters(model)
+    # The held-out questions as the model will read them at evaluation: within its context (linked when
+    # data.schema_linking), or an error now, before any training step, rather than after the last one.
+    fit = make_fitter(tokenizer, d.template, d, model.config.max_position_embeddings, reserve=cfg.eval.max_new_tokens)
+    eval_prompts = [fit(r) for r in eval_rows] if cfg.eval.at_end or cfg.eval.every else None
     if is_main:
         log.info("model %s | attention %s | quantization %s, compute %s | trainable %d / %d params%s",
                  cfg.model.name_or_path, attn, cfg.quantization.mode, cfg.quantization.compute_dtype, n_train, n_total,
@@ -514,7 +527,8 @@ def train(cfg: Config, stop: StopFlag | None = None) -> dict:
                 tracker.log({"eval/loss": ev}, step=state.step)
         if e.every and state.step % e.every == 0 and state.step < total_steps:
             result = execution_eval(model, accelerator, tokenizer, eval_sample, cfg,
-                                    train_dbs=set(state.train_dbs) if state.train_dbs else None)
+                                    train_dbs=set(state.train_dbs) if state.train_dbs else None,
+                                    prompts=eval_prompts[: len(eval_sample)])
             if result is not None:
                 tracker.log(eval_metrics("eval", result[1]), step=state.step)
                 tracker.log_table("eval/predictions", *prediction_table_rows(result[0]), step=state.step)
@@ -546,7 +560,8 @@ def train(cfg: Config, stop: StopFlag | None = None) -> dict:
         if cfg.eval.at_end and eval_rows:
             # Base vs fine-tuned on the held-out split: the same model with its adapter switched off, then on. Each
             # is written as it goes; a stop keeps what is done, and the same command continues from there.
-            summaries = final_evaluation(model, accelerator, tokenizer, eval_rows, cfg, state, stop, tracker)
+            summaries = final_evaluation(model, accelerator, tokenizer, eval_rows, cfg, state, stop, tracker,
+                                         eval_prompts)
             result["eval"] = summaries
             if not all(m["complete"] for m in summaries.values()):
                 result["preempted"] = preempted = True
