@@ -33,6 +33,9 @@ MATRIX = [  # (name, packing, quantization, gradient checkpointing)
     ("pad-lora", False, "none", False),
     ("pack-qlora-gc", True, "4bit", True),
     ("pad-qlora-gc", False, "4bit", True),
+    # The demo's recipe against TRL's best: ours with shared-schema prefix packing (schema_first template), TRL with
+    # packing; both one epoch over the same examples (--epoch-examples), compared at equal examples seen.
+    ("prefix-qlora", "prefix", "4bit", False),
 ]
 
 
@@ -60,7 +63,8 @@ def settings(args, packing: bool, quant: str, gc: bool) -> dict:
     return {"model": model_path(args.model), "dtype": dtype, "packing": packing, "quantization": quant,
             "gradient_checkpointing": gc, "steps": args.steps, "max_length": args.max_length,
             "batch_size": args.batch_size, "accumulation": args.accumulation, "learning_rate": args.learning_rate,
-            "lora_r": 16, "examples": args.examples, "seed": 0}
+            "lora_r": 16, "examples": args.epoch_examples if packing == "prefix" else args.examples, "seed": 0,
+            "epoch": packing == "prefix"}
 
 
 def rows_for(s: dict):
@@ -94,8 +98,11 @@ def run_ours(s: dict) -> dict:
         "quantization": {"mode": s["quantization"], "dtype": s["dtype"], "compute_dtype": s["dtype"]},
         "lora": {"r": s["lora_r"], "alpha": 2 * s["lora_r"], "dropout": 0.0,
                  "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]},
-        "data": {"source": str(data), "max_length": s["max_length"], "packing": s["packing"], "overlong": "skip"},
-        "train": {"output_dir": str(out / "run"), "max_steps": s["steps"], "per_device_batch_size": s["batch_size"],
+        "data": {"source": str(data), "max_length": s["max_length"], "packing": s["packing"] is True,
+                 "prefix_sharing": s["packing"] == "prefix", "overlong": "skip", "eval_fraction": 0.0,
+                 **({"template": "schema_first"} if s["packing"] == "prefix" else {})},
+        "train": {"output_dir": str(out / "run"), "max_steps": None if s["epoch"] else s["steps"], "epochs": 1,
+                  "per_device_batch_size": s["batch_size"],
                   "gradient_accumulation_steps": s["accumulation"], "learning_rate": s["learning_rate"],
                   "warmup_steps": 0, "lr_scheduler": "constant", "log_every": 1, "seed": s["seed"]},
         "checkpoint": {"every": 0}, "tracking": {"wandb": False}, "eval": {"at_end": False},
@@ -112,6 +119,8 @@ def run_ours(s: dict) -> dict:
     dt = last["time"] - first["time"]
     padding = next(r["perf/padding_fraction"] for r in m if "perf/padding_fraction" in r)
     return {"losses": [r["train/loss"] for r in steps],
+            "examples_seen": [r["train/examples_seen"] for r in steps],
+            "examples_per_s": (last["train/examples_seen"] - first["train/examples_seen"]) / dt,
             "target_tokens_per_s": (last["train/target_tokens_seen"] - first["train/target_tokens_seen"]) / dt,
             "tokens_per_s": (last["train/tokens_seen"] - first["train/tokens_seen"]) / dt,
             "padding_fraction": padding, "peak_memory_mb": peak_memory_mb()}
@@ -128,7 +137,8 @@ def run_trl(s: dict) -> dict:
 
     rows = rows_for(s)
     # The same text as our loop: prompt, then the SQL and closing fence (TRL appends EOS itself).
-    ds = Dataset.from_list([{"prompt": build_prompt(r), "completion": build_answer(r)} for r in rows])
+    template = "schema_first" if s["packing"] == "prefix" else "default"  # the same prompt text as ours
+    ds = Dataset.from_list([{"prompt": build_prompt(r, template), "completion": build_answer(r)} for r in rows])
     tok = AutoTokenizer.from_pretrained(s["model"])
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
@@ -141,10 +151,11 @@ def run_trl(s: dict) -> dict:
     model = AutoModelForCausalLM.from_pretrained(s["model"], **kwargs)
     out = tempfile.mkdtemp(prefix="bench-trl-")
     config = SFTConfig(
-        output_dir=out, max_steps=s["steps"], per_device_train_batch_size=s["batch_size"],
+        output_dir=out, max_steps=-1 if s["epoch"] else s["steps"], num_train_epochs=1,
+        per_device_train_batch_size=s["batch_size"],
         gradient_accumulation_steps=s["accumulation"], learning_rate=s["learning_rate"], lr_scheduler_type="constant",
         warmup_steps=0, logging_steps=1, save_strategy="no", report_to=[], seed=s["seed"], max_length=s["max_length"],
-        packing=s["packing"], gradient_checkpointing=s["gradient_checkpointing"], bf16=False,
+        packing=bool(s["packing"]), gradient_checkpointing=s["gradient_checkpointing"], bf16=False,
         use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, completion_only_loss=True, disable_tqdm=True,
     )
     peft_config = LoraConfig(r=s["lora_r"], lora_alpha=2 * s["lora_r"], lora_dropout=0.0, task_type="CAUSAL_LM",
@@ -159,7 +170,7 @@ def run_trl(s: dict) -> dict:
             if p.requires_grad and p.dtype != dtype:
                 p.data = p.data.to(dtype)
 
-    counts = {"target": [], "tokens": [], "padded": []}
+    counts = {"target": [], "tokens": [], "padded": [], "examples": []}
     collate = trainer.data_collator
 
     def counting_collator(features):
@@ -169,6 +180,8 @@ def run_trl(s: dict) -> dict:
         real = int(batch["attention_mask"].sum()) if "attention_mask" in batch else labels.numel()
         counts["tokens"].append(real)
         counts["padded"].append(labels.numel())
+        pos = batch.get("position_ids")
+        counts["examples"].append(int((pos == 0).sum()) if pos is not None else labels.shape[0])  # packed: starts
         return batch
 
     trainer.data_collator = counting_collator
@@ -185,11 +198,14 @@ def run_trl(s: dict) -> dict:
     trainer.add_callback(Clock())
     trainer.train()
     acc = s["accumulation"]
+    steps = len(times)
     # micro-batches of steps 2..N (the first step is warm-up)
-    target = sum(counts["target"][acc : acc * s["steps"]])
-    tokens = sum(counts["tokens"][acc : acc * s["steps"]])
+    target = sum(counts["target"][acc : acc * steps])
+    tokens = sum(counts["tokens"][acc : acc * steps])
     dt = times[-1] - times[0]
+    seen = [sum(counts["examples"][: acc * (k + 1)]) for k in range(steps)]
     return {"losses": losses, "target_tokens_per_s": target / dt, "tokens_per_s": tokens / dt,
+            "examples_seen": seen[: len(losses)], "examples_per_s": (seen[-1] - seen[0]) / dt,
             "padding_fraction": 1 - sum(counts["tokens"]) / sum(counts["padded"]), "peak_memory_mb": peak_memory_mb()}
 
 
@@ -254,6 +270,7 @@ def main() -> int:
     ap.add_argument("--accumulation", type=int, default=2)
     ap.add_argument("--learning-rate", type=float, default=2e-4)
     ap.add_argument("--examples", type=int, default=400)
+    ap.add_argument("--epoch-examples", type=int, default=160, help="examples of the one-epoch prefix-qlora pair")
     ap.add_argument("--configs", default="all", help="comma-separated names from: " + ", ".join(m[0] for m in MATRIX))
     ap.add_argument("--worker", choices=["ours", "trl"], help=argparse.SUPPRESS)
     ap.add_argument("--settings", help=argparse.SUPPRESS)
@@ -287,6 +304,8 @@ def main() -> int:
             n = min(len(ours["losses"]), len(trl["losses"]))
             half = slice(n // 2, n)  # the trainers draw different batches, so one step's loss is noisy: average
             speedups[name] = {
+                "examples_per_s_ratio": ours["examples_per_s"] / trl["examples_per_s"],
+                "peak_memory_mb_ours_trl": [ours["peak_memory_mb"], trl["peak_memory_mb"]],
                 "target_tokens_per_s_ratio": ours["target_tokens_per_s"] / trl["target_tokens_per_s"],
                 "tokens_per_s_ratio": ours["tokens_per_s"] / trl["tokens_per_s"],
                 "final_loss_ours": ours["losses"][n - 1], "final_loss_trl": trl["losses"][n - 1],

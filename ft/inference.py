@@ -40,9 +40,9 @@ def run_of(adapter: str | Path) -> tuple[Path | None, dict]:
 
 
 def prefer_unquantized_on_cpu(cfg: Config, explicit: bool) -> str | None:
-    """On a machine without CUDA, 4-bit generation is several times slower than 16/32-bit (bitsandbytes' CPU path
-    dequantizes every weight at every token; bench/results/cpu_inference_quantization.json): unless the mode was
-    asked for, inference uses the unquantized model when it fits in memory. Changes `cfg` before it is resolved;
+    """On a machine without CUDA, 4-bit generation is slower than 16/32-bit (bitsandbytes' CPU path dequantizes
+    every weight at every step; bench/results/cpu_inference_quantization.json): unless the mode was asked for,
+    inference uses the unquantized model when it fits in memory. Changes `cfg` before it is resolved;
     returns the note to print, or None."""
     from ft.model import local_model_dir
     from ft.system import available_memory_bytes, has_cuda
@@ -64,8 +64,8 @@ def prefer_unquantized_on_cpu(cfg: Config, explicit: bool) -> str | None:
     if not files or free is None or need > 0.6 * free:
         return None
     q.mode = "none"
-    return (f"no GPU: generating with the unquantized model ({need / 2**30:.1f} GiB; 4-bit is several times slower "
-            "on a CPU); --quantization 4bit keeps 4-bit")
+    return (f"no GPU: generating with the unquantized model ({need / 2**30:.1f} GiB; 4-bit is slower on a CPU); "
+            "--quantization 4bit keeps 4-bit")
 
 
 def load_for_inference(cfg: Config, adapter: str | None = None, device: str | None = None):
