@@ -235,15 +235,18 @@ def test_spider_layout(dataset, tmp_path):
 # ------------------------------------------------------------------------------------------- cache
 
 
-def test_ensure_dataset_reuses_cache_and_repairs_incomplete(dataset, tmp_path):
+def test_ensure_dataset_reuses_cache_and_repairs_incomplete(dataset, tmp_path, capsys):
     target = dataset_dir(tmp_path, seed=0)
     shutil.copytree(dataset, target)  # a cached copy, as a previous run would have left it
     mtime = (target / "manifest.json").stat().st_mtime_ns
     assert ensure_dataset(tmp_path, seed=0) == target
     assert (target / "manifest.json").stat().st_mtime_ns == mtime  # reused, not regenerated
+    assert "generating" not in capsys.readouterr().err  # silent when there is nothing to do
 
     (target / "manifest.json").unlink()  # incomplete: regenerated
     assert ensure_dataset(tmp_path, seed=0) == target
+    err = capsys.readouterr().err  # the generation says what it is doing, and when it is done
+    assert f"generating the bundled dataset once into {target}" in err and "bundled dataset ready" in err
     assert (target / "train.jsonl").read_bytes() == (dataset / "train.jsonl").read_bytes()
     assert (target / "manifest.json").exists()
 

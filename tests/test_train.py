@@ -1,6 +1,7 @@
 """The training loop, end to end on a tiny random Llama (CPU)."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -253,6 +254,8 @@ def test_data_cli_stats_and_show(tmp_path, tiny_model, rows_file):
     assert stats.returncode == 0, stats.stderr[-2000:]
     assert ("token-length histogram" in stats.stdout and "packed" in stats.stdout
             and "train by difficulty" in stats.stdout)
+    # the plan this config trains with: rows, optimizer steps per epoch (packing puts several examples a row)
+    assert re.search(r"this config's plan: \d+ rows of packed bins, \d+ optimizer steps per epoch", stats.stdout)
     show = subprocess.run([sys.executable, "-m", "ft.data", "show", "-n", "1", "--config", str(cfg)],
                           capture_output=True, text=True, cwd=REPO)
     assert show.returncode == 0 and "### Task" in show.stdout and "<<<LOSS STARTS HERE>>>SELECT" in show.stdout
