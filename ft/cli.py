@@ -47,6 +47,13 @@ class Command:
     overrides: dict[str, object] = field(default_factory=dict)  # forced by the command (merge: no quantization)
 
 
+def adapter_run_config(args: argparse.Namespace) -> Path | None:
+    """`default_config` of the commands that take --adapter: the config of the run the adapter came from."""
+    from ft.inference import resolve_adapter  # torch: only once a command runs
+
+    return resolve_adapter(args.adapter)[1] if getattr(args, "adapter", None) else None
+
+
 def _is_override(token: str) -> bool:
     """`--section.key` or `--section.key=value`: config keys have a dot, command options never do."""
     return token.startswith("--") and "." in token[2:].split("=", 1)[0]

@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from ft.cli import Alias, Command, run
+from ft.cli import Alias, Command, adapter_run_config, run
 from ft.data.rows import DataError, Row
 from ft.eval.generation import Generator
 from ft.eval.scoring import Candidate, check_answer, first_valid, vote
@@ -47,17 +47,12 @@ def _own(p) -> None:
     p.add_argument("--db", help="SQLite file: run the SQL (read-only) and print the rows")
 
 
-def _run_config(args):
-    from ft.inference import resolve_adapter
-
-    return resolve_adapter(args.adapter)[1] if args.adapter else None
-
 
 COMMAND = Command(
     name="generate",
     description=__doc__,
     add_arguments=_own,
-    default_config=_run_config,
+    default_config=adapter_run_config,
     aliases=[
         Alias("--model", "model.name_or_path", "base model [the adapter's run's]"),
         Alias("--quantization", "quantization.mode", choices=["4bit", "8bit", "none"]),

@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ft.cli import Alias, Command, run
+from ft.cli import Alias, Command, adapter_run_config, run
 from ft.files import check_writable, share
 from ft.model import ModelError
 
@@ -51,17 +51,12 @@ def _own(p) -> None:
     p.add_argument("--out", required=True, help="folder for the merged model")
 
 
-def _run_config(args):
-    from ft.inference import resolve_adapter
-
-    return resolve_adapter(args.adapter)[1]
-
 
 COMMAND = Command(
     name="merge",
     description=__doc__,
     add_arguments=_own,
-    default_config=_run_config,
+    default_config=adapter_run_config,
     overrides={"quantization.mode": "none"},
     aliases=[
         Alias("--model", "model.name_or_path", "base model [the one the adapter was trained on]"),

@@ -11,7 +11,7 @@ import signal
 import sys
 from pathlib import Path
 
-from ft.cli import Alias, Command, run
+from ft.cli import Alias, Command, adapter_run_config, run
 from ft.constants import EXIT_PREEMPTED
 from ft.data.rows import DataError
 from ft.model import ModelError
@@ -24,17 +24,12 @@ def _own(p) -> None:
     p.add_argument("--compare", nargs=2, metavar=("A", "B"), help="print two prediction files side by side")
 
 
-def _run_config(args):
-    from ft.inference import resolve_adapter
-
-    return resolve_adapter(args.adapter)[1] if args.adapter else None
-
 
 COMMAND = Command(
     name="eval",
     description=__doc__,
     add_arguments=_own,
-    default_config=_run_config,
+    default_config=adapter_run_config,
     aliases=[
         Alias("--model", "model.name_or_path", "base model: Hub id, folder, GGUF file or alias"),
         Alias("--data", "data.eval_source", "dataset to evaluate on (file, folder, HF name or 'bundled') "
