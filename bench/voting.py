@@ -63,6 +63,8 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--max-new-tokens", type=int, default=100)
     ap.add_argument("--cost-questions", type=int, default=16)
+    ap.add_argument("--cost-only", action="store_true",
+                    help="only the sampling-cost measurement, added to an earlier run's voting.json (same adapter)")
     args = ap.parse_args()
     sys.path.insert(0, str(REPO / "bench"))
     from train_throughput import machine, versions
@@ -90,6 +92,11 @@ def main() -> int:
               "results": {}}
     settings = [("greedy", {}), (f"retry{args.retries}", {"retries": args.retries})]
     settings += [(f"vote{n}", {"samples": n}) for n in args.samples]
+    if args.cost_only:
+        earlier = json.loads(OUT.read_text())
+        if earlier["settings"]["adapter"] != args.adapter:
+            sys.exit(f"{OUT} holds adapter {earlier['settings']['adapter']}, not {args.adapter}")
+        result["results"], settings = earlier["results"], []
     for name, kw in settings:
         torch.manual_seed(0)
         t0 = time.perf_counter()
@@ -101,7 +108,7 @@ def main() -> int:
         result["results"][name] = summary_of(m) | {"wall_s": round(wall, 1), "seconds_per_question": wall / len(rows)}
         print(name, json.dumps(result["results"][name]), flush=True)
         OUT.write_text(json.dumps(result, indent=2) + "\n")
-    greedy = result["results"]["greedy"]["ex"]
+    greedy = result["results"]["greedy"]["ex"]  # every setting ran on the same questions
     result["gain_points_over_greedy"] = {k: round(100 * (v["ex"] - greedy), 1) for k, v in result["results"].items()}
     cost_rows = prompts[: args.cost_questions]
     result["sampling_cost_s"] = prefill_cost(model, tok, cost_rows, cfg.data.template, 8, args.max_new_tokens,
