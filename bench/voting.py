@@ -92,10 +92,11 @@ def main() -> int:
               "results": {}}
     settings = [("greedy", {}), (f"retry{args.retries}", {"retries": args.retries})]
     settings += [(f"vote{n}", {"samples": n}) for n in args.samples]
-    if args.cost_only:
+    if args.cost_only:  # keep the earlier settings' figures: they must be of this adapter on these questions
         earlier = json.loads(OUT.read_text())
-        if earlier["settings"]["adapter"] != args.adapter:
-            sys.exit(f"{OUT} holds adapter {earlier['settings']['adapter']}, not {args.adapter}")
+        same = {k: earlier["settings"][k] for k in ("adapter", "questions")}
+        if same != {"adapter": args.adapter, "questions": len(rows)}:
+            sys.exit(f"{OUT} holds {same}, not adapter {args.adapter} on {len(rows)} questions")
         result["results"], settings = earlier["results"], []
     for name, kw in settings:
         torch.manual_seed(0)

@@ -51,7 +51,7 @@ def adapter_run_config(args: argparse.Namespace) -> Path | None:
     """`default_config` of the commands that take --adapter: the config of the run the adapter came from."""
     from ft.inference import resolve_adapter  # torch: only once a command runs
 
-    return resolve_adapter(args.adapter)[1] if getattr(args, "adapter", None) else None
+    return resolve_adapter(args.adapter)[1] if args.adapter else None
 
 
 def _is_override(token: str) -> bool:

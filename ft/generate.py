@@ -47,7 +47,6 @@ def _own(p) -> None:
     p.add_argument("--db", help="SQLite file: run the SQL (read-only) and print the rows")
 
 
-
 COMMAND = Command(
     name="generate",
     description=__doc__,

@@ -51,7 +51,6 @@ def _own(p) -> None:
     p.add_argument("--out", required=True, help="folder for the merged model")
 
 
-
 COMMAND = Command(
     name="merge",
     description=__doc__,

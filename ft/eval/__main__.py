@@ -24,7 +24,6 @@ def _own(p) -> None:
     p.add_argument("--compare", nargs=2, metavar=("A", "B"), help="print two prediction files side by side")
 
 
-
 COMMAND = Command(
     name="eval",
     description=__doc__,
