@@ -129,7 +129,14 @@ def _ex(model, tok, rows, cfg, label: str) -> dict:
     return figures
 
 
-def ex_section(adapter: str, ex_split: str, ex_budget: int, cache_dir: str) -> dict:
+def _spread(rows: list, limit: int | None) -> list:
+    """At most `limit` rows spread evenly over the list (its order groups tiers), deterministic."""
+    if not limit or limit >= len(rows):
+        return rows
+    return [rows[i * len(rows) // limit] for i in range(limit)]
+
+
+def ex_section(adapter: str, ex_split: str, ex_budget: int, cache_dir: str, ex_limit: int | None = None) -> dict:
     """Execution accuracy with a trained adapter: linking vs truncation (warehouse), value hints on / off."""
     from ft.config import load_config, resolve
     from ft.data.linking import TokenCounter, fit_prompt
@@ -142,10 +149,12 @@ def ex_section(adapter: str, ex_split: str, ex_budget: int, cache_dir: str) -> d
     context = int(getattr(model.config, "max_position_embeddings", 2048))
     reserve = cfg.eval.max_new_tokens
     count = TokenCounter(tok)
-    splits = {"eval": ("eval",), "train": ("train",), "all": ("train", "eval")}[ex_split]
-    wh = warehouse_rows(cache_dir, splits)
+    splits = {"eval": ("eval",), "train": ("train",), "all": ("eval", "train")}[ex_split]
+    # Each split on its own: held-out questions and questions seen in training say different things.
+    wh = {s: _spread(warehouse_rows(cache_dir, (s,)), ex_limit) for s in splits}
     out: dict = {"adapter": str(adapter), "context_length": context, "reserve_tokens": reserve,
-                 "warehouse_split": ex_split, "warehouse_questions": len(wh), "budget": ex_budget}
+                 "warehouse_split": ex_split, "warehouse_questions": {s: len(r) for s, r in wh.items()},
+                 "warehouse_limit": ex_limit, "budget": ex_budget}
 
     def pruned(rows, how):
         res = []
@@ -161,8 +170,10 @@ def ex_section(adapter: str, ex_split: str, ex_budget: int, cache_dir: str) -> d
                            max_value_hints=cfg.data.max_value_hints)
 
     out["warehouse"] = {}
-    for label, how in (("linking", linking), ("truncation", truncation), ("gold_tables_only", gold_only)):
-        out["warehouse"][label] = _ex(model, tok, pruned(wh, how), cfg, f"warehouse {label}")
+    for split, rows in wh.items():
+        out["warehouse"][split] = {}
+        for label, how in (("linking", linking), ("truncation", truncation), ("gold_tables_only", gold_only)):
+            out["warehouse"][split][label] = _ex(model, tok, pruned(rows, how), cfg, f"warehouse {split} {label}")
     held = load_source("bundled", "bundled", "eval", cache_dir=cache_dir)
     out["heldout_value_hints"] = {"questions": len(held)}
     for hints in (True, False):
@@ -180,8 +191,10 @@ def main(argv=None) -> int:
     ap.add_argument("--cache-dir", default="~/.cache/sqlft/data", help="where the bundled dataset is generated")
     ap.add_argument("--adapter", help="a trained adapter: also measure execution accuracy (needs the model)")
     ap.add_argument("--ex-split", default="eval", choices=["eval", "train", "all"],
-                    help="warehouse questions for the EX comparison (train: seen in training)")
+                    help="warehouse questions for the EX comparison (train: seen in training; all: both, apart)")
     ap.add_argument("--ex-budget", type=int, default=1024, help="schema budget for the EX comparison")
+    ap.add_argument("--ex-limit", type=int, default=None, 
+                    help="at most N warehouse questions of each split, spread evenly")
     ap.add_argument("--out", default=str(RESULTS / "schema_linking.json"))
     args = ap.parse_args(argv)
 
@@ -216,7 +229,7 @@ def main(argv=None) -> int:
     result["recall"] = recall_section(datasets, budgets, tok)
     result["recall_seconds"] = round(time.perf_counter() - t0, 1)
     if args.adapter:
-        result["execution"] = ex_section(args.adapter, args.ex_split, args.ex_budget, args.cache_dir)
+        result["execution"] = ex_section(args.adapter, args.ex_split, args.ex_budget, args.cache_dir, args.ex_limit)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.exists() and not args.adapter:  # keep an earlier --adapter run's figures

@@ -148,6 +148,9 @@ class EvalConfig:
     temperature: float = 0.8  # sampling, for samples and retries
     top_p: float = 0.95
     reuse_schema_cache: bool = False  # one KV cache per schema, reused for its questions; needs schema_first
+    # Tables after FROM / JOIN and columns after `t.` limited to the prompt schema's names while decoding
+    # (ft.sql.constrain: PICARD-style checks of the top 8 next tokens); measured in bench/results/constrained.json
+    constrain: bool = False
 
 
 @dataclass

@@ -25,7 +25,7 @@ def answer(model, tokenizer, row: Row, template: str, e, prompt: Row | None = No
         return [check_answer(row, t, e.timeout_s, e.max_rows, logprob=lp) for t, lp in zip(texts, logprobs)]
 
     gen = Generator(model, tokenizer, template, e.max_new_tokens, samples=e.samples, temperature=e.temperature,
-                    top_p=e.top_p)
+                    top_p=e.top_p, constrain=e.constrain)
     prompt = prompt or row  # what the model reads (a linked schema); answers are checked against `row`
     out = gen.run([prompt])[0]
     greedy = check_answer(row, out.text, e.timeout_s, e.max_rows, greedy=True)
@@ -33,7 +33,7 @@ def answer(model, tokenizer, row: Row, template: str, e, prompt: Row | None = No
         return vote([greedy, *checked(out.samples, out.sample_logprobs)])[0], True
     if e.retries and greedy.validation_errors:
         extra = Generator(model, tokenizer, template, e.max_new_tokens, samples=e.retries, temperature=e.temperature,
-                          top_p=e.top_p).run([prompt], greedy=False)[0]
+                          top_p=e.top_p, constrain=e.constrain).run([prompt], greedy=False)[0]
         return first_valid(greedy, checked(extra.samples, extra.sample_logprobs)), True
     return greedy, False
 
@@ -57,6 +57,7 @@ COMMAND = Command(
         Alias("--quantization", "quantization.mode", choices=["4bit", "8bit", "none"]),
         Alias("--retries", "eval.retries", "sampled alternatives when validation fails"),
         Alias("--samples", "eval.samples", "execution-guided decoding: vote over N executed samples (needs --db)"),
+        Alias("--constrain", "eval.constrain", "only the schema's table / column names while decoding", const="true"),
         Alias("--max-new-tokens", "eval.max_new_tokens"),
     ],
 )

@@ -214,7 +214,8 @@ def execution_eval(model, accelerator, tokenizer, rows, cfg: Config, *, train_db
                  batch_size=e.batch_size, max_new_tokens=e.max_new_tokens, timeout_s=e.timeout_s,
                  max_rows=e.max_rows, retries=0 if lockstep else e.retries, samples=e.samples,
                  temperature=e.temperature, top_p=e.top_p, synced_gpus=lockstep,
-                 reuse_schema_cache=e.reuse_schema_cache and world == 1, train_dbs=train_dbs, on_batch=on_batch,
+                 reuse_schema_cache=e.reuse_schema_cache and world == 1, constrain=e.constrain, train_dbs=train_dbs,
+                 on_batch=on_batch,
                  should_stop=(lambda: stop.should_stop(accelerator)) if stop is not None else None,
                  progress=label if accelerator.is_main_process else None,
                  prompt_rows=[prompts[i] for i in mine] if prompts is not None else None)
@@ -233,7 +234,7 @@ def final_evaluation(model, accelerator, tokenizer, eval_rows, cfg: Config, stat
     evaluation finished by an earlier attempt of this run (same settings, same step) is reused, not redone."""
     e = cfg.eval
     settings = {k: getattr(e, k) for k in ("max_new_tokens", "timeout_s", "max_rows", "retries", "samples",
-                                          "temperature", "top_p")} | {"template": cfg.data.template}
+                                          "temperature", "top_p", "constrain")} | {"template": cfg.data.template}
     train_dbs = set(state.train_dbs) if state.train_dbs else None
     summaries = {}
     for name in ("base", "finetuned"):

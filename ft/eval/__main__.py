@@ -40,6 +40,7 @@ COMMAND = Command(
         Alias("--batch-size", "eval.batch_size"),
         Alias("--max-new-tokens", "eval.max_new_tokens"),
         Alias("--retries", "eval.retries", "sampled alternatives when an answer fails validation"),
+        Alias("--constrain", "eval.constrain", "only the schema's table / column names while decoding", const="true"),
     ],
 )
 
@@ -78,7 +79,7 @@ def evaluate_command(cfg, args) -> int:
         raise DataError("No rows to evaluate: the config has no eval split; give one with --data.")
     e = cfg.eval
     settings = {k: getattr(e, k) for k in ("max_new_tokens", "timeout_s", "max_rows", "retries", "samples",
-                                          "temperature", "top_p")}
+                                          "temperature", "top_p", "constrain")}
     settings |= {"template": d.template, "model": cfg.model.name_or_path, "adapter": str(args.adapter),
                  "step": state.get("step"), "quantization": cfg.quantization.mode}
     log = PredictionLog(folder, name, rows, settings)
@@ -102,7 +103,8 @@ def evaluate_command(cfg, args) -> int:
         _, partial = evaluate(model, tokenizer, todo, template=d.template, batch_size=e.batch_size,
                               max_new_tokens=e.max_new_tokens, timeout_s=e.timeout_s, max_rows=e.max_rows,
                               retries=e.retries, samples=e.samples, temperature=e.temperature, top_p=e.top_p,
-                              reuse_schema_cache=e.reuse_schema_cache, train_dbs=train_dbs, on_batch=on_batch,
+                              reuse_schema_cache=e.reuse_schema_cache, constrain=e.constrain, train_dbs=train_dbs,
+                              on_batch=on_batch,
                               should_stop=STOP.requested, progress="eval", prompt_rows=prompts)
         wall_qps = partial.get("questions_per_s")
     else:

@@ -16,6 +16,9 @@ batch so batches stay full) stacks its rows' schema caches, left-padded to the l
 [pad][prefix][pad ... pad][question part] (attention_mask 0 on the pads): generation runs only the question parts,
 position ids follow the attention mask, and greedy outputs are those of generating from the whole prompt
 (tests/test_prefix.py).
+
+`constrain` (eval.constrain): tables and columns limited to the names of the prompt's schema while decoding
+(ft.sql.constrain, PICARD-style checks of the top-k next tokens), for the greedy answer and the samples.
 """
 from __future__ import annotations
 
@@ -24,10 +27,11 @@ import time
 from dataclasses import dataclass, field
 
 import torch
-from transformers import DynamicCache
+from transformers import DynamicCache, LogitsProcessorList
 
 from ft.data.prompt import STOP, prompt_ids
 from ft.data.rows import Row
+from ft.sql.constrain import IdentifierGuard, SchemaConstraint
 
 
 @dataclass
@@ -91,9 +95,11 @@ class Generator:
 
     def __init__(self, model, tokenizer, template: str = "default", max_new_tokens: int = 192, *, samples: int = 0,
                  temperature: float = 0.8, top_p: float = 0.95, synced_gpus: bool = False,
-                 reuse_schema_cache: bool = False):
+                 reuse_schema_cache: bool = False, constrain: bool = False):
         self.model, self.tok, self.template, self.max_new_tokens = model, tokenizer, template, max_new_tokens
         self.samples, self.temperature, self.top_p, self.synced = samples, temperature, top_p, synced_gpus
+        self.constrain = constrain  # identifiers limited to the prompt schema's names while decoding
+        self.masked = self.fallbacks = 0  # tokens the constraint masked; row-steps it had to leave alone
         # Schema reuse batches by schema: ranks under ZeRO-3 must run equal batches, so not with synced_gpus.
         self.reuse = reuse_schema_cache and not synced_gpus
         self._schema_caches: dict[tuple[int, ...], object] = {}
@@ -122,15 +128,32 @@ class Generator:
 
     # ---- generation --------------------------------------------------------------------------
 
-    def _generate(self, ids, mask, cache, *, sample: bool):
+    def _generate(self, ids, mask, cache, *, sample: bool, guards=None):
+        processors = None
+        if guards is not None:
+            processors = LogitsProcessorList([SchemaConstraint(self.tok, guards, ids.shape[1], STOP)])
         out = self.model.generate(
             input_ids=ids, attention_mask=mask, cache=cache, max_new_tokens=self.max_new_tokens, do_sample=sample,
             temperature=self.temperature if sample else None, top_p=self.top_p if sample else None, top_k=None,
             use_cache=True, pad_token_id=self.tok.pad_token_id, eos_token_id=self.tok.eos_token_id,
             stop_strings=[STOP], tokenizer=self.tok, synced_gpus=self.synced,
-            return_dict_in_generate=True, output_logits=sample,
+            return_dict_in_generate=True, output_logits=sample, logits_processor=processors,
         )
+        if processors is not None:
+            self.masked += processors[0].masked
+            self.fallbacks += processors[0].fallbacks
         return out, out.sequences[:, ids.shape[1]:]
+
+    def _guards(self, rows: list[Row]):
+        if not self.constrain:
+            return None
+        out = []
+        for r in rows:
+            try:
+                out.append(IdentifierGuard.from_ddl(r.schema))
+            except ValueError:  # a schema we can't read: that question decodes unconstrained
+                out.append(None)
+        return out
 
     @torch.no_grad()
     def run(self, rows: list[Row], greedy: bool = True) -> list[Generated]:
@@ -142,15 +165,18 @@ class Generator:
             t0 = time.perf_counter()
             ids, mask, cache = self._inputs(rows)
             texts = [""] * len(rows)
+            guards = self._guards(rows)
             if greedy:
-                new = self._generate(ids, mask, expand_cache(cache, 1) if self.samples else cache, sample=False)[1]
+                new = self._generate(ids, mask, expand_cache(cache, 1) if self.samples else cache, sample=False,
+                                     guards=guards)[1]
                 texts = self.tok.batch_decode(new, skip_special_tokens=True)
             samples: list[list[str]] = [[] for _ in rows]
             logprobs: list[list[float]] = [[] for _ in rows]
             if self.samples:
                 n = self.samples
                 out, new = self._generate(ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0),
-                                          expand_cache(cache, n), sample=True)
+                                          expand_cache(cache, n), sample=True,
+                                          guards=None if guards is None else [g for g in guards for _ in range(n)])
                 decoded = self.tok.batch_decode(new, skip_special_tokens=True)
                 lps = _mean_logprobs(out.logits, new, {self.tok.eos_token_id, self.tok.pad_token_id})
                 for k in range(len(rows)):

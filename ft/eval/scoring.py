@@ -197,7 +197,7 @@ def first_valid(greedy: Candidate, samples: list[Candidate]) -> Candidate:
 def evaluate(model, tokenizer, rows: list[Row], *, template: str = "default", batch_size: int = 8,
              max_new_tokens: int = 192, timeout_s: float = 5.0, max_rows: int = 10000, retries: int = 0,
              samples: int = 0, temperature: float = 0.8, top_p: float = 0.95, synced_gpus: bool = False,
-             reuse_schema_cache: bool = False, train_dbs: set[str] | None = None,
+             reuse_schema_cache: bool = False, constrain: bool = False, train_dbs: set[str] | None = None,
              on_batch: Callable[[list[tuple[int, Prediction]]], None] | None = None,
              should_stop: Callable[[], bool] | None = None, progress: str | None = None,
              prompt_rows: list[Row] | None = None) -> tuple[list[Prediction], dict]:
@@ -210,9 +210,9 @@ def evaluate(model, tokenizer, rows: list[Row], *, template: str = "default", ba
 
     t0 = time.perf_counter()
     gen = Generator(model, tokenizer, template, max_new_tokens, samples=samples, temperature=temperature,
-                    top_p=top_p, synced_gpus=synced_gpus, reuse_schema_cache=reuse_schema_cache)
+                    top_p=top_p, synced_gpus=synced_gpus, reuse_schema_cache=reuse_schema_cache, constrain=constrain)
     retry_gen = Generator(model, tokenizer, template, max_new_tokens, samples=retries, temperature=temperature,
-                          top_p=top_p) if retries else None
+                          top_p=top_p, constrain=constrain) if retries else None
     golds: dict = {}
     done: dict[int, Prediction] = {}
     bar = tqdm(total=len(rows), desc=progress, disable=progress is None, dynamic_ncols=True, unit="q")
@@ -265,6 +265,8 @@ def evaluate(model, tokenizer, rows: list[Row], *, template: str = "default", ba
     preds = [done[i] for i in sorted(done)]
     summary = summarize(preds, time.perf_counter() - t0)
     summary["complete"] = not stopped
+    if constrain:  # what the identifier constraint did: next tokens it masked, over all answers
+        summary["constrain_masked_tokens"] = gen.masked + (retry_gen.masked if retry_gen else 0)
     return preds, summary
 
 
