@@ -258,16 +258,23 @@ def compare(args) -> dict:
                                 "--grpo.group_size", str(args.group_size), "--grpo.max_new_tokens",
                                 str(args.max_new_tokens), "--checkpoint.every", str(args.grpo_steps)],
                       out / "grpo.log")
+    if grpo_run["exit"] != 0:  # nothing to compare: say why instead of training SFT for no reason
+        sys.exit(f"the GRPO run failed (exit {grpo_run['exit']}): see {out / 'grpo.log'}")
     sft_run = _train(common + ["--train.output_dir", str(out / "sft"), "--train.max_steps", "100000",
                                "--train.learning_rate", str(args.sft_lr), "--train.seed", "7",
                                "--checkpoint.every", "0"], out / "sft.log", stop_after_s=grpo_run["wall_s"])
     sft_ckpts = sorted((out / "sft" / "checkpoints").glob("step-*"))
     adapters = {"start": start, "grpo": str(out / "grpo" / "adapter"),
                 "sft": str(sft_ckpts[-1] / "adapter") if sft_ckpts else None}
-    evals = {name: _evaluate(path, args) for name, path in adapters.items() if path}
-    return {"settings": {k: v for k, v in vars(args).items() if k != "func"}, "grpo_run": grpo_run,
-            "sft_run": sft_run, "sft_steps": int(sft_ckpts[-1].name.split("-")[1]) if sft_ckpts else 0,
-            "adapters": adapters, "eval": evals}
+    result = {"settings": {k: v for k, v in vars(args).items() if k != "func"}, "grpo_run": grpo_run,
+              "sft_run": sft_run, "sft_steps": int(sft_ckpts[-1].name.split("-")[1]) if sft_ckpts else 0,
+              "adapters": adapters, "eval": {}, "complete": False}
+    for name, path in adapters.items():  # the evaluations take longest: keep each as it is done
+        if path:
+            result["eval"][name] = _evaluate(path, args)
+            Path(args.out).write_text(json.dumps(result, indent=1, default=str) + "\n")
+    result["complete"] = True
+    return result
 
 
 def main(argv=None) -> int:

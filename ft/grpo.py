@@ -157,26 +157,14 @@ def completion_ids(ids: list[int], tokenizer) -> list[int]:
     return ids[: limit + 1] if limit < len(ids) else ids
 
 
-class _Sampler(Generator):
-    """The Generator, keeping the token ids of the samples it decodes (its run() returns their text)."""
-
-    sequences: torch.Tensor | None = None
-
-    def _generate(self, ids, mask, cache, *, sample: bool):
-        out, new = super()._generate(ids, mask, cache, sample=sample)
-        if sample:
-            self.sequences = new
-        return out, new
-
-
 class Rollout:
     """Sampling, scoring and batching for GRPO: one per run, around the bare model (LoRA on while sampling)."""
 
     def __init__(self, model, tokenizer, cfg, *, attn: str = "sdpa", synced_gpus: bool = False, device=None):
         g = cfg.grpo
         self.cfg, self.g, self.tok, self.attn, self.device = cfg, g, tokenizer, attn, device
-        self.gen = _Sampler(model, tokenizer, cfg.data.template, g.max_new_tokens, samples=g.group_size,
-                            temperature=g.temperature, top_p=g.top_p, synced_gpus=synced_gpus)
+        self.gen = Generator(model, tokenizer, cfg.data.template, g.max_new_tokens, samples=g.group_size,
+                             temperature=g.temperature, top_p=g.top_p, synced_gpus=synced_gpus)
         # flash-attn can't take a tree mask: each completion then runs as its own row with the whole prompt.
         self.shared = g.shared_prompts and attn in TREE_ATTENTION
         self.golds: dict = {}  # gold results, computed once per question
@@ -188,7 +176,7 @@ class Rollout:
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
             self.gen.run(rows, greedy=False)
-        seqs, n = self.gen.sequences.tolist(), self.g.group_size
+        seqs, n = self.gen.sample_ids.tolist(), self.g.group_size
         groups = []
         for k, row in enumerate(rows):
             grp = Group(row, self.gen.encode(row)[0])

@@ -100,6 +100,7 @@ class Generator:
         self.samples, self.temperature, self.top_p, self.synced = samples, temperature, top_p, synced_gpus
         self.constrain = constrain  # identifiers limited to the prompt schema's names while decoding
         self.masked = self.fallbacks = 0  # tokens the constraint masked; row-steps it had to leave alone
+        self.sample_ids: torch.Tensor | None = None  # token ids of the last run's samples (GRPO trains on them)
         # Schema reuse batches by schema: ranks under ZeRO-3 must run equal batches, so not with synced_gpus.
         self.reuse = reuse_schema_cache and not synced_gpus
         self._schema_caches: dict[tuple[int, ...], object] = {}
@@ -177,6 +178,7 @@ class Generator:
                 out, new = self._generate(ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0),
                                           expand_cache(cache, n), sample=True,
                                           guards=None if guards is None else [g for g in guards for _ in range(n)])
+                self.sample_ids = new
                 decoded = self.tok.batch_decode(new, skip_special_tokens=True)
                 lps = _mean_logprobs(out.logits, new, {self.tok.eos_token_id, self.tok.pad_token_id})
                 for k in range(len(rows)):
