@@ -225,7 +225,10 @@ def _train(args_list: list[str], log: Path, stop_after_s: float | None = None) -
 
 
 def _evaluate(adapter: str | None, args) -> dict:
+    import torch
+
     from ft.config import load_config, resolve
+    from ft.data.linking import make_fitter
     from ft.data.sources import load_splits
     from ft.eval.scoring import evaluate
     from ft.inference import load_for_inference
@@ -235,10 +238,14 @@ def _evaluate(adapter: str | None, args) -> dict:
     model, tok = load_for_inference(cfg, adapter, device="cpu")
     train_rows, rows, _ = load_splits(cfg.data, cfg.train.seed)  # the demo's held-out split, capped at eval_rows
     e = cfg.eval
+    # Prompts linked to fit as `sqlft eval` does (the warehouse's whole DDL is 24k tokens: 16 of them ran out of
+    # memory here).
+    fit = make_fitter(tok, cfg.data.template, cfg.data, model.config.max_position_embeddings, e.max_new_tokens)
+    torch.manual_seed(0)
     _, summary = evaluate(model, tok, rows, template=cfg.data.template, batch_size=e.batch_size,
                           max_new_tokens=e.max_new_tokens, timeout_s=e.timeout_s, max_rows=e.max_rows,
                           samples=args.vote_samples, temperature=e.temperature, top_p=e.top_p,
-                          train_dbs={r.db_id for r in train_rows if r.db_id})
+                          train_dbs={r.db_id for r in train_rows if r.db_id}, prompt_rows=[fit(r) for r in rows])
     return {"n": summary.get("n"), "ex_greedy": summary.get("ex_greedy"), "ex_voted": summary.get("ex"),
             "kinds": summary.get("kinds"), "valid": summary.get("valid")}
 
@@ -249,6 +256,8 @@ def compare(args) -> dict:
     start = str(resolve_adapter(args.adapter)[0])
     out = Path(args.work)
     out.mkdir(parents=True, exist_ok=True)
+    if args.reuse_runs:  # evaluate the adapters an earlier compare trained in --work (its timings are in its logs)
+        return _evaluate_all(args, start, {"reused": str(out / "grpo.log")}, {"reused": str(out / "sft.log")})
     common = ["--config", str(DEMO), "--model.adapter", start, "--eval.at_end", "false", "--tracking.wandb",
               "false", "--checkpoint.resume", "none", "--train.lr_scheduler", "constant", "--train.warmup_steps",
               "0", "--data.max_eval_rows", "8", "--quantization.mode", args.quantization]
@@ -263,12 +272,21 @@ def compare(args) -> dict:
     sft_run = _train(common + ["--train.output_dir", str(out / "sft"), "--train.max_steps", "100000",
                                "--train.learning_rate", str(args.sft_lr), "--train.seed", "7",
                                "--checkpoint.every", "0"], out / "sft.log", stop_after_s=grpo_run["wall_s"])
+    return _evaluate_all(args, start, grpo_run, sft_run)
+
+
+def _evaluate_all(args, start: str, grpo_run: dict, sft_run: dict) -> dict:
+    out = Path(args.work)
     sft_ckpts = sorted((out / "sft" / "checkpoints").glob("step-*"))
     adapters = {"start": start, "grpo": str(out / "grpo" / "adapter"),
                 "sft": str(sft_ckpts[-1] / "adapter") if sft_ckpts else None}
     result = {"settings": {k: v for k, v in vars(args).items() if k != "func"}, "grpo_run": grpo_run,
               "sft_run": sft_run, "sft_steps": int(sft_ckpts[-1].name.split("-")[1]) if sft_ckpts else 0,
               "adapters": adapters, "eval": {}, "complete": False}
+    metrics = out / "grpo" / "metrics.jsonl"  # what the GRPO run saw: rewards, sample EX, zero-variance groups
+    if metrics.is_file():
+        result["grpo_metrics"] = [{k: v for k, v in json.loads(line).items() if k.startswith("grpo/") or k == "step"}
+                                  for line in metrics.read_text().splitlines() if "grpo/" in line]
     for name, path in adapters.items():  # the evaluations take longest: keep each as it is done
         if path:
             result["eval"][name] = _evaluate(path, args)
@@ -307,6 +325,7 @@ def main(argv=None) -> int:
     c.add_argument("--eval-rows", type=int, default=96)
     c.add_argument("--vote-samples", type=int, default=8)
     c.add_argument("--work", default=str(REPO / "runs" / "bench-grpo"))
+    c.add_argument("--reuse-runs", action="store_true", help="evaluate the runs already trained in --work")
     c.add_argument("--out", default=str(RESULTS / "grpo_vs_sft.json"))
     args = ap.parse_args(argv)
     if args.mode is None:
