@@ -53,12 +53,10 @@ def main() -> int:
     args = ap.parse_args()
     sys.path.insert(0, str(REPO / "bench"))
     from train_throughput import machine, versions
+    from voting import held_out
 
-    from ft.config import load_config, resolve
-    from ft.data.linking import make_fitter
-    from ft.data.sources import load_eval_rows, load_source
+    from ft.data.sources import load_source
     from ft.eval.scoring import evaluate, summarize
-    from ft.inference import load_for_inference, prefer_unquantized_on_cpu, resolve_adapter, run_of
 
     result: dict = {"benchmark": "constrained_decoding", "date": time.strftime("%Y-%m-%d"), "machine": machine(),
                     "versions": versions()}
@@ -68,15 +66,8 @@ def main() -> int:
         result["gold_blocked"]["spider_train"] = gold_blocked(load_source(str(SPIDER), "spider", split="train_spider"))
     print(json.dumps(result["gold_blocked"], indent=1), flush=True)
 
-    cfg = load_config(resolve_adapter(args.adapter)[1], {"data.max_eval_rows": args.questions})
-    note = prefer_unquantized_on_cpu(cfg, explicit=False)
-    cfg = resolve(cfg)
-    rows = load_eval_rows(cfg.data, cfg.train.seed)
-    model, tok = load_for_inference(cfg, args.adapter)
-    fit = make_fitter(tok, cfg.data.template, cfg.data, model.config.max_position_embeddings, args.max_new_tokens)
-    prompts = [fit(r) for r in rows]
-    _, state = run_of(args.adapter)
-    train_dbs = set(state["train_dbs"]) if state.get("train_dbs") else None
+    cfg, note, rows, prompts, model, tok, state, train_dbs = held_out(args.adapter, args.questions,
+                                                                      args.max_new_tokens)
     e = cfg.eval
     result["settings"] = {"adapter": args.adapter, "questions": len(rows), "batch_size": args.batch_size,
                           "max_new_tokens": args.max_new_tokens, "samples": args.samples, "top_k_checked": 8,

@@ -54,6 +54,25 @@ def prefill_cost(model, tok, rows, template: str, n: int, max_new_tokens: int, b
     return out | {"questions": len(rows), "samples": n, "max_new_tokens": max_new_tokens}
 
 
+def held_out(adapter: str, questions: int, max_new_tokens: int):
+    """An adapter's run config, model and held-out split capped at `questions` (seeded), as `sqlft eval` would
+    run them on a CPU: (cfg, unquantized note, rows, prompts linked to fit, model, tokenizer, run state, train_dbs)."""
+    from ft.config import load_config, resolve
+    from ft.data.linking import make_fitter
+    from ft.data.sources import load_eval_rows
+    from ft.inference import load_for_inference, prefer_unquantized_on_cpu, resolve_adapter, run_of
+
+    cfg = load_config(resolve_adapter(adapter)[1], {"data.max_eval_rows": questions})
+    note = prefer_unquantized_on_cpu(cfg, explicit=False)
+    cfg = resolve(cfg)
+    rows = load_eval_rows(cfg.data, cfg.train.seed)
+    model, tok = load_for_inference(cfg, adapter)
+    fit = make_fitter(tok, cfg.data.template, cfg.data, model.config.max_position_embeddings, max_new_tokens)
+    _, state = run_of(adapter)
+    train_dbs = set(state["train_dbs"]) if state.get("train_dbs") else None
+    return cfg, note, rows, [fit(r) for r in rows], model, tok, state, train_dbs
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--adapter", required=True)
@@ -69,21 +88,10 @@ def main() -> int:
     sys.path.insert(0, str(REPO / "bench"))
     from train_throughput import machine, versions
 
-    from ft.config import load_config, resolve
-    from ft.data.linking import make_fitter
-    from ft.data.sources import load_eval_rows
     from ft.eval.scoring import evaluate
-    from ft.inference import load_for_inference, prefer_unquantized_on_cpu, resolve_adapter, run_of
 
-    cfg = load_config(resolve_adapter(args.adapter)[1], {"data.max_eval_rows": args.questions})
-    note = prefer_unquantized_on_cpu(cfg, explicit=False)
-    cfg = resolve(cfg)
-    rows = load_eval_rows(cfg.data, cfg.train.seed)
-    model, tok = load_for_inference(cfg, args.adapter)
-    fit = make_fitter(tok, cfg.data.template, cfg.data, model.config.max_position_embeddings, args.max_new_tokens)
-    prompts = [fit(r) for r in rows]
-    _, state = run_of(args.adapter)
-    train_dbs = set(state["train_dbs"]) if state.get("train_dbs") else None
+    cfg, note, rows, prompts, model, tok, state, train_dbs = held_out(args.adapter, args.questions,
+                                                                      args.max_new_tokens)
     e = cfg.eval
     result = {"benchmark": "voting", "machine": machine(), "versions": versions(),
               "settings": {"adapter": args.adapter, "questions": len(rows), "batch_size": args.batch_size,

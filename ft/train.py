@@ -32,7 +32,7 @@ from ft.data.prefix import no_step_message, plan_for
 from ft.data.prompt import encode_rows
 from ft.data.rows import DataError
 from ft.distributed import StopFlag, Stopped, cpu_rehearsal_shim, loss_scale, sum_across
-from ft.eval.output import PredictionLog, format_table, prediction_table_rows
+from ft.eval.output import PredictionLog, format_table, prediction_table_rows, result_settings
 from ft.files import check_writable, share
 from ft.inference import resolve_adapter
 from ft.model import ModelError, add_lora, load_base_model, load_tokenizer, local_model_dir, trainable_parameters
@@ -233,8 +233,7 @@ def final_evaluation(model, accelerator, tokenizer, eval_rows, cfg: Config, stat
     """Base (adapter off) and fine-tuned on the whole held-out split, into <output_dir>/eval/{base,finetuned}_*; an
     evaluation finished by an earlier attempt of this run (same settings, same step) is reused, not redone."""
     e = cfg.eval
-    settings = {k: getattr(e, k) for k in ("max_new_tokens", "timeout_s", "max_rows", "retries", "samples",
-                                          "temperature", "top_p", "constrain")} | {"template": cfg.data.template}
+    settings = result_settings(e) | {"template": cfg.data.template}
     train_dbs = set(state.train_dbs) if state.train_dbs else None
     summaries = {}
     for name in ("base", "finetuned"):

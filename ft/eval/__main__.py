@@ -46,7 +46,7 @@ COMMAND = Command(
 
 
 def evaluate_command(cfg, args) -> int:
-    from ft.eval.output import PredictionLog, compare, format_table, prediction_table_rows
+    from ft.eval.output import PredictionLog, compare, format_table, prediction_table_rows, result_settings
 
     if args.compare:
         print(compare(*args.compare))
@@ -78,8 +78,7 @@ def evaluate_command(cfg, args) -> int:
     if not rows:
         raise DataError("No rows to evaluate: the config has no eval split; give one with --data.")
     e = cfg.eval
-    settings = {k: getattr(e, k) for k in ("max_new_tokens", "timeout_s", "max_rows", "retries", "samples",
-                                          "temperature", "top_p", "constrain")}
+    settings = result_settings(e)
     settings |= {"template": d.template, "model": cfg.model.name_or_path, "adapter": str(args.adapter),
                  "step": state.get("step"), "quantization": cfg.quantization.mode}
     log = PredictionLog(folder, name, rows, settings)

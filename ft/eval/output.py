@@ -40,6 +40,15 @@ def row_keys(rows: list[Row]) -> list[str]:
     return keys
 
 
+# The eval.* keys that change what an evaluation answers: a logged evaluation continues only under the same ones.
+RESULT_KEYS = ("max_new_tokens", "timeout_s", "max_rows", "retries", "samples", "temperature", "top_p", "constrain")
+
+
+def result_settings(e) -> dict:
+    """The RESULT_KEYS of an EvalConfig, for PredictionLog's `settings`."""
+    return {k: getattr(e, k) for k in RESULT_KEYS}
+
+
 class PredictionLog:
     """`<folder>/<name>_predictions.jsonl` appended batch by batch, `<name>_metrics.json` when the evaluation ends.
 
