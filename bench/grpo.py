@@ -242,12 +242,16 @@ def _evaluate(adapter: str | None, args) -> dict:
     # memory here).
     fit = make_fitter(tok, cfg.data.template, cfg.data, model.config.max_position_embeddings, e.max_new_tokens)
     torch.manual_seed(0)
+    t0 = time.perf_counter()
     _, summary = evaluate(model, tok, rows, template=cfg.data.template, batch_size=e.batch_size,
                           max_new_tokens=e.max_new_tokens, timeout_s=e.timeout_s, max_rows=e.max_rows,
                           samples=args.vote_samples, temperature=e.temperature, top_p=e.top_p,
                           train_dbs={r.db_id for r in train_rows if r.db_id}, prompt_rows=[fit(r) for r in rows])
-    return {"n": summary.get("n"), "ex_greedy": summary.get("ex_greedy"), "ex_voted": summary.get("ex"),
-            "kinds": summary.get("kinds"), "valid": summary.get("valid")}
+    voted = args.vote_samples > 0  # without samples the summary's ex is the greedy answer's
+    keep = ("n", "valid", "vote_changed", "vote_helped", "vote_hurt", "valid_candidates", "agreement", "kinds")
+    return {k: summary[k] for k in keep if k in summary} | {
+        "ex_greedy": summary["ex_greedy"] if voted else summary["ex"], "ex_voted": summary["ex"] if voted else None,
+        "wall_s": round(time.perf_counter() - t0, 1)}
 
 
 def compare(args) -> dict:

@@ -209,6 +209,20 @@ def run_trl(s: dict) -> dict:
             "padding_fraction": 1 - sum(counts["tokens"]) / sum(counts["padded"]), "peak_memory_mb": peak_memory_mb()}
 
 
+def loss_at_equal_examples(ours: dict, trl: dict, points: int = 4) -> list[dict]:
+    """Each trainer's logged loss, linearly interpolated at the same numbers of examples seen (the two pack a step
+    differently, so step k of one is not step k of the other): `points` even points over the range both cover."""
+    import numpy as np
+
+    lo = max(ours["examples_seen"][0], trl["examples_seen"][0])
+    hi = min(ours["examples_seen"][-1], trl["examples_seen"][-1])
+    if hi <= lo:
+        return []
+    grid = np.linspace(lo, hi, points)
+    return [{"examples": float(x), "ours": float(np.interp(x, ours["examples_seen"], ours["losses"])),
+             "trl": float(np.interp(x, trl["examples_seen"], trl["losses"]))} for x in grid]
+
+
 # ------------------------------------------------------------------------------------------------
 
 
@@ -272,6 +286,7 @@ def main() -> int:
     ap.add_argument("--examples", type=int, default=400)
     ap.add_argument("--epoch-examples", type=int, default=160, help="examples of the one-epoch prefix-qlora pair")
     ap.add_argument("--configs", default="all", help="comma-separated names from: " + ", ".join(m[0] for m in MATRIX))
+    ap.add_argument("--out", help="result file (default bench/results/train_throughput_<model>.json)")
     ap.add_argument("--worker", choices=["ours", "trl"], help=argparse.SUPPRESS)
     ap.add_argument("--settings", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -312,6 +327,7 @@ def main() -> int:
                 "mean_loss_second_half_ours": sum(ours["losses"][half]) / len(ours["losses"][half]),
                 "mean_loss_second_half_trl": sum(trl["losses"][half]) / len(trl["losses"][half]),
                 "mean_abs_loss_diff": sum(abs(a - b) for a, b in zip(ours["losses"][:n], trl["losses"][:n])) / n,
+                "loss_at_equal_examples": loss_at_equal_examples(ours, trl),
             }
     result = {"benchmark": "train_throughput", "machine": machine(), "versions": versions(),
               "settings": settings(args, None, None, None) | {"model_name": args.model}, "runs": runs,
@@ -321,7 +337,7 @@ def main() -> int:
                         "TRL's QLoRA adapters are cast back from bf16 to the run's dtype where that is not bf16 "
                         "(see run_trl).", "Rates exclude the first (warm-up) step."]}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"train_throughput_{args.model}.json"
+    out = Path(args.out) if args.out else RESULTS / f"train_throughput_{args.model}.json"
     out.write_text(json.dumps(result, indent=2))
     plot(result, out.with_suffix(".png"))
     print(json.dumps(speedups, indent=2))
