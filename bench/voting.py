@@ -25,8 +25,8 @@ def summary_of(m: dict) -> dict:
     keep = ("n", "ex", "valid", "ex_greedy", "vote_changed", "vote_helped", "vote_hurt", "valid_candidates",
             "agreement", "retry_rate", "retry_found_valid", "ex_without_retry", "questions_per_s",
             "time_per_question_p50_s")
-    return {k: m[k] for k in keep if k in m} | {"kinds": {k: {"n": v["n"], "ex": v.get("ex")}
-                                                          for k, v in m.get("kinds", {}).items()}}
+    kinds = {k: {f: v[f] for f in ("n", "ex", "ex_greedy", "valid") if f in v} for k, v in m.get("kinds", {}).items()}
+    return {k: m[k] for k in keep if k in m} | {"kinds": kinds}
 
 
 def prefill_cost(model, tok, rows, template: str, n: int, max_new_tokens: int, batch_size: int) -> dict:
@@ -81,10 +81,12 @@ def main() -> int:
     ap.add_argument("--retries", type=int, default=4)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--max-new-tokens", type=int, default=100)
-    ap.add_argument("--cost-questions", type=int, default=16)
+    ap.add_argument("--cost-questions", type=int, default=16, help="0: skip the sampling-cost measurement")
+    ap.add_argument("--out", default=str(OUT), help="result file (default bench/results/voting.json)")
     ap.add_argument("--cost-only", action="store_true",
                     help="only the sampling-cost measurement, added to an earlier run's voting.json (same adapter)")
     args = ap.parse_args()
+    out = Path(args.out)
     sys.path.insert(0, str(REPO / "bench"))
     from train_throughput import machine, versions
 
@@ -101,10 +103,10 @@ def main() -> int:
     settings = [("greedy", {}), (f"retry{args.retries}", {"retries": args.retries})]
     settings += [(f"vote{n}", {"samples": n}) for n in args.samples]
     if args.cost_only:  # keep the earlier settings' figures: they must be of this adapter on these questions
-        earlier = json.loads(OUT.read_text())
+        earlier = json.loads(out.read_text())
         same = {k: earlier["settings"][k] for k in ("adapter", "questions")}
         if same != {"adapter": args.adapter, "questions": len(rows)}:
-            sys.exit(f"{OUT} holds {same}, not adapter {args.adapter} on {len(rows)} questions")
+            sys.exit(f"{out} holds {same}, not adapter {args.adapter} on {len(rows)} questions")
         result["results"], settings = earlier["results"], []
     for name, kw in settings:
         torch.manual_seed(0)
@@ -116,15 +118,15 @@ def main() -> int:
         wall = time.perf_counter() - t0
         result["results"][name] = summary_of(m) | {"wall_s": round(wall, 1), "seconds_per_question": wall / len(rows)}
         print(name, json.dumps(result["results"][name]), flush=True)
-        OUT.write_text(json.dumps(result, indent=2) + "\n")
+        out.write_text(json.dumps(result, indent=2) + "\n")
     greedy = result["results"]["greedy"]["ex"]  # every setting ran on the same questions
     result["gain_points_over_greedy"] = {k: round(100 * (v["ex"] - greedy), 1) for k, v in result["results"].items()}
-    cost_rows = prompts[: args.cost_questions]
-    result["sampling_cost_s"] = prefill_cost(model, tok, cost_rows, cfg.data.template, 8, args.max_new_tokens,
-                                             args.batch_size)
-    OUT.write_text(json.dumps(result, indent=2) + "\n")
+    if args.cost_questions:
+        result["sampling_cost_s"] = prefill_cost(model, tok, prompts[: args.cost_questions], cfg.data.template, 8,
+                                                 args.max_new_tokens, args.batch_size)
+    out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({"gain_points_over_greedy": result["gain_points_over_greedy"],
-                      "sampling_cost_s": result["sampling_cost_s"]}, indent=2))
+                      "sampling_cost_s": result.get("sampling_cost_s")}, indent=2))
     return 0
 
 
