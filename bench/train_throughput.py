@@ -245,11 +245,13 @@ def versions() -> dict:
 def machine() -> dict:
     import torch
 
+    from ft.system import cpu_has_native_bf16
+
     cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
     model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
                  platform.processor())
     return {"platform": platform.platform(), "cpus": os.cpu_count(), "cpu_model": model,
-            "cpu_native_bf16": "avx512_bf16" in cpuinfo or "amx_bf16" in cpuinfo, "python": platform.python_version(),
+            "cpu_native_bf16": cpu_has_native_bf16(), "python": platform.python_version(),
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
             "load_avg_at_start": os.getloadavg()}
 

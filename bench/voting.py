@@ -31,12 +31,10 @@ def summary_of(m: dict) -> dict:
 
 def aim(result: dict) -> dict:
     """Issue 16's aim, checked on the figures: +3 points at N = 8 over greedy, on an adapter whose greedy EX >= 15 %."""
-    res = result["results"]
-    greedy = res["greedy"]["ex"]
     out = {"aim": "vote8 EX - greedy EX >= 3 points, on an adapter with greedy EX >= 15 %",
-           "precondition_met": greedy >= 0.15}
-    if "vote8" in res:
-        gain = round(100 * (res["vote8"]["ex"] - greedy), 1)
+           "precondition_met": result["results"]["greedy"]["ex"] >= 0.15}
+    gain = result["gain_points_over_greedy"].get("vote8")
+    if gain is not None:
         out |= {"vote8_gain_points": gain, "met": out["precondition_met"] and gain >= 3.0}
     return out
 

@@ -91,6 +91,11 @@ def available_memory_bytes() -> int | None:
     return None
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 matmuls natively (AVX512-BF16 / AMX), as oneDNN reports it."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def fastest_dtype() -> torch.dtype:
     """bfloat16 where this hardware really computes in it, else float32 (what `auto` dtypes resolve to).
 
@@ -100,7 +105,7 @@ def fastest_dtype() -> torch.dtype:
         # Never float16 by default: training in it needs loss scaling, which this loop doesn't do (an fp16 gradient
         # underflows to zero); pre-Ampere GPUs compute in float32 instead, slower but right.
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-    return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
+    return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
 
 
 def has_cuda() -> bool:
