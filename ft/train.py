@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import random
 import sys
 import time
 from pathlib import Path
@@ -28,7 +29,7 @@ from ft.config import Config, ConfigError, resolve, to_yaml
 from ft.constants import EXIT_PREEMPTED, EXIT_USAGE
 from ft.data.batching import collate
 from ft.data.linking import make_fitter, make_linker
-from ft.data.prefix import no_step_message, plan_for
+from ft.data.prefix import PrefixPlan, collate_prefix, no_step_message, plan_for
 from ft.data.prompt import encode_rows
 from ft.data.rows import DataError
 from ft.distributed import StopFlag, Stopped, cpu_rehearsal_shim, loss_scale, sum_across
@@ -150,16 +151,32 @@ def make_optimizer(model, cfg: Config):
     return torch.optim.AdamW(params, lr=cfg.train.learning_rate, weight_decay=cfg.train.weight_decay)
 
 
+def eval_loss_batches(examples, pad_id: int, cfg: Config, device=None) -> list[dict]:
+    """The held-out examples as loss batches, in a fixed order. With data.prefix_sharing, rows of prefix-shared
+    groups as in training (each schema's forward once for its questions: the same losses, about half the tokens);
+    otherwise one example a row. Rows are shuffled once (seeded) so a capped curve spans several databases."""
+    bs = cfg.train.per_device_batch_size
+    if not examples:
+        return []
+    if cfg.data.prefix_sharing:
+        plan = PrefixPlan(examples, bs, cfg.data.max_length, cfg.train.seed, attn=cfg.model.attn_implementation,
+                          device=device)
+        rows = plan.row_groups
+        random.Random(cfg.train.seed).shuffle(rows)
+        return [collate_prefix(rows[s : s + bs], examples, pad_id, plan.attn, device) for s in range(0, len(rows), bs)]
+    return [collate([[i] for i in range(s, min(s + bs, len(examples)))], examples, pad_id, packed=False)
+            for s in range(0, len(examples), bs)]
+
+
 @torch.no_grad()
-def eval_loss(model, accelerator, examples, pad_id: int, cfg: Config, max_batches: int | None) -> float | None:
-    """Token-mean loss on the held-out split; each rank takes every world_size-th batch (in lockstep under ZeRO-3).
+def eval_loss(model, accelerator, batches: list[dict], max_batches: int | None) -> float | None:
+    """Token-mean loss on held-out batches (eval_loss_batches); each rank takes every world_size-th batch (in
+    lockstep under ZeRO-3).
 
     `max_batches` counts batches in all (not per process), so the periodic curve is the same whatever the config.
     """
-    if not examples:
+    if not batches:
         return None
-    bs, pad = cfg.train.per_device_batch_size, pad_id
-    batches = [list(range(s, min(s + bs, len(examples)))) for s in range(0, len(examples), bs)]
     if max_batches:
         batches = batches[:max_batches]
     # The bare module, as for generation: the DeepSpeed engine's forward prepares a backward (hooks, accumulation
@@ -167,9 +184,9 @@ def eval_loss(model, accelerator, examples, pad_id: int, cfg: Config, max_batche
     net = accelerator.unwrap_model(model)
     model.eval()
     total = count = 0.0
-    for b, counts in dist.lockstep_shard(batches, accelerator):
-        batch = {k: v.to(accelerator.device) for k, v in collate([[i] for i in b], examples, pad, packed=False).items()}
-        loss, n = token_loss_sum(net, batch)
+    for batch, counts in dist.lockstep_shard(batches, accelerator):
+        loss, n = token_loss_sum(net, {k: v.to(accelerator.device) if torch.is_tensor(v) else v
+                                       for k, v in batch.items()})
         if counts:
             total, count = total + loss.item(), count + n
     model.train()
@@ -383,6 +400,7 @@ def train(cfg: Config, stop: StopFlag | None = None) -> dict:
     link = make_linker(d, tokenizer, d.template) if d.schema_linking else None
     eval_link = make_linker(d, tokenizer, d.template, training=False) if d.schema_linking else None
     eval_ex, _ = encode_rows(eval_rows, tokenizer, d.template, d.max_length, "skip", link=eval_link)
+    eval_batches = eval_loss_batches(eval_ex, tokenizer.pad_token_id, cfg, accelerator.device)
     if t.objective == "grpo":
         # Prompts to sample completions for (each row with a database to run them on), in micro-batches laid out
         # as the SFT plan's (deterministic, resumable by step).
@@ -522,7 +540,7 @@ def train(cfg: Config, stop: StopFlag | None = None) -> dict:
         aside = time.perf_counter()  # evaluation and checkpointing are kept out of the throughput figures
         e = cfg.eval
         if e.loss_every and state.step % e.loss_every == 0 and state.step < total_steps:
-            ev = eval_loss(model, accelerator, eval_ex, tokenizer.pad_token_id, cfg, e.loss_batches)
+            ev = eval_loss(model, accelerator, eval_batches, e.loss_batches)
             if ev is not None:
                 tracker.log({"eval/loss": ev}, step=state.step)
         if e.every and state.step % e.every == 0 and state.step < total_steps:
@@ -553,7 +571,7 @@ def train(cfg: Config, stop: StopFlag | None = None) -> dict:
     # ---- finish ------------------------------------------------------------------------------
     result = {"step": state.step, "output_dir": t.output_dir, "preempted": preempted}
     if not preempted:
-        ev = eval_loss(model, accelerator, eval_ex, tokenizer.pad_token_id, cfg, None)
+        ev = eval_loss(model, accelerator, eval_batches, None)
         if ev is not None:
             tracker.log({"eval/loss": ev}, step=state.step)
             result["eval_loss"] = ev

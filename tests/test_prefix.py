@@ -377,3 +377,29 @@ def test_schema_cache_reuse_gives_the_same_greedy_output(model, tok, monkeypatch
         assert [p.raw_output for p in a] == [p.raw_output for p in b]
     finally:
         peft_model.unload()
+
+
+def test_held_out_loss_on_shared_rows_equals_the_unshared_loss(model, tok, examples):
+    """The recipe's eval loss on prefix-shared rows (half the tokens) is the one-example-a-row loss; a mask that lets
+    branches see each other (negative control) changes it."""
+    from accelerate import Accelerator
+
+    from ft.config import Config
+    from ft.train import eval_loss, eval_loss_batches
+
+    _, ex = examples
+    cfg = Config()
+    cfg.model.attn_implementation, cfg.data.max_length, cfg.train.per_device_batch_size = "sdpa", 300, 2
+    acc = Accelerator(cpu=True)
+    cfg.data.prefix_sharing = False
+    unshared = eval_loss_batches(ex, tok.pad_token_id, cfg)
+    cfg.data.prefix_sharing = True
+    shared = eval_loss_batches(ex, tok.pad_token_id, cfg)
+    assert len(shared) < len(unshared) and sum(b["input_ids"].numel() for b in shared) < sum(
+        b["input_ids"].numel() for b in unshared)
+    want = eval_loss(model, acc, unshared, None)
+    got = eval_loss(model, acc, shared, None)
+    assert abs(got - want) <= TOL * max(1.0, abs(want)), (got, want)
+    leaky = [b | {"attention_mask": torch.tril(torch.ones_like(b["attention_mask"]))} for b in shared]
+    assert abs(eval_loss(model, acc, leaky, None) - want) > 2 * TOL * max(1.0, abs(want))  # a random model: ~5x TOL
+    assert eval_loss(model, acc, shared, 1) != got  # a capped curve reads only its first batches
