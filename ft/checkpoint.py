@@ -199,6 +199,25 @@ def publish(tmp: Path, output_dir: str | Path, step: int) -> Path:
     return final
 
 
+def publish_adapter(output_dir: str | Path, step: int) -> Path:
+    """Main process only: the adapter of the checkpoint of `step` as <output_dir>/adapter, the run's final adapter.
+
+    Copied into a temp folder first, then renamed into place; an adapter already there (an earlier attempt's) is
+    renamed aside before and removed after, so a reader finds the old adapter or the new one, never a half-copied
+    folder, and a crash mid-copy leaves the old one in place.
+    """
+    out = Path(output_dir)
+    final, tmp, old = out / "adapter", out / ".adapter.tmp", out / ".adapter.old"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(step_dir(out, step) / "adapter", tmp)
+    if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.rename(final, old)
+    os.rename(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
 def prune(output_dir: str | Path, keep_last: int) -> None:
     """Keep the newest `keep_last` complete checkpoints; remove stale temp folders."""
     root = checkpoints_root(output_dir)

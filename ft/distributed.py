@@ -198,8 +198,13 @@ class StopFlag:
         self.received: int | None = None
         self.interrupts = 0
         self.in_loop = False
+
+    def install(self) -> StopFlag:
+        """This flag answers the process's stop signals from now on: the process's main() calls it, first thing (a
+        flag that is never installed is never set: the recipe called from a test leaves the handlers alone)."""
         for sig in STOP_SIGNALS:
             signal.signal(sig, self._handle)
+        return self
 
     @property
     def name(self) -> str:

@@ -1,11 +1,11 @@
-"""GRPO with an execution reward: the building blocks of `train.objective: grpo` (ft/train.py's `grpo_step`).
+"""GRPO with an execution reward: the building blocks of `train.objective: grpo` (its step: ft/objectives/grpo.py).
 
     rollout = Rollout(model, tokenizer, cfg, attn=attn)      # once; `model` is the bare (unwrapped) PEFT model
     groups = rollout.sample(rows, seed)                      # G completions per prompt from the current policy
     rollout.score(groups)                                    # rewards by execution, group-normalised advantages
     batch = rollout.batch(groups)                            # one row per prompt: the prompt once, G branches
     add_reference(model, [batch], ...)                       # no grad: sampling-policy / reference log-probs
-    backward_window(model, accelerator, [batch], PolicyLoss(...))   # ft.train's, with this loss
+    backward_window(model, accelerator, [batch], PolicyLoss(...))   # ft.objectives.base's, with this loss
 
 Sampling is ft.eval.generation.Generator's (samples=G, no greedy answer, one prompt pass per micro-batch), with the
 LoRA adapter on: the policy being trained. Its RNG is torch's global one, seeded for each micro-batch from
@@ -23,7 +23,7 @@ rewards are all equal carries no signal: its completions are left out of the los
 the normaliser) and counted (grpo/zero_variance_groups).
 
 Loss per completion token, summed and divided by the completion tokens of the whole accumulation window on all
-processes (ft.train.backward_window, ft.distributed.loss_scale: exactly the SFT loss's normalisation):
+processes (ft.objectives.base.backward_window, ft.distributed.loss_scale: exactly the SFT loss's normalisation):
 
     -min(ratio * A, clip(ratio, 1 - eps, 1 + eps) * A) + kl_beta * KL,     ratio = exp(logp - logp_sampling)
 
@@ -290,7 +290,7 @@ def _targets(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
 
 def target_logprobs(model, batch: dict, temperature: float = 1.0) -> torch.Tensor:
     """Log-probability of every target (completion) token at `temperature`, flat in row-major order; the LM head
-    runs only where a target is predicted (as ft.train.token_loss_sum)."""
+    runs only where a target is predicted (as ft.objectives.base.token_loss_sum)."""
     keep, targets = _targets(batch)
     inputs = {k: v for k, v in batch.items() if k in MODEL_KEYS}
     logits = model(**inputs, use_cache=False, logits_to_keep=keep).logits
@@ -342,7 +342,7 @@ def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
 
 
 class PolicyLoss:
-    """ft.train.backward_window's loss for GRPO: (the micro-batch's summed per-token objective, its completion
+    """ft.objectives.base.backward_window's loss for GRPO: (the micro-batch's summed per-token objective, its completion
     tokens). Keeps the sums of the KL and of the clipped tokens for the metrics."""
 
     def __init__(self, clip_eps: float, kl_beta: float, temperature: float):
@@ -384,15 +384,6 @@ def add_stats(into: dict, stats: dict) -> dict:
     for k, v in stats.items():
         into[k] = into.get(k, 0.0) + v
     return into
-
-
-def sum_stats(accelerator, stats: dict) -> dict:
-    """Every process's sums added up, in one all-reduce (every rank has the same keys)."""
-    keys = sorted(stats)
-    t = torch.tensor([float(stats[k]) for k in keys], device=accelerator.device, dtype=torch.float64)
-    if accelerator.num_processes > 1:
-        t = accelerator.reduce(t, reduction="sum")
-    return dict(zip(keys, t.tolist()))
 
 
 def window_metrics(sums: dict, kl: bool, clipping: bool) -> dict:

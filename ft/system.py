@@ -12,10 +12,15 @@ from pathlib import Path
 
 import torch
 
-# DeepSpeed logs "Setting accelerator to CPU" whenever accelerate imports it on a machine without a GPU, in commands
-# that never use DeepSpeed too: tell it the answer instead of letting it guess aloud.
-if not torch.cuda.is_available():
-    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+def set_process_defaults() -> None:
+    """Environment defaults of a training process (its main() calls this; importing this module changes nothing).
+
+    DeepSpeed logs "Setting accelerator to CPU" whenever accelerate imports it on a machine without a GPU, in runs
+    that never use DeepSpeed too: tell it the answer instead of letting it guess aloud.
+    """
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 
 def _git(*args: str) -> str | None:

@@ -10,6 +10,11 @@ Local files, written whether W&B is on or off (`python -m ft.report RUN_DIR` tur
                                       replayed steps appear again (readers keep the later record)
     run.json                          run id, git commit, resolved config, machine, one entry per (re)start
     tables/<name>/step-NNNNNN.jsonl   the rows of each logged table (e.g. tables/eval/predictions/...)
+    examples.jsonl                    the trace: one JSON object per optimizer step, {"step", "examples"}: the
+                                      example indices it trained on, per (process, micro-batch)
+
+The logging window (the steps since the last `train/*` record) is a `Window`: the loop adds each step's result and
+the tracker turns it into metrics (`log_window`), summed over processes.
 """
 from __future__ import annotations
 
@@ -20,9 +25,16 @@ import math
 import os
 import re
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
-from ft.system import git_commit, git_dirty, process_rss_mb, system_info
+from ft.distributed import sum_across
+from ft.system import git_commit, git_dirty, peak_memory_mb, process_rss_mb, system_info
+
+if TYPE_CHECKING:
+    from ft.checkpoint import TrainState
+    from ft.objectives.base import StepResult
 
 # Dense BF16 tensor-core peak per GPU, in TFLOP/s (vendor datasheets, without sparsity). First match wins, so
 # the more specific names come first. Unknown GPUs get no perf/mfu unless SQLFT_PEAK_TFLOPS gives the peak.
@@ -91,6 +103,50 @@ def mfu(n_params: int, tokens_per_s: float, world_size: int, peak_per_gpu: float
 
 
 # ------------------------------------------------------------------------------------------------
+# the logging window
+
+
+@dataclass
+class Window:
+    """The steps since the last `train/*` record: this process's loss sum and target tokens, the steps' tokens and
+    examples (all processes'), the objective's sums, its tables (the last step's), and the wall time the steps took
+    (evaluation and checkpoints are set aside: `exclude`)."""
+
+    loss_sum: float = 0.0
+    targets: int = 0
+    tokens: int = 0
+    examples: int = 0
+    grad_norm: object = None  # the last step's (a float or a 0-d tensor; None when clipping is off)
+    stats: dict[str, float] = field(default_factory=dict)
+    tables: dict[str, tuple[list[str], list[list]]] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+
+    def add(self, result: StepResult, examples: int) -> None:
+        self.loss_sum += result.loss_sum
+        self.targets += result.targets
+        self.tokens += result.tokens
+        self.examples += examples
+        self.grad_norm = result.grad_norm
+        for k, v in result.stats.items():
+            self.stats[k] = self.stats.get(k, 0.0) + v
+        self.tables |= result.tables
+
+    def exclude(self, seconds: float) -> None:
+        self.started += seconds
+
+
+def sum_stats(accelerator, stats: dict) -> dict:
+    """Every process's sums added up, in one all-reduce (every rank has the same keys)."""
+    import torch
+
+    keys = sorted(stats)
+    t = torch.tensor([float(stats[k]) for k in keys], device=accelerator.device, dtype=torch.float64)
+    if accelerator.num_processes > 1:
+        t = accelerator.reduce(t, reduction="sum")
+    return dict(zip(keys, t.tolist()))
+
+
+# ------------------------------------------------------------------------------------------------
 # the tracker
 
 
@@ -123,6 +179,8 @@ class Tracker:
         self.run_id = run_id
         self.t0 = time.time()
         self.latest: dict = {}  # last value of every scalar logged: artifact metadata
+        self.window = Window()
+        self._trace = None  # examples.jsonl, opened on the first step
         self._n_params: int | None = None
         # W&B drops a step lower than one it already has. A resumed run replays the steps between its checkpoint
         # and the point it was killed: those stay in metrics.jsonl (readers keep the later record) but are not
@@ -214,6 +272,40 @@ class Tracker:
             with self._wandb_guard("table"):
                 self.accelerator.log({name: wandb.Table(columns=columns, data=rows)}, step=step)
 
+    def step_done(self, step: int, result: StepResult, examples: list[list[int]], n_examples: int) -> None:
+        """A step into the logging window, and its examples into the trace (flushed: a killed run keeps it)."""
+        self.window.add(result, n_examples)
+        if not self.enabled:
+            return
+        if self._trace is None:
+            self._trace = open(self.out / "examples.jsonl", "a")
+        self._trace.write(json.dumps({"step": step, "examples": examples}) + "\n")
+        self._trace.flush()
+
+    def log_window(self, state: TrainState, model, *, lr: float, epoch: float,
+                   objective_metrics: Callable[[dict], dict]) -> dict:
+        """The window's `train/*`, `perf/*`, `sys/*` and the objective's metrics (e.g. grpo/*) and tables, summed over
+        processes (every rank calls this); a new window starts. Returns the metrics."""
+        w, acc = self.window, self.accelerator
+        elapsed = time.perf_counter() - w.started
+        loss = sum_across(acc, w.loss_sum) / max(sum_across(acc, w.targets), 1)
+        targets = sum_across(acc, w.targets)
+        metrics = {
+            "train/loss": loss, "train/lr": lr, "train/epoch": epoch, "train/examples_seen": state.examples_seen,
+            "train/tokens_seen": state.tokens_seen, "train/target_tokens_seen": state.target_tokens_seen,
+            "perf/target_tokens_per_s": targets / elapsed, "perf/tokens_per_s": w.tokens / elapsed,
+            "perf/samples_per_s": w.examples / elapsed, "perf/peak_memory_mb": peak_memory_mb(acc.device),
+        } | self.resource_metrics(model, w.tokens / elapsed)  # sys/rss_mb; on CUDA perf/mfu, sys/gpu_reserved_mb
+        if w.grad_norm is not None:
+            metrics["train/grad_norm"] = float(w.grad_norm)
+        if w.stats:
+            metrics |= objective_metrics(sum_stats(acc, w.stats))
+        for name, (columns, rows) in w.tables.items():
+            self.log_table(name, columns, rows, step=state.step)
+        self.log(metrics, step=state.step)
+        self.window = Window()
+        return metrics
+
     def model_params(self, model) -> int:
         """Parameters a token's forward multiplies with (what MFU counts), the same on 1 process and under ZeRO-3."""
         if self._n_params is None:
@@ -276,6 +368,9 @@ class Tracker:
             self._wandb_run().log_artifact(art, aliases=[f"step-{step}", *aliases])
 
     def finish(self) -> None:
+        if self._trace is not None:
+            self._trace.close()
+            self._trace = None
         # The final adapter, written by this process after the end-of-training evaluation: logged with those
         # metrics (final/*) and the alias "final".
         adapter = self.out / "adapter"

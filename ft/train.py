@@ -3,7 +3,13 @@
     sqlft train [--config configs/X.yaml] [--section.key value ...]           # one machine, exit codes kept
     accelerate launch [--config_file accelerate_configs/X.yaml] ft/train.py [--config ...] [--section.key ...]
 
-Reads top to bottom: config -> data -> model -> loop (accumulate, step, log, eval, checkpoint) -> finish.
+Reads top to bottom: main (the process: signals, environment, logging) -> setup (config -> data -> model ->
+optimizer and schedule -> resume -> tracker) -> fit (the loop: a step of the objective, log, eval, checkpoint) ->
+finish (final evaluation, the adapter). The objective (SFT, GRPO: ft/objectives/) is the one thing that differs.
+
+    run = setup(cfg)                                          # every piece, prepared: a Setup
+    preempted = fit(run, cfg.train, cfg.eval, cfg.checkpoint, stop)
+    result = finish(run, cfg.eval, stop, preempted)
 """
 from __future__ import annotations
 
@@ -16,139 +22,57 @@ import os
 import random
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from ft import checkpoint as ckpt
 from ft import distributed as dist
-from ft import grpo
+from ft import objectives
 from ft.cli import Command, parse
-from ft.config import Config, ConfigError, resolve, to_yaml
+from ft.config import CheckpointConfig, Config, ConfigError, EvalConfig, TrainConfig, resolve, to_yaml
 from ft.constants import EXIT_PREEMPTED, EXIT_USAGE
-from ft.data.batching import collate
+from ft.data.batching import Plan, collate
 from ft.data.linking import make_fitter, make_linker
-from ft.data.prefix import PrefixPlan, collate_prefix, no_step_message, plan_for
+from ft.data.prefix import PrefixPlan, collate_prefix
 from ft.data.prompt import encode_rows
-from ft.data.rows import DataError
-from ft.distributed import StopFlag, Stopped, cpu_rehearsal_shim, loss_scale, sum_across
+from ft.data.rows import DataError, Row
+from ft.distributed import StopFlag, Stopped, cpu_rehearsal_shim, sum_across
 from ft.eval.output import PredictionLog, format_table, prediction_table_rows, result_settings
 from ft.files import check_writable, share
 from ft.inference import resolve_adapter
 from ft.model import ModelError, add_lora, load_base_model, load_tokenizer, local_model_dir, trainable_parameters
-from ft.system import peak_memory_mb
-from ft.tracking import Tracker, new_run_id, wandb_offline_default
+from ft.objectives.base import Objective, StepData, token_loss_sum
+from ft.system import set_process_defaults
+from ft.tracking import Tracker, Window, new_run_id, wandb_offline_default
 
 log = logging.getLogger("sqlft")
 
 
 # ------------------------------------------------------------------------------------------------
-# building blocks the loop calls
+# building blocks: the schedule, evaluation, checkpoints
+
+def total_steps(train: TrainConfig, steps_per_epoch: int) -> int:
+    """The run's length in steps of the loop: train.max_steps, else train.epochs of the plan. The schedule counts
+    optimizer steps: this times the objective's updates per step (setup)."""
+    return train.max_steps or math.ceil(train.epochs * steps_per_epoch)
 
 
-def token_loss_sum(model, batch: dict) -> tuple[torch.Tensor, int]:
-    """Summed cross-entropy over target tokens, and their count.
-
-    The LM head runs only where the next token is a target (`logits_to_keep` as a boolean mask): prompts are
-    mostly schema, so most logits would be thrown away anyway.
-    """
-    labels = batch["labels"]
-    keep = torch.zeros_like(labels, dtype=torch.bool)
-    keep[:, :-1] = labels[:, 1:] != -100
-    targets = labels[:, 1:][keep[:, :-1]]
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
-    logits = model(**inputs, use_cache=False, logits_to_keep=keep).logits
-    logits = logits.reshape(-1, logits.shape[-1]).float()
-    return F.cross_entropy(logits, targets, reduction="sum"), int(targets.numel())
-
-
-def target_tokens(batch: dict) -> int:
-    return int((batch["labels"][:, 1:] != -100).sum())
-
-
-def backward_window(model, accelerator, batches: list[dict], loss_fn=token_loss_sum) -> tuple[float, int, float]:
-    """Forward + backward over one accumulation window; gradients end up those of the window's token mean.
-
-    Token losses are summed and divided by the target tokens of the whole window on all processes, so a
-    short example weighs as much per token as a long one (a mean of per-batch means would not). Under DeepSpeed the
-    optimizer step happens inside the last micro-batch's `accelerator.backward` (engine.step). `loss_fn(model,
-    batch)` -> (summed loss of the batch's target tokens, their count): the cross-entropy (SFT), or GRPO's clipped
-    policy-gradient objective on completion tokens (ft.grpo.PolicyLoss), normalised the same way.
-    Returns (local loss sum, local target tokens, global target tokens).
-    """
-    window_targets = sum_across(accelerator, sum(target_tokens(b) for b in batches))
-    scale = loss_scale(accelerator.num_processes, window_targets, dist.deepspeed_accumulation(accelerator))
-    total, count = 0.0, 0
-    for i, batch in enumerate(batches):
-        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-        last = i == len(batches) - 1
-        with contextlib.nullcontext() if last else dist.accumulating(accelerator, model):  # sync once per window
-            loss_sum, n = loss_fn(model, batch)
-            accelerator.backward(loss_sum * scale)
-        total, count = total + loss_sum.item(), count + n
-    return total, count, window_targets
-
-
-def optimizer_step(model, accelerator, optimizer, scheduler, max_grad_norm: float):
-    """Clip, step, schedule, zero the gradients; returns the norm before clipping (None when clipping is off). Under
-    DeepSpeed the engine has stepped (and clipped) in the window's last backward: this reads its norm."""
-    grad_norm = accelerator.clip_grad_norm_(model.parameters(), max_grad_norm) if max_grad_norm > 0 else None
-    optimizer.step()
-    scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
-    return grad_norm
-
-
-def grpo_step(model, accelerator, optimizer, scheduler, rollout, prompts: list[list], cfg: Config, step: int,
-              window: dict) -> tuple[float, int, float, object, int]:
-    """One GRPO step (train.objective grpo), in place of backward_window and optimizer_step: grpo.group_size
-    completions per prompt from the current policy, rewarded by executing them (ft/grpo.py), then
-    grpo.updates_per_batch optimizer steps on those samples, each a backward window of the clipped policy-gradient
-    loss, normalised as the SFT loss is. `prompts`: this rank's rows per micro-batch. The step's statistics are added
-    to `window["stats"]` (summed over processes when logged), its groups kept in `window["groups"]` (the table).
-    Returns (local loss sum, local completion tokens, the window's completion tokens on all processes, gradient norm
-    of the last update, tokens the updates processed on all processes)."""
-    g, world, rank = cfg.grpo, accelerator.num_processes, accelerator.process_index
-    t0 = time.perf_counter()
-    groups = [rollout.sample(rows, grpo.rollout_seed(cfg.train.seed, step, m * world + rank))
-              for m, rows in enumerate(prompts)]
-    t1 = time.perf_counter()
-    for micro in groups:
-        rollout.score(micro)
-    t2 = time.perf_counter()
-    batches = [rollout.batch(micro) for micro in groups]
-    if g.updates_per_batch > 1 or g.kl_beta > 0:
-        grpo.add_reference(accelerator.unwrap_model(model), batches, g.temperature,
-                           sampling=g.updates_per_batch > 1, reference=g.kl_beta > 0)
-    loss = grpo.PolicyLoss(g.clip_eps, g.kl_beta, g.temperature)
-    total, count = 0.0, 0
-    for _ in range(g.updates_per_batch):
-        loss_sum, n, window_targets = backward_window(model, accelerator, batches, loss)
-        grad_norm = optimizer_step(model, accelerator, optimizer, scheduler, cfg.train.max_grad_norm)
-        total, count = total + loss_sum, count + n
-    tokens = int(sum_across(accelerator, sum(int(b["tokens"]) for b in batches)))
-    stats = grpo.rollout_stats([grp for micro in groups for grp in micro]) | loss.stats
-    grpo.add_stats(window["stats"], stats | {"steps": 1, "generation_s": t1 - t0, "reward_s": t2 - t1,
-                                             "update_s": time.perf_counter() - t2})
-    window["groups"] = [grp for micro in groups for grp in micro]
-    return total, count, window_targets, grad_norm, tokens
-
-
-def make_scheduler(optimizer, cfg: Config, total_steps: int):
+def make_scheduler(optimizer, train: TrainConfig, optimizer_steps: int):
     from transformers import get_scheduler
 
-    name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[cfg.train.lr_scheduler]
-    return get_scheduler(name, optimizer, num_warmup_steps=cfg.train.warmup_steps, num_training_steps=total_steps)
+    name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[train.lr_scheduler]
+    return get_scheduler(name, optimizer, num_warmup_steps=train.warmup_steps, num_training_steps=optimizer_steps)
 
 
-def make_optimizer(model, cfg: Config):
+def make_optimizer(model, train: TrainConfig):
     params = [p for p in model.parameters() if p.requires_grad]
-    if cfg.train.optimizer == "paged_adamw_8bit":  # CUDA only: ft.config.resolve refuses it elsewhere
+    if train.optimizer == "paged_adamw_8bit":  # CUDA only: ft.config.resolve refuses it elsewhere
         import bitsandbytes as bnb
 
-        return bnb.optim.PagedAdamW8bit(params, lr=cfg.train.learning_rate, weight_decay=cfg.train.weight_decay)
-    return torch.optim.AdamW(params, lr=cfg.train.learning_rate, weight_decay=cfg.train.weight_decay)
+        return bnb.optim.PagedAdamW8bit(params, lr=train.learning_rate, weight_decay=train.weight_decay)
+    return torch.optim.AdamW(params, lr=train.learning_rate, weight_decay=train.weight_decay)
 
 
 def eval_loss_batches(examples, pad_id: int, cfg: Config, device=None) -> list[dict]:
@@ -359,255 +283,282 @@ def load_checkpoint(path: Path, accelerator, model, optimizer, scheduler) -> ckp
 
 
 # ------------------------------------------------------------------------------------------------
-# the recipe
+# setup: every piece the loop uses, prepared once
 
 
-def train(cfg: Config, stop: StopFlag | None = None) -> dict:
-    """Run the recipe on a resolved config (ft.config.resolve). `stop` handles the stop signals (main installs it
-    first thing, so a signal during start-up stops the run cleanly too)."""
+@dataclass
+class HeldOut:
+    """The held-out split, as the evaluations use it."""
+
+    rows: list[Row]
+    sample: list[Row]  # the first eval.sample_size rows: the same questions at every periodic evaluation
+    loss_batches: list[dict]  # eval_loss_batches: the held-out loss
+    prompts: list | None = None  # the rows as the model reads them at evaluation (schemas fitted to its context)
+
+
+@dataclass
+class Setup:
+    """What `setup` prepares and `fit` / `finish` use; tests and benchmarks call `setup` rather than rebuilding it.
+    It is the objectives' `Learner` (accelerator, model, optimizer, scheduler)."""
+
+    cfg: Config
+    accelerator: object
+    tokenizer: object
+    objective: Objective
+    plan: Plan  # the objective's training data laid out in steps (deterministic, resumable by step)
+    steps_per_epoch: int
+    total_steps: int  # total_steps(): the loop runs until state.step reaches it
+    held_out: HeldOut
+    model: object  # prepared: DDP / the DeepSpeed engine around the PEFT model
+    optimizer: object
+    scheduler: object
+    attn: str  # the attention implementation the model runs
+    state: ckpt.TrainState
+    tracker: Tracker
+    resumed_from: Path | None = None
+
+
+def setup(cfg: Config) -> Setup:
+    """A resolved config (ft.config.resolve) -> the prepared pieces, on every process. Changes nothing process-wide
+    (signal handlers, environment, logging, threads: main's)."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
-    from tqdm.auto import tqdm
 
-    stop = stop or StopFlag()
     # ---- processes, seed, output -------------------------------------------------------------
-    cpu_rehearsal_shim()
-    dist.set_cpu_threads(cfg.train.cpu_threads)
-    wandb_offline_default()
     accelerator = Accelerator(log_with="wandb" if cfg.tracking.wandb else None, project_dir=cfg.train.output_dir)
     dist.configure_deepspeed(accelerator, cfg)  # DeepSpeed's batch size / accumulation / clipping from cfg.train
-    is_main, rank, world = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
-    logging.basicConfig(level=logging.INFO if is_main else logging.WARNING, format="%(asctime)s %(message)s")
+    is_main = accelerator.is_main_process
     set_seed(cfg.train.seed)
     if is_main:
         check_writable(Path(cfg.train.output_dir), "Config key 'train.output_dir'")
         print("---- resolved config ----\n" + to_yaml(cfg) + "-------------------------", flush=True)
     accelerator.wait_for_everyone()
 
-    # ---- data --------------------------------------------------------------------------------
-    from ft.data.sources import load_splits
-
+    # ---- data: the held-out split, the objective's plan, the run's length ---------------------
     with accelerator.main_process_first():  # the GGUF conversion happens once
         model_dir = local_model_dir(cfg)
         tokenizer = load_tokenizer(model_dir)
-    # On every rank (the bundled data is generated once under a file lock): a data error is then every rank's own,
-    # and each exits with it cleanly instead of the others dying in a barrier the first never reaches.
-    train_rows, eval_rows, data_report = load_splits(cfg.data, cfg.train.seed, cfg.train.per_device_batch_size)
-    d, t = cfg.data, cfg.train
-    eval_sample = eval_rows[: cfg.eval.sample_size]  # fixed: the same questions at every periodic evaluation
-    # Schema linking (data.schema_linking, ft/data/linking.py): training rows keep their gold tables, held-out ones
-    # are linked as at inference.
-    link = make_linker(d, tokenizer, d.template) if d.schema_linking else None
-    eval_link = make_linker(d, tokenizer, d.template, training=False) if d.schema_linking else None
-    eval_ex, _ = encode_rows(eval_rows, tokenizer, d.template, d.max_length, "skip", link=eval_link)
-    eval_batches = eval_loss_batches(eval_ex, tokenizer.pad_token_id, cfg, accelerator.device)
-    if t.objective == "grpo":
-        # Prompts to sample completions for (each row with a database to run them on), in micro-batches laid out
-        # as the SFT plan's (deterministic, resumable by step).
-        grpo_rows, prompt_lengths, enc_report = grpo.prompt_rows(train_rows, tokenizer, d.template, d.max_length,
-                                                                 cfg.grpo.max_new_tokens, d.source)
-        plan = grpo.prompt_plan(prompt_lengths, t, d.max_length, world)
-    else:
-        train_ex, enc_report = encode_rows(train_rows, tokenizer, d.template, d.max_length, d.overlong, link=link)
-        if not train_ex:
-            raise DataError(f"No training examples left from '{d.source}' after encoding ({enc_report}).")
-        # Rows of packed bins, of prefix-shared groups (a schema once, its questions as branches under a tree mask:
-        # ft/data/prefix.py), or padded single examples.
-        plan = plan_for(train_ex, d, t, world, attn=cfg.model.attn_implementation, device=accelerator.device)
-        if d.prefix_sharing and is_main:
-            log.info("prefix sharing: %s", plan.stats())
+    train_rows, held_out, data_report = load_data(cfg, accelerator, tokenizer)
+    objective = objectives.build(cfg)
+    plan = objective.prepare(train_rows, tokenizer, accelerator.num_processes, accelerator.device)
     steps_per_epoch = plan.steps_per_epoch()
-    if steps_per_epoch == 0:
-        raise DataError(grpo.no_step_message(len(grpo_rows), t, world) if t.objective == "grpo"
-                        else no_step_message(plan, len(train_ex), d, t, world))
-    total_steps = t.max_steps or math.ceil(t.epochs * steps_per_epoch)
+    steps = total_steps(cfg.train, steps_per_epoch)
     pad_report = plan.padding()
-    # Only this run's own checkpoints are resumed (same model, data, training settings); `resume: none` in a folder
-    # another run used sets that run's files aside first, so they are neither resumed nor pruned.
     data_sha1 = rows_sha1(train_rows)
-    resume_from = ckpt.find_resume(t.output_dir, cfg.checkpoint.resume)
-    if resume_from is not None:
-        ckpt.check_resumable(resume_from, cfg.to_dict(), data_sha1)
-    elif cfg.checkpoint.resume == "none" and is_main and (moved := ckpt.set_aside_previous_run(t.output_dir)):
-        log.warning("checkpoint.resume none: the files of the run that used %s before moved to %s", t.output_dir, moved)
-    accelerator.wait_for_everyone()
+    resume_from = resume_point(cfg, accelerator, data_sha1)
     if is_main:
         log.info("data: %s | encoding: %s | padding %.1f%% | %d steps/epoch, %d steps",
-                 data_report, enc_report, 100 * pad_report["padding_fraction"], steps_per_epoch, total_steps)
+                 data_report, objective.report, 100 * pad_report["padding_fraction"], steps_per_epoch, steps)
 
-    # ---- model -------------------------------------------------------------------------------
-    # One GPU per process; under DeepSpeed the engine places the model itself.
-    on_gpu = accelerator.device.type == "cuda" and accelerator.distributed_type.name != "DEEPSPEED"
-    device_map = {"": accelerator.device} if on_gpu else None
-    model, attn = load_base_model(cfg, model_dir, device_map=device_map)
-    adapter = resolve_adapter(cfg.model.adapter)[0] if cfg.model.adapter else None  # e.g. the SFT adapter for GRPO
-    model = add_lora(model, cfg, reentrant_checkpointing=dist.zero_stage(accelerator) == 3, adapter=adapter)
-    n_train, n_total = trainable_parameters(model)
+    # ---- model, optimizer, schedule ----------------------------------------------------------
+    model, attn, n_train = load_model(cfg, accelerator, model_dir)
     # The held-out questions as the model will read them at evaluation: within its context (linked when
     # data.schema_linking), or an error now, before any training step, rather than after the last one.
-    fit = make_fitter(tokenizer, d.template, d, model.config.max_position_embeddings, reserve=cfg.eval.max_new_tokens)
-    eval_prompts = [fit(r) for r in eval_rows] if cfg.eval.at_end or cfg.eval.every else None
-    if is_main:
-        log.info("model %s | attention %s | quantization %s, compute %s | trainable %d / %d params%s",
-                 cfg.model.name_or_path, attn, cfg.quantization.mode, cfg.quantization.compute_dtype, n_train, n_total,
-                 f" | LoRA from {adapter}" if adapter else "")
-    optimizer = make_optimizer(model, cfg)
+    if cfg.eval.at_end or cfg.eval.every:
+        fit_prompt = make_fitter(tokenizer, cfg.data.template, cfg.data, model.config.max_position_embeddings,
+                                 reserve=cfg.eval.max_new_tokens)
+        held_out.prompts = [fit_prompt(r) for r in held_out.rows]
+    optimizer = make_optimizer(model, cfg.train)
     model, optimizer = accelerator.prepare(model, optimizer)  # under DeepSpeed: the engine and its ZeRO optimizer
     # Built on the prepared optimizer, whose param groups are the ones that step (DeepSpeed's CPU-offload Adam is a
-    # new optimizer); stepped by us once per optimizer step: accelerate would step it per process.
-    updates = cfg.grpo.updates_per_batch if t.objective == "grpo" else 1  # optimizer steps per step
-    scheduler = make_scheduler(optimizer, cfg, total_steps * updates)
+    # new optimizer); stepped by the objective once per optimizer step: accelerate would step it per process.
+    scheduler = make_scheduler(optimizer, cfg.train, steps * objective.updates_per_step)
 
-    # ---- resume ------------------------------------------------------------------------------
-    if resume_from is not None:
-        state = load_checkpoint(resume_from, accelerator, model, optimizer, scheduler)
-        if is_main:
-            log.info("resumed from %s at step %d", resume_from, state.step)
-    else:
-        state = ckpt.TrainState(wandb_run_id=new_run_id() if is_main else None, world_size=world)
+    # ---- resume, tracker ---------------------------------------------------------------------
+    state = start_state(resume_from, accelerator, model, optimizer, scheduler)
     state.data_sha1, state.train_dbs = data_sha1, sorted({r.db_id for r in train_rows if r.db_id}) or None
-    # Every rank agrees before the loop: a stop signal during start-up ends the run here, with nothing to save.
-    stop.start_loop(accelerator)
     tracker = Tracker(accelerator, cfg, state.wandb_run_id, resumed=resume_from is not None)
     if resume_from is None:
         tracker.log({"perf/trainable_params": n_train, "perf/model_params": tracker.model_params(model),
                      "perf/padding_fraction": pad_report["padding_fraction"]}, step=0)
-    rollout = None
-    if t.objective == "grpo":  # the policy's sampler: the bare model, in lockstep under ZeRO-3
-        rollout = grpo.Rollout(accelerator.unwrap_model(model), tokenizer, cfg, attn=attn,
-                               synced_gpus=dist.needs_lockstep(accelerator), device=accelerator.device)
-        if is_main:
-            log.info("grpo: %d prompts x %d completions per step | %s", t.per_device_batch_size * world
-                     * t.gradient_accumulation_steps, cfg.grpo.group_size, "shared prompts (tree mask)"
-                     if rollout.shared else f"a row per completion (attention {attn} takes no tree mask)")
+    run = Setup(cfg, accelerator, tokenizer, objective, plan, steps_per_epoch, steps, held_out, model, optimizer,
+                scheduler, attn, state, tracker, resume_from)
+    objective.start(run, attn)
+    return run
 
-    # ---- loop --------------------------------------------------------------------------------
-    model.train()
-    bar = tqdm(total=total_steps, initial=state.step, disable=not is_main, desc="train", dynamic_ncols=True)
-    window = {"loss": 0.0, "targets": 0, "tokens": 0, "examples": 0, "t0": time.perf_counter()}
-    grpo_window: dict = {"stats": {}, "groups": []}  # GRPO: the logging window's rollout statistics
-    trace = open(Path(t.output_dir) / "examples.jsonl", "a") if is_main else None
-    preempted = False
-    while state.step < total_steps:
-        epoch, step_in_epoch = divmod(state.step, steps_per_epoch)
-        micro = plan.step_batches(epoch, step_in_epoch, rank)
-        seen = plan.step_counts(epoch, step_in_epoch)  # what every rank saw: it follows from the plan
-        if t.objective == "grpo":
-            prompts = [[grpo_rows[i] for row in rows for i in row] for rows in micro]
-            loss_sum, n_targets, window_targets, grad_norm, step_tokens = grpo_step(
-                model, accelerator, optimizer, scheduler, rollout, prompts, cfg, state.step, grpo_window)
-        else:
-            batches = [plan.collate(rows, train_ex, tokenizer.pad_token_id) for rows in micro]
-            loss_sum, n_targets, window_targets = backward_window(model, accelerator, batches)
-            grad_norm = optimizer_step(model, accelerator, optimizer, scheduler, t.max_grad_norm)
-            step_tokens = seen.tokens
+
+def load_data(cfg: Config, accelerator, tokenizer) -> tuple[list[Row], HeldOut, dict]:
+    """(training rows, the held-out split, the sources' report). On every rank (the bundled data is generated once
+    under a file lock): a data error is then every rank's own, and each exits with it cleanly instead of the others
+    dying in a barrier the first never reaches."""
+    from ft.data.sources import load_splits
+
+    data = cfg.data
+    train_rows, eval_rows, report = load_splits(data, cfg.train.seed, cfg.train.per_device_batch_size)
+    # Schema linking (data.schema_linking, ft/data/linking.py): held-out rows are linked as at inference (training
+    # rows keep their gold tables: the objective's prepare).
+    eval_link = make_linker(data, tokenizer, data.template, training=False) if data.schema_linking else None
+    eval_ex, _ = encode_rows(eval_rows, tokenizer, data.template, data.max_length, "skip", link=eval_link)
+    held_out = HeldOut(eval_rows, eval_rows[: cfg.eval.sample_size],
+                       eval_loss_batches(eval_ex, tokenizer.pad_token_id, cfg, accelerator.device))
+    return train_rows, held_out, report
+
+
+def resume_point(cfg: Config, accelerator, data_sha1: str) -> Path | None:
+    """The checkpoint to resume (checkpoint.resume). Only this run's own checkpoints are resumed (same model, data,
+    training settings); `resume: none` in a folder another run used sets that run's files aside first, so they are
+    neither resumed nor pruned."""
+    out = cfg.train.output_dir
+    resume_from = ckpt.find_resume(out, cfg.checkpoint.resume)
+    if resume_from is not None:
+        ckpt.check_resumable(resume_from, cfg.to_dict(), data_sha1)
+    elif cfg.checkpoint.resume == "none" and accelerator.is_main_process and (
+            moved := ckpt.set_aside_previous_run(out)):
+        log.warning("checkpoint.resume none: the files of the run that used %s before moved to %s", out, moved)
+    accelerator.wait_for_everyone()
+    return resume_from
+
+
+def load_model(cfg: Config, accelerator, model_dir) -> tuple[object, str, int]:
+    """(the PEFT model, not yet prepared; its attention implementation; its trainable parameters)."""
+    # One GPU per process; under DeepSpeed the engine places the model itself.
+    on_gpu = accelerator.device.type == "cuda" and accelerator.distributed_type.name != "DEEPSPEED"
+    model, attn = load_base_model(cfg, model_dir, device_map={"": accelerator.device} if on_gpu else None)
+    adapter = resolve_adapter(cfg.model.adapter)[0] if cfg.model.adapter else None  # e.g. the SFT adapter for GRPO
+    model = add_lora(model, cfg, reentrant_checkpointing=dist.zero_stage(accelerator) == 3, adapter=adapter)
+    n_train, n_total = trainable_parameters(model)
+    if accelerator.is_main_process:
+        log.info("model %s | attention %s | quantization %s, compute %s | trainable %d / %d params%s",
+                 cfg.model.name_or_path, attn, cfg.quantization.mode, cfg.quantization.compute_dtype, n_train, n_total,
+                 f" | LoRA from {adapter}" if adapter else "")
+    return model, attn, n_train
+
+
+def start_state(resume_from: Path | None, accelerator, model, optimizer, scheduler) -> ckpt.TrainState:
+    """The resumed checkpoint's state (model, optimizer, scheduler, RNG restored), or a new run's."""
+    if resume_from is not None:
+        state = load_checkpoint(resume_from, accelerator, model, optimizer, scheduler)
+        if accelerator.is_main_process:
+            log.info("resumed from %s at step %d", resume_from, state.step)
+        return state
+    return ckpt.TrainState(wandb_run_id=new_run_id() if accelerator.is_main_process else None,
+                           world_size=accelerator.num_processes)
+
+
+# ------------------------------------------------------------------------------------------------
+# fit: the loop, one for every objective
+
+
+def fit(run: Setup, train: TrainConfig, eval: EvalConfig, checkpoint: CheckpointConfig, stop: StopFlag) -> bool:
+    """Steps until state.step reaches run.total_steps: the plan's step -> the objective's step -> the tracker's window
+    -> periodic evaluation -> checkpoint. A stop signal ends it after a checkpoint: returns True (preempted)."""
+    from tqdm.auto import tqdm
+
+    acc, state, tracker = run.accelerator, run.state, run.tracker
+    # Every rank agrees before the loop: a stop signal during start-up ends the run here, with nothing to save.
+    stop.start_loop(acc)
+    run.model.train()
+    bar = tqdm(total=run.total_steps, initial=state.step, disable=not acc.is_main_process, desc="train",
+               dynamic_ncols=True)
+    tracker.window = Window()
+    while state.step < run.total_steps:
+        epoch, step_in_epoch = divmod(state.step, run.steps_per_epoch)
+        data = StepData(state.step, run.plan.step_batches(epoch, step_in_epoch, acc.process_index),
+                        run.plan.step_counts(epoch, step_in_epoch))  # what every rank saw: it follows from the plan
+        result = run.objective.step(run, data)
         state.step += 1
-        state.target_tokens_seen += int(window_targets)
-        state.examples_seen += seen.n_examples
-        state.tokens_seen += step_tokens
-        window["loss"] += loss_sum
-        window["targets"] += n_targets
-        window["tokens"] += step_tokens
-        window["examples"] += seen.n_examples
-        if trace is not None:
-            trace.write(f'{{"step": {state.step}, "examples": {seen.examples}}}\n')
-            trace.flush()
+        state.target_tokens_seen += int(result.window_targets)
+        state.examples_seen += data.counts.n_examples
+        state.tokens_seen += result.tokens
+        tracker.step_done(state.step, result, data.counts.examples, data.counts.n_examples)
         bar.update(1)
-
-        if state.step % t.log_every == 0 or state.step == total_steps:
-            elapsed = time.perf_counter() - window["t0"]
-            loss = sum_across(accelerator, window["loss"]) / max(sum_across(accelerator, window["targets"]), 1)
-            tokens, examples = window["tokens"], window["examples"]
-            targets = sum_across(accelerator, window["targets"])
-            metrics = {
-                "train/loss": loss, "train/lr": scheduler.get_last_lr()[0],
-                "train/epoch": state.step / steps_per_epoch, "train/examples_seen": state.examples_seen,
-                "train/tokens_seen": state.tokens_seen, "train/target_tokens_seen": state.target_tokens_seen,
-                "perf/target_tokens_per_s": targets / elapsed, "perf/tokens_per_s": tokens / elapsed,
-                "perf/samples_per_s": examples / elapsed, "perf/peak_memory_mb": peak_memory_mb(accelerator.device),
-            } | tracker.resource_metrics(model, tokens / elapsed)  # sys/rss_mb; on CUDA perf/mfu, sys/gpu_reserved_mb
-            if grad_norm is not None:
-                metrics["train/grad_norm"] = float(grad_norm)
-            if t.objective == "grpo":  # rewards, sample EX, zero-variance groups, KL, generation vs update time
-                metrics |= grpo.window_metrics(grpo.sum_stats(accelerator, grpo_window["stats"]),
-                                               kl=cfg.grpo.kl_beta > 0, clipping=cfg.grpo.updates_per_batch > 1)
-                tracker.log_table("train/rollouts", *grpo.rollout_table(grpo_window["groups"]), step=state.step)
-                grpo_window = {"stats": {}, "groups": []}
-            tracker.log(metrics, step=state.step)
-            bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens / elapsed:.0f}")
-            window = {"loss": 0.0, "targets": 0, "tokens": 0, "examples": 0, "t0": time.perf_counter()}
+        if state.step % train.log_every == 0 or state.step == run.total_steps:
+            m = tracker.log_window(state, run.model, lr=run.scheduler.get_last_lr()[0],
+                                   epoch=state.step / run.steps_per_epoch,
+                                   objective_metrics=run.objective.window_metrics)
+            bar.set_postfix(loss=f"{m['train/loss']:.3f}", tok_s=f"{m['perf/tokens_per_s']:.0f}")
 
         aside = time.perf_counter()  # evaluation and checkpointing are kept out of the throughput figures
-        e = cfg.eval
-        if e.loss_every and state.step % e.loss_every == 0 and state.step < total_steps:
-            ev = eval_loss(model, accelerator, eval_batches, e.loss_batches)
-            if ev is not None:
-                tracker.log({"eval/loss": ev}, step=state.step)
-        if e.every and state.step % e.every == 0 and state.step < total_steps:
-            result = execution_eval(model, accelerator, tokenizer, eval_sample, cfg,
-                                    train_dbs=set(state.train_dbs) if state.train_dbs else None,
-                                    prompts=eval_prompts[: len(eval_sample)])
-            if result is not None:
-                tracker.log(eval_metrics("eval", result[1]), step=state.step)
-                tracker.log_table("eval/predictions", *prediction_table_rows(result[0]), step=state.step)
-
-        stopping = stop.should_stop(accelerator)
-        if (cfg.checkpoint.every and state.step % cfg.checkpoint.every == 0) or stopping or state.step == total_steps:
-            path = save_checkpoint(accelerator, model, optimizer, scheduler, tokenizer, state, cfg)
-            if is_main:
+        periodic_evaluation(run, eval)
+        stopping = stop.should_stop(acc)
+        if (checkpoint.every and state.step % checkpoint.every == 0) or stopping or state.step == run.total_steps:
+            path = save_checkpoint(acc, run.model, run.optimizer, run.scheduler, run.tokenizer, state, run.cfg)
+            if acc.is_main_process:
                 tqdm.write(f"checkpoint: {path}")
                 tracker.log_adapter(path, state.step)  # W&B model artifact by reference, metrics as metadata
-        window["t0"] += time.perf_counter() - aside
+        tracker.window.exclude(time.perf_counter() - aside)
         if stopping:
-            preempted = True
-            if is_main:
+            if acc.is_main_process:
                 tqdm.write(f"stopped on {stop.name} at step {state.step}: checkpoint written; the same command "
                            f"continues from it (exit {EXIT_PREEMPTED})")
-            break
+            bar.close()
+            return True
     bar.close()
-    if trace is not None:
-        trace.close()
+    return False
 
-    # ---- finish ------------------------------------------------------------------------------
-    result = {"step": state.step, "output_dir": t.output_dir, "preempted": preempted}
-    if not preempted:
-        ev = eval_loss(model, accelerator, eval_batches, None)
+
+def periodic_evaluation(run: Setup, eval: EvalConfig) -> None:
+    """eval.loss_every: the held-out loss on eval.loss_batches batches; eval.every: execution accuracy on the fixed
+    sample. Not at the last step (finish evaluates the whole split)."""
+    step, last = run.state.step, run.state.step >= run.total_steps
+    if eval.loss_every and step % eval.loss_every == 0 and not last:
+        ev = eval_loss(run.model, run.accelerator, run.held_out.loss_batches, eval.loss_batches)
         if ev is not None:
-            tracker.log({"eval/loss": ev}, step=state.step)
+            run.tracker.log({"eval/loss": ev}, step=step)
+    if eval.every and step % eval.every == 0 and not last:
+        sample = run.held_out.sample
+        result = execution_eval(run.model, run.accelerator, run.tokenizer, sample, run.cfg,
+                                train_dbs=set(run.state.train_dbs) if run.state.train_dbs else None,
+                                prompts=run.held_out.prompts[: len(sample)])
+        if result is not None:
+            run.tracker.log(eval_metrics("eval", result[1]), step=step)
+            run.tracker.log_table("eval/predictions", *prediction_table_rows(result[0]), step=step)
+
+
+# ------------------------------------------------------------------------------------------------
+# finish: final evaluation, the adapter
+
+
+def finish(run: Setup, eval: EvalConfig, stop: StopFlag, preempted: bool) -> dict:
+    """After the loop: the held-out loss and base vs fine-tuned by execution (eval.at_end), then the last checkpoint's
+    adapter published as <output_dir>/adapter; a stop keeps what is done and skips the rest. Ends the tracker and the
+    process group."""
+    acc, state, held_out, out = run.accelerator, run.state, run.held_out, run.cfg.train.output_dir
+    result = {"step": state.step, "output_dir": out, "preempted": preempted}
+    if not preempted:
+        ev = eval_loss(run.model, acc, held_out.loss_batches, None)
+        if ev is not None:
+            run.tracker.log({"eval/loss": ev}, step=state.step)
             result["eval_loss"] = ev
-        if cfg.eval.at_end and eval_rows:
+        if eval.at_end and held_out.rows:
             # Base vs fine-tuned on the held-out split: the same model with its adapter switched off, then on. Each
             # is written as it goes; a stop keeps what is done, and the same command continues from there.
-            summaries = final_evaluation(model, accelerator, tokenizer, eval_rows, cfg, state, stop, tracker,
-                                         eval_prompts)
+            summaries = final_evaluation(run.model, acc, run.tokenizer, held_out.rows, run.cfg, state, stop,
+                                         run.tracker, held_out.prompts)
             result["eval"] = summaries
             if not all(m["complete"] for m in summaries.values()):
                 result["preempted"] = preempted = True
-                if is_main:
+                if acc.is_main_process:
                     done = sum(m["n"] + m["gold_failed"] for m in summaries.values())
-                    print(f"stopped on {stop.name} during the final evaluation: {done} of {2 * len(eval_rows)} "
-                          f"answers kept in {Path(t.output_dir) / 'eval'}; the same command continues it "
+                    print(f"stopped on {stop.name} during the final evaluation: {done} of {2 * len(held_out.rows)} "
+                          f"answers kept in {Path(out) / 'eval'}; the same command continues it "
                           f"(exit {EXIT_PREEMPTED})", file=sys.stderr, flush=True)
-            elif is_main:
-                print(f"\nexecution accuracy on the held-out split ({len(eval_rows)} questions):\n"
+            elif acc.is_main_process:
+                print(f"\nexecution accuracy on the held-out split ({len(held_out.rows)} questions):\n"
                       + format_table(summaries), flush=True)
     if not preempted:
-        adapter_dir = Path(t.output_dir) / "adapter"
-        final = ckpt.step_dir(t.output_dir, state.step) / "adapter"
-        if is_main:
-            import shutil
-
-            tmp = adapter_dir.with_name(".adapter.tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.copytree(final, tmp)
-            shutil.rmtree(adapter_dir, ignore_errors=True)
-            os.rename(tmp, adapter_dir)
-            print(f"\nadapter: {adapter_dir.resolve()}  (checkpoint {final.parent})", flush=True)
-        result["adapter"] = str(adapter_dir)
-    accelerator.wait_for_everyone()  # before tracker.finish: with W&B it ends the process group (end_training)
-    tracker.finish()
-    accelerator.end_training()
+        if acc.is_main_process:
+            adapter = ckpt.publish_adapter(out, state.step)
+            print(f"\nadapter: {adapter.resolve()}  (checkpoint {ckpt.step_dir(out, state.step)})", flush=True)
+        result["adapter"] = str(Path(out) / "adapter")
+    acc.wait_for_everyone()  # before tracker.finish: with W&B it ends the process group (end_training)
+    run.tracker.finish()
+    acc.end_training()
     return result
+
+
+def train(cfg: Config, stop: StopFlag | None = None) -> dict:
+    """The recipe on a resolved config (ft.config.resolve): setup -> fit -> finish. `stop`: main's, with the signal
+    handlers installed first thing (so a signal during start-up stops the run cleanly too); without it, a flag no
+    signal sets (calling train() replaces no handler of the process)."""
+    stop = stop or StopFlag()
+    run = setup(cfg)
+    preempted = fit(run, cfg.train, cfg.eval, cfg.checkpoint, stop)
+    return finish(run, cfg.eval, stop, preempted)
+
+
+# ------------------------------------------------------------------------------------------------
+# main: the process
 
 
 COMMAND = Command(
@@ -617,15 +568,29 @@ COMMAND = Command(
 )
 
 
+def set_up_process(cfg: Config) -> None:
+    """What the recipe changes process-wide, in one place (main's): the CPU rehearsal of DDP / DeepSpeed
+    (accelerate's backend choice, patched), torch's threads, W&B offline without credentials, logging (INFO on the
+    main process, whose rank is known before the accelerator exists)."""
+    cpu_rehearsal_shim()
+    dist.set_cpu_threads(cfg.train.cpu_threads)
+    wandb_offline_default()
+    is_main = os.environ.get("RANK", "0") == "0"
+    logging.basicConfig(level=logging.INFO if is_main else logging.WARNING, format="%(asctime)s %(message)s")
+
+
 def main(argv: list[str] | None = None) -> int:
     """The recipe's entry point on every process: exit 0 done, 75 stopped by a signal (checkpoint written once
     training had started), 2 bad config or data; with SQLFT_STATUS_DIR set, that code is also written to
     <dir>/rank-<R>.json, where a launcher that can't pass exit codes through (accelerate's) finds it."""
-    stop = StopFlag()  # first thing: a stop signal during start-up must not kill the process half-way
+    stop = StopFlag().install()  # first thing: a stop signal during start-up must not kill the process half-way
+    set_process_defaults()
     code, step, message = 1, None, None
     try:
         cfg, _ = parse(COMMAND, argv, prog="ft/train.py")
-        result = train(resolve(cfg, training=True), stop)
+        cfg = resolve(cfg, training=True)
+        set_up_process(cfg)
+        result = train(cfg, stop)
         code, step = (EXIT_PREEMPTED if result["preempted"] else 0), result["step"]
     except (ConfigError, DataError, ModelError, FileNotFoundError) as e:
         code, message = EXIT_USAGE, str(e)

@@ -1,4 +1,4 @@
-"""GRPO (train.objective grpo, ft/grpo.py and ft/train.py's grpo_step) on tiny Llamas, CPU.
+"""GRPO (train.objective grpo: ft/grpo.py, its step ft/objectives/grpo.py) on tiny Llamas, CPU.
 
 - shared prompts: per-branch log-probabilities and the loss's gradients equal the unshared computation (fp32), and a
   mask that lets a branch see another fails the same check;
@@ -48,7 +48,7 @@ def warm_up(tiny_model: Path, db: Path, out: Path, steps: int = 120) -> Path:
     from ft.data.batching import collate
     from ft.data.prompt import encode_example
     from ft.model import load_tokenizer
-    from ft.train import token_loss_sum
+    from ft.objectives.base import token_loss_sum
 
     tok = load_tokenizer(str(tiny_model))
     ex = [encode_example(Row(QUESTION, a, SCHEMA, "shop", str(db)), tok, "default", 1024, "error") for a in ANSWERS]
@@ -107,10 +107,15 @@ def toy(tmp_path_factory, tiny_model):
                            row=Row(QUESTION, ANSWERS[0], SCHEMA, "shop", str(db)))
 
 
-def load_config_for(model_dir: Path, **overrides):
+def load_config_for(model_dir: Path, toy, **overrides):
+    """The toy task's GRPO config for an in-process run of the recipe's setup (its rows, a fresh output folder)."""
+    import tempfile
+
     from ft.config import load_config
 
     base = {"model.name_or_path": str(model_dir), "model.gradient_checkpointing": "false",
+            "data.source": str(toy.rows), "data.eval_fraction": "0", "train.seed": "0",
+            "train.output_dir": tempfile.mkdtemp(dir=toy.root), "tracking.wandb": "false", "eval.at_end": "false",
             "quantization.mode": "none", "quantization.dtype": "float32", "quantization.compute_dtype": "float32",
             "lora.r": str(LORA["r"]), "lora.alpha": str(LORA["alpha"]), "lora.dropout": "0",
             "lora.target_modules": ",".join(LORA["target_modules"]), "train.objective": "grpo",
@@ -119,28 +124,19 @@ def load_config_for(model_dir: Path, **overrides):
     return load_config(None, base | {k.replace("__", "."): str(v) for k, v in overrides.items()})
 
 
-def setup(model_dir: Path, cfg, lora_b_std: float = 0.0):
-    """(accelerator, prepared model, optimizer, scheduler, rollout) in this process, as ft.train.train sets them up."""
-    from accelerate import Accelerator
+def setup(cfg, lora_b_std: float = 0.0):
+    """The recipe's own setup (ft.train.setup) in this process: accelerator, prepared model, optimizer, scheduler, and
+    the GRPO objective with its sampler (`run.objective.rollout`); LoRA's B weights drawn from N(0, lora_b_std)."""
+    from ft.config import resolve
+    from ft.train import setup as recipe_setup
 
-    from ft.model import add_lora, load_base_model, load_tokenizer
-    from ft.train import make_optimizer, make_scheduler
-
-    acc = Accelerator(cpu=True)
-    tok = load_tokenizer(str(model_dir))
-    torch.manual_seed(0)
-    model, attn = load_base_model(cfg, str(model_dir))
-    model = add_lora(model, cfg)
+    run = recipe_setup(resolve(cfg, training=True))
     if lora_b_std:
         with torch.no_grad():
-            for n, p in model.named_parameters():
+            for n, p in run.model.named_parameters():
                 if "lora_B" in n:
                     p.normal_(0, lora_b_std)
-    opt = make_optimizer(model, cfg)
-    model, opt = acc.prepare(model, opt)
-    sched = make_scheduler(opt, cfg, 1000)
-    rollout = grpo.Rollout(acc.unwrap_model(model), tok, cfg, attn=attn)
-    return acc, model, opt, sched, rollout
+    return run
 
 
 # ------------------------------------------------------------------------------------------------
@@ -170,9 +166,9 @@ def _alone_logprobs(model, groups) -> torch.Tensor:
 
 
 def test_shared_prompts_give_the_unshared_logprobs_and_gradients(tiny_model, toy, one_thread):
-    cfg = load_config_for(tiny_model, grpo__group_size=4, grpo__max_new_tokens=12, grpo__kl_beta=0.1)
-    _, model, _, _, rollout = setup(tiny_model, cfg, lora_b_std=0.02)
-    net = model
+    cfg = load_config_for(tiny_model, toy, grpo__group_size=4, grpo__max_new_tokens=12, grpo__kl_beta=0.1)
+    run = setup(cfg, lora_b_std=0.02)
+    net, rollout = run.model, run.objective.rollout
     other = Row("List the names of the 3 most expensive products.", "SELECT name FROM products ORDER BY price DESC "
                 "LIMIT 3", SCHEMA, "shop", str(toy.db))
     groups = _groups_with_signal(rollout, [toy.row, other])  # two prompts of different lengths: a padded row too
@@ -233,17 +229,15 @@ def _sample_ex(rollout, row, seed=1234) -> float:
 
 
 def _learn(toy, steps: int) -> tuple[float, float, list[float]]:
-    from ft.train import grpo_step
-
-    cfg = load_config_for(toy.warm)
-    acc, model, opt, sched, rollout = setup(toy.warm, cfg)
+    cfg = load_config_for(toy.warm, toy)
+    run = setup(cfg)
+    rollout = run.objective.rollout
     before = _sample_ex(rollout, toy.row)
     curve = []
-    model.train()
+    run.model.train()
     for step in range(steps):
-        window = {"stats": {}, "groups": []}
-        grpo_step(model, acc, opt, sched, rollout, [[toy.row, toy.row]], cfg, step, window)
-        curve.append(window["stats"]["reward_sum"] / window["stats"]["samples"])
+        result = run.objective.update(run, [[toy.row, toy.row]], step)
+        curve.append(result.stats["reward_sum"] / result.stats["samples"])
     return before, _sample_ex(rollout, toy.row), curve
 
 
@@ -329,8 +323,9 @@ def test_rewards_come_from_execution(toy):
 
 
 def test_zero_variance_groups_are_counted_and_give_no_gradient(tiny_model, toy, one_thread):
-    cfg = load_config_for(tiny_model, grpo__group_size=4, grpo__max_new_tokens=8)
-    _, net, _, _, rollout = setup(tiny_model, cfg, lora_b_std=0.02)
+    cfg = load_config_for(tiny_model, toy, grpo__group_size=4, grpo__max_new_tokens=8)
+    run = setup(cfg, lora_b_std=0.02)
+    net, rollout = run.model, run.objective.rollout
     a, b = _groups_with_signal(rollout, [toy.row, toy.row], seed=3)
     for c, adv in zip(b.completions, grpo.group_advantages([0.2] * len(b.completions))):  # b: all rewards equal
         c.reward, c.advantage = 0.2, adv
@@ -380,30 +375,29 @@ def test_clipped_objective_and_ratio():
 
 
 def test_updates_per_batch_ratio_and_clipping(toy, one_thread):
-    """Through grpo_step: 1 update has ratio 1 (no clipped token); with 3 updates of a large step on one batch, the
+    """Through the GRPO step: 1 update has ratio 1 (no clipped token); with 3 updates of a large step on one batch, the
     later ones are off-policy and the clip binds."""
-    from ft.train import grpo_step
-
     for updates, lr in ((1, 2e-2), (3, 2e-1)):
-        cfg = load_config_for(toy.warm, grpo__updates_per_batch=updates, train__learning_rate=lr)
-        acc, model, opt, sched, rollout = setup(toy.warm, cfg)
-        model.train()
-        window = {"stats": {}, "groups": []}
-        grpo_step(model, acc, opt, sched, rollout, [[toy.row, toy.row]], cfg, 0, window)
-        m = grpo.window_metrics(window["stats"], kl=False, clipping=True)
-        assert window["stats"]["tokens"] == updates * sum(len(c.ids) for g in window["groups"] for c in g.completions
-                                                          if g.active)
+        cfg = load_config_for(toy.warm, toy, grpo__updates_per_batch=updates, train__learning_rate=lr)
+        run = setup(cfg)
+        run.model.train()
+        sampled = run.objective.sample(run, [[toy.row, toy.row]], 0)
+        result = run.objective.learn(run, sampled)
+        m = grpo.window_metrics(result.stats, kl=False, clipping=True)
+        assert result.stats["tokens"] == updates * sum(len(c.ids) for g in sampled.flat for c in g.completions
+                                                       if g.active)
         if updates == 1:
             assert m["grpo/clip_fraction"] == 0.0
         else:
             assert m["grpo/clip_fraction"] > 0.0, m
-            assert sched.last_epoch == updates  # one scheduler step per optimizer step
+            assert run.scheduler.last_epoch == updates  # one scheduler step per optimizer step
 
 
 def test_kl_is_zero_at_init_and_positive_after(tiny_model, toy, one_thread):
-    cfg = load_config_for(tiny_model, grpo__group_size=4, grpo__max_new_tokens=8, grpo__kl_beta=0.5)
+    cfg = load_config_for(tiny_model, toy, grpo__group_size=4, grpo__max_new_tokens=8, grpo__kl_beta=0.5)
     for std, zero in ((0.0, True), (0.05, False)):  # a fresh adapter (lora_B = 0), then one with weights
-        _, net, _, _, rollout = setup(tiny_model, cfg, lora_b_std=std)
+        run = setup(cfg, lora_b_std=std)
+        net, rollout = run.model, run.objective.rollout
         batch = rollout.batch(_groups_with_signal(rollout, [toy.row]))
         grpo.add_reference(net, [batch], 1.0, sampling=False, reference=True)
         loss = grpo.PolicyLoss(0.2, 0.5, 1.0)
@@ -418,13 +412,13 @@ def test_model_adapter_is_loaded_trainable_and_checked(toy, one_thread):
     from ft.config import ConfigError
     from ft.model import add_lora, load_base_model
 
-    cfg = load_config_for(toy.warm)
+    cfg = load_config_for(toy.warm, toy)
     model = add_lora(load_base_model(cfg, str(toy.warm))[0], cfg, adapter=toy.adapter)
     saved = load_file(toy.adapter / "adapter_model.safetensors")
     got = {k.replace(".default", ""): p for k, p in model.named_parameters() if "lora_" in k}
     assert got.keys() == saved.keys() and all(torch.equal(got[k].detach(), saved[k]) for k in saved)
     assert all(p.requires_grad for p in got.values())
-    other = load_config_for(toy.warm, lora__r=4)
+    other = load_config_for(toy.warm, toy, lora__r=4)
     with pytest.raises(ConfigError, match=r"lora\.r: 8 \(the adapter\) vs 4"):
         add_lora(load_base_model(other, str(toy.warm))[0], other, adapter=toy.adapter)
 

@@ -93,7 +93,7 @@ def test_grad_accumulation_matches_big_batch(tiny_model, rows_file):
     from ft.data.prompt import encode_rows
     from ft.data.rows import Row
     from ft.model import add_lora, load_base_model, load_tokenizer
-    from ft.train import backward_window, token_loss_sum
+    from ft.objectives.base import backward_window, token_loss_sum
 
     cfg = load_config(None, {"model.name_or_path": str(tiny_model), "model.gradient_checkpointing": "false",
                              "quantization.mode": "none", "quantization.dtype": "float32", "lora.dropout": "0"})

@@ -1,0 +1,57 @@
+"""Supervised fine-tuning (train.objective sft): cross-entropy on the answer tokens, the mean over every target token
+of the accumulation window on all processes (ft.objectives.base.backward_window)."""
+from __future__ import annotations
+
+import logging
+
+from ft.config import Config
+from ft.data.batching import Plan
+from ft.data.linking import make_linker
+from ft.data.prefix import no_step_message, plan_for
+from ft.data.prompt import encode_rows
+from ft.data.rows import DataError, Row
+from ft.objectives.base import Learner, StepData, StepResult, backward_window, optimizer_step
+
+log = logging.getLogger("sqlft")
+
+
+class SFT:
+    """The training rows encoded as prompt + answer, laid out in packed bins, prefix-shared groups (a schema once, its
+    questions as branches under a tree mask: ft/data/prefix.py) or padded single examples."""
+
+    updates_per_step = 1
+
+    def __init__(self, cfg: Config):
+        self.data, self.train, self.attn = cfg.data, cfg.train, cfg.model.attn_implementation
+        self.examples: list = []
+        self.plan: Plan | None = None
+        self.pad_id: int | None = None
+        self.report: dict = {}  # the encoding's counts (kept, truncated, skipped), for the start-up log line
+
+    def prepare(self, rows: list[Row], tokenizer, world_size: int, device=None) -> Plan:
+        data, train = self.data, self.train
+        # Schema linking (data.schema_linking, ft/data/linking.py): training rows keep their gold tables.
+        link = make_linker(data, tokenizer, data.template) if data.schema_linking else None
+        self.examples, self.report = encode_rows(rows, tokenizer, data.template, data.max_length, data.overlong,
+                                                 link=link)
+        if not self.examples:
+            raise DataError(f"No training examples left from '{data.source}' after encoding ({self.report}).")
+        self.plan = plan_for(self.examples, data, train, world_size, attn=self.attn, device=device)
+        if data.prefix_sharing:
+            log.info("prefix sharing: %s", self.plan.stats())
+        if self.plan.steps_per_epoch() == 0:
+            raise DataError(no_step_message(self.plan, len(self.examples), data, train, world_size))
+        self.pad_id = tokenizer.pad_token_id
+        return self.plan
+
+    def start(self, run: Learner, attn: str) -> None:
+        pass
+
+    def step(self, run: Learner, data: StepData) -> StepResult:
+        batches = [self.plan.collate(rows, self.examples, self.pad_id) for rows in data.micro]
+        loss_sum, targets, window_targets = backward_window(run.model, run.accelerator, batches)
+        grad_norm = optimizer_step(run, self.train.max_grad_norm)
+        return StepResult(loss_sum, targets, window_targets, data.counts.tokens, grad_norm)
+
+    def window_metrics(self, sums: dict[str, float]) -> dict[str, float]:
+        return {}
