@@ -203,8 +203,8 @@ def publish_adapter(output_dir: str | Path, step: int) -> Path:
     """Main process only: the adapter of the checkpoint of `step` as <output_dir>/adapter, the run's final adapter.
 
     Copied into a temp folder first, then renamed into place; an adapter already there (an earlier attempt's) is
-    renamed aside before and removed after, so a reader finds the old adapter or the new one, never a half-copied
-    folder, and a crash mid-copy leaves the old one in place.
+    renamed aside just before and removed after. A reader finds the old adapter or the new one (or, for the instant
+    between the two renames, none), never a half-copied folder; a crash mid-copy leaves the old one in place.
     """
     out = Path(output_dir)
     final, tmp, old = out / "adapter", out / ".adapter.tmp", out / ".adapter.old"

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ft.config import Config, ConfigError, all_keys, load_config, parse_overrides
+from ft.config import Config, ConfigError, all_keys, choices, load_config, parse_overrides
 from ft.constants import DEFAULT_CONFIG, EXIT_USAGE
 
 
@@ -31,7 +31,7 @@ class Alias:
     key: str
     help: str = ""
     convert: Callable[[str], object] | None = None  # argv text -> the value handed to the config (default: as is)
-    choices: list[str] | None = None
+    choices: list[str] | None = None  # None: the key's own choices (its Literal type in ft/config.py), if any
     const: str | None = None  # a flag without a value: `--skip-bad-rows` sets the key to this
 
 
@@ -96,7 +96,7 @@ def build_parser(cmd: Command, prog: str | None = None) -> argparse.ArgumentPars
             p.add_argument(a.flag, dest=_dest(a.key), default=None, action="store_const", const=a.const, help=doc)
         else:
             p.add_argument(a.flag, dest=_dest(a.key), default=None, metavar=a.key.split(".")[-1].upper(),
-                           choices=a.choices, help=doc)
+                           choices=a.choices if a.choices is not None else choices(a.key), help=doc)
     if cmd.add_arguments is not None:
         cmd.add_arguments(p)
     return p

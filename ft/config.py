@@ -15,6 +15,7 @@ import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import yaml
 
@@ -23,13 +24,21 @@ class ConfigError(ValueError):
     pass
 
 
+# The choices of a key, written once: the field's type. Loading (`_coerce`), validate() and the commands' short options
+# (ft.cli) read them from here (`choices`).
+Attention = Literal["auto", "sdpa", "eager", "flash_attention_2", "flex_attention"]
+Dtype = Literal["auto", "bfloat16", "float16", "float32"]
+SourceFormat = Literal["auto", "jsonl", "json", "csv", "parquet", "hf", "spider", "bird", "bundled"]
+ObjectiveName = Literal["sft", "grpo"]  # ft/objectives/__init__.py's OBJECTIVES, one module each
+
+
 @dataclass
 class ModelConfig:
     name_or_path: str = "smollm2-135m-instruct"  # Hub id, local folder, GGUF file, or a known alias
     gguf_file: str | None = None  # file name inside name_or_path when it is a folder holding a GGUF
     revision: str | None = None
     trust_remote_code: bool = False
-    attn_implementation: str = "auto"  # auto | sdpa | eager | flash_attention_2 | flex_attention
+    attn_implementation: Attention = "auto"
     gradient_checkpointing: bool = True
     cache_dir: str = "~/.cache/sqlft/models"  # where GGUF files are converted once
     # A LoRA adapter to start from (its folder, a checkpoint or a run folder), trained further instead of new LoRA
@@ -39,13 +48,13 @@ class ModelConfig:
 
 @dataclass
 class QuantizationConfig:
-    mode: str = "4bit"  # 4bit | 8bit | none
-    quant_type: str = "nf4"
+    mode: Literal["4bit", "8bit", "none"] = "4bit"
+    quant_type: Literal["nf4", "fp4"] = "nf4"
     double_quant: bool = True
     # auto: bfloat16 where the hardware computes it natively (Ampere+ GPUs, CPUs with AVX512-BF16/AMX), float16 on
     # older GPUs, float32 on other CPUs, where bf16 matmuls fall back to scalar code ~70x slower than fp32.
-    compute_dtype: str = "auto"  # auto | bfloat16 | float16 | float32
-    dtype: str = "auto"  # dtype of the unquantized weights (and 4-bit storage, for ZeRO-3)
+    compute_dtype: Dtype = "auto"
+    dtype: Dtype = "auto"  # dtype of the unquantized weights (and 4-bit storage, for ZeRO-3)
 
 
 @dataclass
@@ -54,19 +63,19 @@ class LoraConfig:
     alpha: int = 32
     dropout: float = 0.05
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    bias: str = "none"
+    bias: Literal["none", "all", "lora_only"] = "none"
 
 
 @dataclass
 class DataConfig:
-    # Training source. `format`: auto | jsonl | json | csv | parquet | hf | spider | bird | bundled
+    # Training source.
     source: str = "bundled"  # path, HF dataset name, or "bundled"
-    format: str = "auto"
+    format: SourceFormat = "auto"
     split: str | None = None  # spider/bird: train_spider | train_others | dev ...; hf: split name
     columns: dict[str, str] = field(default_factory=dict)  # our field -> source column
     # Eval split: a given eval source, a fraction of rows, or held-out databases.
     eval_source: str | None = None
-    eval_format: str = "auto"
+    eval_format: SourceFormat = "auto"
     eval_split: str | None = None
     # None: a file source without an eval split gets DEFAULT_EVAL_FRACTION of its rows held out (at least one full
     # batch), so base vs fine-tuned is measured unless switched off with 0.
@@ -74,9 +83,9 @@ class DataConfig:
     eval_dbs: list[str] = field(default_factory=list)
     max_eval_rows: int | None = None
     # Prompting and tokenization.
-    template: str = "default"  # default | chat | schema_first
+    template: Literal["default", "chat", "schema_first"] = "default"
     max_length: int = 1024
-    overlong: str = "truncate_schema"  # skip | truncate_schema | error
+    overlong: Literal["skip", "truncate_schema", "error"] = "truncate_schema"
     packing: bool = False  # best-fit-decreasing bins; a micro-batch's bins run end to end in one row (no padding)
     group_by_length: bool = False
     prefix_sharing: bool = False  # a schema once per row, its questions as branches; needs schema_first
@@ -103,14 +112,14 @@ class TrainConfig:
     learning_rate: float = 2e-4
     weight_decay: float = 0.0
     warmup_steps: int = 10
-    lr_scheduler: str = "cosine"  # cosine | linear | constant
+    lr_scheduler: Literal["cosine", "linear", "constant"] = "cosine"
     max_grad_norm: float = 1.0
-    optimizer: str = "adamw"  # adamw | paged_adamw_8bit (CUDA only)
+    optimizer: Literal["adamw", "paged_adamw_8bit"] = "adamw"  # paged_adamw_8bit: CUDA only
     log_every: int = 5
     # CPU runs only: torch threads per process; 0 = the cores this process may use / processes on this node.
     # (`accelerate launch` pins CPU-only hosts to OMP_NUM_THREADS=1, which halves a 2-core machine.)
     cpu_threads: int = 0
-    objective: str = "sft"  # sft | grpo (rewards from executing sampled answers: the grpo section, ft/grpo.py)
+    objective: ObjectiveName = "sft"  # grpo: rewards from executing sampled answers (the grpo section, ft/grpo.py)
 
 
 @dataclass
@@ -204,6 +213,10 @@ def _coerce(value, tp, key: str):
     """Turn a YAML / CLI value into the annotated type; errors name the key."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
+    if origin is Literal:
+        text = value if isinstance(value, str) or value is None else str(value)
+        _one_of(key, text, args)
+        return text
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
         if value is None or (isinstance(value, str) and value.lower() in ("null", "none")):
             if type(None) in args:
@@ -275,6 +288,17 @@ def _set_dotted(tree: dict, dotted: str, value) -> None:
         if not isinstance(node, dict):
             raise ConfigError(f"Config key '{dotted}': '{p}' is not a section.")
     node[parts[-1]] = value
+
+
+def choices(key: str, cls=Config) -> list[str] | None:
+    """The values a dotted key may take (its Literal type), None when it takes any of its type."""
+    section, _, rest = key.partition(".")
+    tp = typing.get_type_hints(cls).get(section)
+    if tp is None:
+        return None
+    if rest:
+        return choices(rest, tp) if dataclasses.is_dataclass(tp) else None
+    return list(typing.get_args(tp)) if typing.get_origin(tp) is Literal else None
 
 
 def all_keys(cls=Config, prefix="") -> list[str]:
@@ -363,30 +387,29 @@ def _one_of(key: str, value, options) -> None:
     _check(value in options, key, value, f"must be one of {', '.join(map(str, options))}")
 
 
+def _check_choices(obj, prefix: str = "") -> None:
+    """Every key with a Literal type holds one of its values (a config built or changed in code, too)."""
+    for f in dataclasses.fields(obj):
+        tp, value = typing.get_type_hints(type(obj))[f.name], getattr(obj, f.name)
+        if dataclasses.is_dataclass(tp):
+            _check_choices(value, f"{prefix}{f.name}.")
+        elif typing.get_origin(tp) is Literal:
+            _one_of(f"{prefix}{f.name}", value, typing.get_args(tp))
+
+
 def validate(cfg: Config) -> None:
     """Cheap checks that run before any model is loaded."""
-    m, q, lo, d, t, c, e = cfg.model, cfg.quantization, cfg.lora, cfg.data, cfg.train, cfg.checkpoint, cfg.eval
+    _check_choices(cfg)
+    m, lo, d, t, c, e = cfg.model, cfg.lora, cfg.data, cfg.train, cfg.checkpoint, cfg.eval
     _check(bool(m.name_or_path), "model.name_or_path", m.name_or_path, "must not be empty")
     looks_local = m.name_or_path.startswith((".", "/", "~")) or m.name_or_path.endswith(".gguf")
     if looks_local:
         _check(Path(m.name_or_path).expanduser().exists(), "model.name_or_path", m.name_or_path, "path does not exist")
-    _one_of("model.attn_implementation", m.attn_implementation,
-            ["auto", "sdpa", "eager", "flash_attention_2", "flex_attention"])
-    _one_of("quantization.mode", q.mode, ["4bit", "8bit", "none"])
-    _one_of("quantization.quant_type", q.quant_type, ["nf4", "fp4"])
-    _one_of("quantization.compute_dtype", q.compute_dtype, ["auto", "bfloat16", "float16", "float32"])
-    _one_of("quantization.dtype", q.dtype, ["auto", "bfloat16", "float16", "float32"])
     _check(t.cpu_threads >= 0, "train.cpu_threads", t.cpu_threads, "must be >= 0 (0 = all cores)")
     _check(lo.r > 0, "lora.r", lo.r, "must be > 0")
     _check(lo.alpha > 0, "lora.alpha", lo.alpha, "must be > 0")
     _check(0 <= lo.dropout < 1, "lora.dropout", lo.dropout, "must be in [0, 1)")
     _check(len(lo.target_modules) > 0, "lora.target_modules", lo.target_modules, "must name at least one module")
-    _one_of("lora.bias", lo.bias, ["none", "all", "lora_only"])
-    formats = ["auto", "jsonl", "json", "csv", "parquet", "hf", "spider", "bird", "bundled"]
-    _one_of("data.format", d.format, formats)
-    _one_of("data.eval_format", d.eval_format, formats)
-    _one_of("data.template", d.template, ["default", "chat", "schema_first"])
-    _one_of("data.overlong", d.overlong, ["skip", "truncate_schema", "error"])
     for key, on in (("data.prefix_sharing", d.prefix_sharing), ("eval.reuse_schema_cache", e.reuse_schema_cache)):
         _check(not on or d.template == "schema_first", key, on,
                f"sharing a schema needs the schema to come first: set data.template: schema_first (is {d.template!r})")
@@ -414,8 +437,6 @@ def validate(cfg: Config) -> None:
     _check(t.warmup_steps >= 0, "train.warmup_steps", t.warmup_steps, "must be >= 0")
     _check(t.max_grad_norm >= 0, "train.max_grad_norm", t.max_grad_norm, "must be >= 0 (0 disables clipping)")
     _check(t.log_every > 0, "train.log_every", t.log_every, "must be > 0")
-    _one_of("train.lr_scheduler", t.lr_scheduler, ["cosine", "linear", "constant"])
-    _one_of("train.optimizer", t.optimizer, ["adamw", "paged_adamw_8bit"])
     _check(bool(t.output_dir), "train.output_dir", t.output_dir, "must not be empty")
     _check(c.every >= 0, "checkpoint.every", c.every, "must be >= 0")
     _check(c.keep_last >= 1, "checkpoint.keep_last", c.keep_last, "must be >= 1")
@@ -440,7 +461,6 @@ def validate(cfg: Config) -> None:
     _check(m.adapter is None or Path(m.adapter).expanduser().exists(), "model.adapter", m.adapter,
            "path does not exist (a LoRA adapter folder, a checkpoint or a run folder)")
     g = cfg.grpo
-    _one_of("train.objective", t.objective, ["sft", "grpo"])
     _check(g.group_size >= 2, "grpo.group_size", g.group_size, "must be >= 2 (advantages compare a group's samples)")
     _check(g.temperature > 0, "grpo.temperature", g.temperature, "must be > 0")
     _check(0 < g.top_p <= 1, "grpo.top_p", g.top_p, "must be in (0, 1]")

@@ -54,7 +54,7 @@ COMMAND = Command(
     default_config=adapter_run_config,
     aliases=[
         Alias("--model", "model.name_or_path", "base model [the adapter's run's]"),
-        Alias("--quantization", "quantization.mode", choices=["4bit", "8bit", "none"]),
+        Alias("--quantization", "quantization.mode"),
         Alias("--retries", "eval.retries", "sampled alternatives when validation fails"),
         Alias("--samples", "eval.samples", "execution-guided decoding: vote over N executed samples (needs --db)"),
         Alias("--constrain", "eval.constrain", "only the schema's table / column names while decoding", const="true"),

@@ -59,8 +59,7 @@ COMMAND = Command(
     overrides={"quantization.mode": "none"},
     aliases=[
         Alias("--model", "model.name_or_path", "base model [the one the adapter was trained on]"),
-        Alias("--dtype", "quantization.dtype", "dtype of the merged weights [auto: bfloat16]",
-              choices=["auto", "bfloat16", "float16", "float32"]),
+        Alias("--dtype", "quantization.dtype", "dtype of the merged weights [auto: bfloat16]"),
     ],
 )
 

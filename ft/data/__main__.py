@@ -39,8 +39,7 @@ def _convert_args(p) -> None:
 CONVERT = Command(
     name="data convert", description="convert any supported source to our JSONL format", add_arguments=_convert_args,
     aliases=[
-        Alias("--format", "data.format", choices=["auto", "jsonl", "json", "csv", "parquet", "hf", "spider", "bird",
-                                                  "bundled"]),
+        Alias("--format", "data.format"),
         Alias("--split", "data.split", "spider/bird/bundled/hf split name"),
         Alias("--columns", "data.columns", "column mapping our_field=their_column,...", convert=_parse_columns),
         Alias("--skip-bad-rows", "data.skip_bad_rows", "drop bad rows instead of failing (counts are printed)",

@@ -36,7 +36,7 @@ COMMAND = Command(
         Alias("--format", "data.eval_format", "format of --data"),
         Alias("--split", "data.eval_split", "split of --data (bundled: eval; spider: dev ...)"),
         Alias("--limit", "data.max_eval_rows", "evaluate a fixed seeded subset of N rows"),
-        Alias("--quantization", "quantization.mode", choices=["4bit", "8bit", "none"]),
+        Alias("--quantization", "quantization.mode"),
         Alias("--batch-size", "eval.batch_size"),
         Alias("--max-new-tokens", "eval.max_new_tokens"),
         Alias("--retries", "eval.retries", "sampled alternatives when an answer fails validation"),
