@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Callable
 
 REPO = Path(__file__).resolve().parents[1]
-for _p in (REPO, REPO / "tests", REPO / "bench"):  # tests/tiny.py: the locally trained tokenizer
+for _p in (REPO, REPO / "bench"):  # the package, and bench/memory_estimate.py
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 RESULTS = REPO / "bench" / "results"
@@ -162,7 +162,7 @@ class Result:
     figures: dict = field(default_factory=dict)
 
 
-CHECKS: list[Check] = []  # in order of execution (the table is sorted by part)
+CHECKS: list[Check] = []  # in order of execution = the order they are written below (the table is sorted by part)
 PARTS = {1: "real loop: 4-bit / 8-bit / bf16 LoRA", 2: "paged AdamW 8-bit, checkpoint + resume",
          3: "packing equivalence", 4: "prefix sharing (FlexAttention)", 5: "generation + execution eval, KV reuse",
          6: "speed, 7B shape", 7: "memory at load, 7B shape"}
@@ -322,8 +322,10 @@ def expected_params(a) -> int:
 # context
 
 
-@dataclass
+@dataclass(slots=True)  # slots: every attribute is declared here; one set anywhere else is an error
 class Ctx:
+    """Everything the checks share: the run's settings, what setup() builds, the background runs, the results."""
+
     args: argparse.Namespace
     mode: str  # dry-run | cpu | cuda
     work: Path
@@ -333,7 +335,30 @@ class Ctx:
     ref_dtype: object = None  # their reference dtype
     eps: float = 0.0
     env: dict = field(default_factory=dict)
-    built: dict = field(default_factory=dict)
+    built: dict = field(default_factory=dict)  # setup()'s figures, by part (the report's "setup")
+    # ---- what setup() builds
+    tok: object = None  # the small models' tokenizer, trained locally
+    loop_dir: Path | None = None  # the real loop's model (parts 1, 2)
+    eq_dir: Path | None = None  # the equivalence checks' model (parts 3-5)
+    rows_file: Path | None = None  # the real loop's training rows
+    pack_ex: list = field(default_factory=list)  # part 3's encoded examples
+    prefix_rows: list = field(default_factory=list)  # part 4's rows (three schemas) and their examples, layout
+    prefix_ex: list = field(default_factory=list)
+    prefix_layout: list = field(default_factory=list)
+    gen_rows: list = field(default_factory=list)  # part 5: bundled eval questions with databases
+    kv_rows: list = field(default_factory=list)
+    speed_tok_dir: Path | None = None  # part 6: Spider-like data, its tokenizer, encodings, packed micro-batches
+    speed_tok: object = None
+    speed_ex: list = field(default_factory=list)
+    speed_ex_sf: list = field(default_factory=list)
+    speed_batches: list = field(default_factory=list)
+    big_dir: Path | None = None  # parts 6-7: the 7B (or tiny) shape's folder, config, memory_estimate Arch
+    big_config: object = None
+    big_arch: object = None
+    mid_config: object = None  # the 0.5B shape of KV reuse's timing
+    loop_cfgs: dict = field(default_factory=dict)  # ft.train configs of parts 1-2, by run name
+    recipe: object = None  # the resolved 7B recipe config (configs/qwen2.5-coder-7b.yaml on the big shape)
+    # ---- while checks run
     runs: dict = field(default_factory=dict)  # background ft.train runs: name -> Future
     pool: ThreadPoolExecutor | None = None
     trl_error: str | None = None
@@ -349,18 +374,19 @@ def setup(ctx: Ctx) -> None:
     """Build every model folder, tokenizer, data set, config and plan the checks use; the 7B shape as a config only
     (its weights are made on the GPU, in the speed part)."""
     import yaml
-    from tiny import build_tokenizer
 
     from ft.config import ConfigError, load_config, resolve
     from ft.data.batching import BatchPlan, collate
     from ft.data.prefix import PrefixPlan, collate_prefix
-    from ft.data.prompt import encode_rows
+    from ft.data.prompt import build_answer, build_prompt, encode_rows
     from ft.data.rows import Row
     from ft.data.sources import load_source, write_jsonl
 
     b, t = ctx.built, time.perf_counter()
-    tok_dir = ctx.work / "tiny-tokenizer"
-    tok = build_tokenizer(tok_dir)
+    # the small models' tokenizer: byte-level BPE trained on the checks' own prompts and answers (as tests/tiny.py's)
+    corpus = [build_prompt(Row(**r), template) + build_answer(Row(**r)) for r in small_rows(48)
+              for template in ("default", "schema_first")]
+    tok = train_tokenizer(corpus * 4, 384, ctx.work / "tiny-tokenizer")
     ctx.tok = tok
     # the real loop's model (default init) and the equivalence model (a larger init: peaked, context-sensitive
     # outputs, so that a leak or a wrong position moves the loss far beyond rounding)
@@ -568,112 +594,6 @@ def log_tail(run: dict, n: int = 1500) -> str:
         return ""
 
 
-def loop_check(ctx: Ctx, name: str, mode: str) -> dict:
-    run = wait_run(ctx, name)
-    if run["rc"] != 0:
-        raise AssertionError(f"ft.train exited {run['rc']}: {log_tail(run)}")
-    import yaml
-
-    cfg = ctx.loop_cfgs[name]["quantization"]
-    # the config the run saved with its checkpoint (resolved: what ran), and what its log says it loaded
-    saved = yaml.safe_load(next(Path(run["out"]).glob("checkpoints/step-*/config.yaml")).read_text())["quantization"]
-    if {k: saved[k] for k in ("mode", "compute_dtype", "quant_type", "double_quant")} != \
-            {k: cfg[k] for k in ("mode", "compute_dtype", "quant_type", "double_quant")}:
-        raise AssertionError(f"the run's saved config has quantization {saved}, not {cfg}")
-    figs = {"losses": [round(x, 4) for x in run["losses"]], "seconds": round(run["seconds"], 1),
-            "quantization": saved, "loss_falls_rule": "mean of last 3 < 0.85 x mean of first 3",
-            "log_says": f"quantization {mode}, compute {cfg['compute_dtype']}" in Path(run["log"]).read_text(),
-            "peak_memory_mb": run["last"].get("perf/peak_memory_mb"),
-            "target_tokens_per_s": run["last"].get("perf/target_tokens_per_s")}
-    if not loss_fell(run["losses"]):
-        raise Failed(f"loss did not fall: {figs['losses']}", figs)
-    return figs
-
-
-@check("loop_4bit_nf4", 1, "ft.train: 4-bit NF4, double quant, bf16 compute; loss falls", cpu=True)
-def c_loop_4bit(ctx):
-    return loop_check(ctx, "loop_4bit", "4bit")
-
-
-@check("loop_8bit", 1, "ft.train: quantization.mode 8bit; loss falls")
-def c_loop_8bit(ctx):
-    return loop_check(ctx, "loop_8bit", "8bit")
-
-
-@check("loop_bf16_lora", 1, "ft.train: unquantized bf16 LoRA; loss falls", cpu=True)
-def c_loop_bf16(ctx):
-    return loop_check(ctx, "loop_bf16", "none")
-
-
-def adapter(out: str | Path) -> dict:
-    from safetensors.torch import load_file
-
-    return load_file(Path(out) / "adapter" / "adapter_model.safetensors")
-
-
-def adapter_diff(a: dict, b: dict) -> float:
-    if a.keys() != b.keys():
-        raise AssertionError(f"adapters hold different tensors: {sorted(a.keys() ^ b.keys())[:4]}")
-    return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
-
-
-def resumed(run: dict) -> bool:
-    """The run's last attempt resumed from a checkpoint (run.json, ft.tracking), or its log says so."""
-    try:
-        if json.loads((Path(run["out"]) / "run.json").read_text())["attempts"][-1]["resumed"]:
-            return True
-    except (OSError, ValueError, KeyError, IndexError):
-        pass
-    return "resumed from" in Path(run["log"]).read_text()
-
-
-def trace(out: str | Path) -> dict:
-    recs = {}
-    for line in (Path(out) / "examples.jsonl").read_text().splitlines():
-        r = json.loads(line)
-        recs[r["step"]] = r["examples"]  # a replayed step overwrites
-    return recs
-
-
-@check("paged_adamw_8bit_resume", 2, "paged_adamw_8bit steps; checkpoint + resume == uninterrupted", cpu=True)
-def c_resume(ctx):
-    ref, chain = wait_run(ctx, "resume_ref"), wait_run(ctx, "resume_chain")
-    for label, r in [("uninterrupted", ref)] + [(k, v) for k, v in chain.items()]:
-        if r["rc"] != 0:
-            raise AssertionError(f"{label} run exited {r['rc']}: {log_tail(r)}")
-    opt = ctx.loop_cfgs["resume_ref"]["train"]["optimizer"]
-    for r in (chain["part2"], chain["lost_optimizer"]):
-        if not resumed(r):
-            raise AssertionError("the second half did not resume from the checkpoint: " + log_tail(r))
-    lr = ctx.loop_cfgs["resume_ref"]["train"]["learning_rate"]
-    tol = resume_tolerance(lr, 6)
-    a_ref = adapter(ref["out"])
-    diff = adapter_diff(a_ref, adapter(chain["part2"]["out"]))
-    lost = adapter_diff(a_ref, adapter(chain["lost_optimizer"]["out"]))
-    moved = adapter_diff(a_ref, adapter(Path(chain["part1"]["out"]) / "checkpoints" / "step-000006"))
-    figs = {"optimizer": opt, "lr": lr, "steps": 12, "resumed_at": 6, "max_abs_diff_resumed": diff,
-            "bitwise_equal": diff == 0.0, "tolerance": tol,
-            "tolerance_rule": "0.01 x lr x resumed steps (see resume_tolerance): deterministic kernels agree to the "
-                              "bit; a lost optimizer state / scheduler / RNG / data position moves weights by O(lr)",
-            "negative_control_lost_optimizer_state": lost, "adapter_moved_steps_6_to_12": moved,
-            "losses_uninterrupted": [round(x, 4) for x in ref["losses"]],
-            "same_examples_same_order": trace(ref["out"]) == trace(chain["part2"]["out"]),
-            "run_seconds": {"uninterrupted": ref["seconds"]} | {k: v["seconds"] for k, v in chain.items()}}
-    problems = []
-    if not loss_fell(ref["losses"], factor=1.0):
-        problems.append(f"{opt}: loss did not fall: {figs['losses_uninterrupted']}")
-    if not figs["same_examples_same_order"]:
-        problems.append("the resumed run saw other examples than the uninterrupted one")
-    if diff > tol:
-        problems.append(f"resumed adapter differs by {diff:.3g} > {tol:.3g}")
-    if not lost > tol:
-        problems.append(f"negative control: losing the optimizer state moved the adapter by only {lost:.3g} "
-                        f"(tolerance {tol:.3g}): the check can't tell")
-    if problems:
-        raise Failed("; ".join(problems), figs)
-    return figs
-
-
 # ------------------------------------------------------------------------------------------------
 # equivalences (parts 3, 4): compute dtype vs a wider reference, per example / per branch
 
@@ -732,7 +652,7 @@ def packing_equivalence(ctx: Ctx, attn: str) -> dict:
     import torch
 
     from ft.data.batching import collate
-    from ft.train import token_loss_sum
+    from ft.objectives.base import token_loss_sum
 
     ex, pad = ctx.pack_ex, ctx.tok.pad_token_id
     bins = [[0, 1, 2], [3, 4], [5, 6, 7, 8]]
@@ -861,7 +781,7 @@ def branch_spans(rows, ex) -> list[tuple[int, int, int]]:
 
 def grads_alone(ctx, model, ex, ids) -> dict:
     from ft.data.batching import collate
-    from ft.train import token_loss_sum
+    from ft.objectives.base import token_loss_sum
 
     model.zero_grad(set_to_none=True)
     for i in ids:
@@ -881,7 +801,7 @@ def c_prefix(ctx):
     import torch
 
     from ft.data.prefix import collate_prefix
-    from ft.train import token_loss_sum
+    from ft.objectives.base import token_loss_sum
 
     ex, pad, layout = ctx.prefix_ex, ctx.tok.pad_token_id, ctx.prefix_layout
     attn = "flex_attention" if ctx.device.type == "cuda" else "sdpa"  # FlexAttention's backward is CUDA-only
@@ -983,6 +903,121 @@ def c_generation(ctx):
     if sa["gold_failed"] or sa["n"] != len(ctx.gen_rows) or len(b) != len(a):
         raise AssertionError(f"execution evaluation incomplete: {sa}")
     return figs
+
+
+# ------------------------------------------------------------------------------------------------
+# the real loop's verdicts (parts 1, 2): its runs started first, in the background (start_background), and ran while
+# the in-process checks above did
+
+
+def loop_check(ctx: Ctx, name: str, mode: str) -> dict:
+    run = wait_run(ctx, name)
+    if run["rc"] != 0:
+        raise AssertionError(f"ft.train exited {run['rc']}: {log_tail(run)}")
+    import yaml
+
+    cfg = ctx.loop_cfgs[name]["quantization"]
+    # the config the run saved with its checkpoint (resolved: what ran), and what its log says it loaded
+    saved = yaml.safe_load(next(Path(run["out"]).glob("checkpoints/step-*/config.yaml")).read_text())["quantization"]
+    if {k: saved[k] for k in ("mode", "compute_dtype", "quant_type", "double_quant")} != \
+            {k: cfg[k] for k in ("mode", "compute_dtype", "quant_type", "double_quant")}:
+        raise AssertionError(f"the run's saved config has quantization {saved}, not {cfg}")
+    figs = {"losses": [round(x, 4) for x in run["losses"]], "seconds": round(run["seconds"], 1),
+            "quantization": saved, "loss_falls_rule": "mean of last 3 < 0.85 x mean of first 3",
+            "log_says": f"quantization {mode}, compute {cfg['compute_dtype']}" in Path(run["log"]).read_text(),
+            "peak_memory_mb": run["last"].get("perf/peak_memory_mb"),
+            "target_tokens_per_s": run["last"].get("perf/target_tokens_per_s")}
+    if not loss_fell(run["losses"]):
+        raise Failed(f"loss did not fall: {figs['losses']}", figs)
+    return figs
+
+
+@check("loop_4bit_nf4", 1, "ft.train: 4-bit NF4, double quant, bf16 compute; loss falls", cpu=True)
+def c_loop_4bit(ctx):
+    return loop_check(ctx, "loop_4bit", "4bit")
+
+
+@check("loop_8bit", 1, "ft.train: quantization.mode 8bit; loss falls")
+def c_loop_8bit(ctx):
+    return loop_check(ctx, "loop_8bit", "8bit")
+
+
+@check("loop_bf16_lora", 1, "ft.train: unquantized bf16 LoRA; loss falls", cpu=True)
+def c_loop_bf16(ctx):
+    return loop_check(ctx, "loop_bf16", "none")
+
+
+def adapter(out: str | Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(Path(out) / "adapter" / "adapter_model.safetensors")
+
+
+def adapter_diff(a: dict, b: dict) -> float:
+    if a.keys() != b.keys():
+        raise AssertionError(f"adapters hold different tensors: {sorted(a.keys() ^ b.keys())[:4]}")
+    return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+
+
+def resumed(run: dict) -> bool:
+    """The run's last attempt resumed from a checkpoint (run.json, ft.tracking), or its log says so."""
+    try:
+        if json.loads((Path(run["out"]) / "run.json").read_text())["attempts"][-1]["resumed"]:
+            return True
+    except (OSError, ValueError, KeyError, IndexError):
+        pass
+    return "resumed from" in Path(run["log"]).read_text()
+
+
+def trace(out: str | Path) -> dict:
+    recs = {}
+    for line in (Path(out) / "examples.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        recs[r["step"]] = r["examples"]  # a replayed step overwrites
+    return recs
+
+
+@check("paged_adamw_8bit_resume", 2, "paged_adamw_8bit steps; checkpoint + resume == uninterrupted", cpu=True)
+def c_resume(ctx):
+    ref, chain = wait_run(ctx, "resume_ref"), wait_run(ctx, "resume_chain")
+    for label, r in [("uninterrupted", ref)] + [(k, v) for k, v in chain.items()]:
+        if r["rc"] != 0:
+            raise AssertionError(f"{label} run exited {r['rc']}: {log_tail(r)}")
+    opt = ctx.loop_cfgs["resume_ref"]["train"]["optimizer"]
+    for r in (chain["part2"], chain["lost_optimizer"]):
+        if not resumed(r):
+            raise AssertionError("the second half did not resume from the checkpoint: " + log_tail(r))
+    lr = ctx.loop_cfgs["resume_ref"]["train"]["learning_rate"]
+    tol = resume_tolerance(lr, 6)
+    a_ref = adapter(ref["out"])
+    diff = adapter_diff(a_ref, adapter(chain["part2"]["out"]))
+    lost = adapter_diff(a_ref, adapter(chain["lost_optimizer"]["out"]))
+    moved = adapter_diff(a_ref, adapter(Path(chain["part1"]["out"]) / "checkpoints" / "step-000006"))
+    figs = {"optimizer": opt, "lr": lr, "steps": 12, "resumed_at": 6, "max_abs_diff_resumed": diff,
+            "bitwise_equal": diff == 0.0, "tolerance": tol,
+            "tolerance_rule": "0.01 x lr x resumed steps (see resume_tolerance): deterministic kernels agree to the "
+                              "bit; a lost optimizer state / scheduler / RNG / data position moves weights by O(lr)",
+            "negative_control_lost_optimizer_state": lost, "adapter_moved_steps_6_to_12": moved,
+            "losses_uninterrupted": [round(x, 4) for x in ref["losses"]],
+            "same_examples_same_order": trace(ref["out"]) == trace(chain["part2"]["out"]),
+            "run_seconds": {"uninterrupted": ref["seconds"]} | {k: v["seconds"] for k, v in chain.items()}}
+    problems = []
+    if not loss_fell(ref["losses"], factor=1.0):
+        problems.append(f"{opt}: loss did not fall: {figs['losses_uninterrupted']}")
+    if not figs["same_examples_same_order"]:
+        problems.append("the resumed run saw other examples than the uninterrupted one")
+    if diff > tol:
+        problems.append(f"resumed adapter differs by {diff:.3g} > {tol:.3g}")
+    if not lost > tol:
+        problems.append(f"negative control: losing the optimizer state moved the adapter by only {lost:.3g} "
+                        f"(tolerance {tol:.3g}): the check can't tell")
+    if problems:
+        raise Failed("; ".join(problems), figs)
+    return figs
+
+
+# ------------------------------------------------------------------------------------------------
+# KV reuse's timing (part 5), once the background runs that share the GPU are done
 
 
 @check("kv_reuse_speed", 5, "schema KV reuse vs plain prefill: questions/s (0.5B shape, bf16)")
@@ -1104,7 +1139,7 @@ def _build_and_load_big(ctx: Ctx) -> dict:
     figs["allocated_after_lora"] = (allocated(ctx) - before) if on_cuda(ctx) else figs["tensor_bytes_after_lora"]
     figs["attention"] = attn
     accelerator = Accelerator()
-    optimizer = make_optimizer(model, cfg)
+    optimizer = make_optimizer(model, cfg.train)
     model, optimizer = accelerator.prepare(model, optimizer)
     return {"model": model, "optimizer": optimizer, "accelerator": accelerator, "cfg": cfg, "attn": attn,
             "figures": figs}
@@ -1162,8 +1197,9 @@ def peak_flops_here(ctx) -> tuple[float | None, str]:
 
 def speed_steps(ctx: Ctx, big: dict, batches: list, collate_fn, warmup: int, steps: int, *,
                 optimizer_step: bool = True, count=None) -> dict:
-    """Forward + backward (ft.train.backward_window) [+ clip + optimizer step] per micro-batch, timed after warmup."""
-    from ft.train import backward_window
+    """Forward + backward (the recipe's backward_window) [+ clip + optimizer step] per micro-batch, timed after
+    warmup."""
+    from ft.objectives.base import backward_window
 
     model, opt, acc = big["model"], big["optimizer"], big["accelerator"]
     model.train()
@@ -1594,13 +1630,6 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
     return code
 
-
-# Execution order: the background loop runs first (start_background), the in-process equivalences while they run,
-# then their verdicts, then KV reuse's timing and the 7B shape. CHECKS is in registration order; reorder it so.
-_ORDER = ["packing_sdpa", "packing_flash_attention_2", "prefix_sharing_flex", "generation_kv_reuse",
-          "loop_4bit_nf4", "loop_8bit", "loop_bf16_lora", "paged_adamw_8bit_resume", "kv_reuse_speed",
-          "memory_at_load_7b", "speed_7b_gc_on", "speed_7b_gc_off", "speed_prefix_vs_packing", "speed_ours_vs_trl"]
-CHECKS.sort(key=lambda c: _ORDER.index(c.name))
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -63,35 +63,34 @@ def _since(t) -> dict:
 # step time: shared prompts vs unshared
 
 
+def recipe_setup(overrides: dict):
+    """The recipe's own setup (ft.train.setup) of the demo config with `overrides`, the GRPO objective, in a temporary
+    output folder: accelerator, tokenizer, the prompts' plan, the model with LoRA, the sampler."""
+    import tempfile
+
+    from ft.config import load_config, resolve
+    from ft.train import setup
+
+    base = {"train.objective": "grpo", "model.gradient_checkpointing": "false", "tracking.wandb": "false",
+            "eval.at_end": "false", "train.output_dir": tempfile.mkdtemp(prefix="bench-grpo-")}
+    return setup(resolve(load_config(DEMO, base | overrides), training=True))
+
+
 def steps(args) -> dict:
     import torch
-    from accelerate import Accelerator
 
     from ft import grpo
-    from ft.config import load_config, resolve
-    from ft.data.sources import load_splits
-    from ft.inference import resolve_adapter
-    from ft.model import add_lora, load_base_model, load_tokenizer, local_model_dir
-    from ft.train import backward_window
+    from ft.objectives.base import backward_window
 
     overrides = {"quantization.mode": args.quantization, "quantization.compute_dtype": args.dtype,
-                 "quantization.dtype": args.dtype, "train.objective": "grpo",
-                 "grpo.group_size": str(args.group_size), "grpo.max_new_tokens": str(args.max_new_tokens),
-                 "train.per_device_batch_size": str(args.prompts), "model.gradient_checkpointing": "false"}
+                 "quantization.dtype": args.dtype, "grpo.group_size": str(args.group_size),
+                 "grpo.max_new_tokens": str(args.max_new_tokens), "train.per_device_batch_size": str(args.prompts)}
     if args.adapter:
         overrides["model.adapter"] = args.adapter
-    cfg = resolve(load_config(DEMO, overrides), training=True)
-    acc = Accelerator(cpu=True)
-    path = local_model_dir(cfg)
-    tok = load_tokenizer(path)
-    model, attn = load_base_model(cfg, path)
-    model = add_lora(model, cfg, adapter=resolve_adapter(args.adapter)[0] if args.adapter else None)
+    run = recipe_setup(overrides)
+    cfg, acc, tok, model, attn, plan = run.cfg, run.accelerator, run.tokenizer, run.model, run.attn, run.plan
+    rollout, rows = run.objective.rollout, run.objective.rows
     model.train()
-    rollout = grpo.Rollout(model, tok, cfg, attn=attn)
-    train_rows, _, _ = load_splits(cfg.data, cfg.train.seed, 1)
-    rows, lengths, _ = grpo.prompt_rows(train_rows, tok, cfg.data.template, cfg.data.max_length,
-                                        cfg.grpo.max_new_tokens, "bundled")
-    plan = grpo.prompt_plan(lengths, cfg.train, cfg.data.max_length, 1)
     g = cfg.grpo
     per_step = []
     for step in range(args.steps):
@@ -172,17 +171,10 @@ def fp32_check(row, args) -> dict:
     import torch
 
     from ft import grpo
-    from ft.config import load_config, resolve
-    from ft.model import add_lora, load_base_model, load_tokenizer, local_model_dir
 
-    cfg = resolve(load_config(DEMO, {"quantization.mode": "none", "quantization.compute_dtype": "float32",
-                                     "quantization.dtype": "float32", "grpo.group_size": "4",
-                                     "grpo.max_new_tokens": "32", "model.gradient_checkpointing": "false"}))
-    path = local_model_dir(cfg)
-    tok = load_tokenizer(path)
-    model, attn = load_base_model(cfg, path)
-    model = add_lora(model, cfg).eval()
-    rollout = grpo.Rollout(model, tok, cfg, attn=attn)
+    run = recipe_setup({"quantization.mode": "none", "quantization.compute_dtype": "float32",
+                        "quantization.dtype": "float32", "grpo.group_size": "4", "grpo.max_new_tokens": "32"})
+    tok, model, attn, rollout = run.tokenizer, run.model.eval(), run.attn, run.objective.rollout
     groups = rollout.sample([row], 0)
     for k, c in enumerate(groups[0].completions):
         c.advantage = 1.0 + k

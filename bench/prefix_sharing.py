@@ -108,7 +108,7 @@ def per_branch_check(model, examples, row: list[int], plan, pad_id: int) -> dict
     import torch.nn.functional as F
 
     from ft.data.batching import collate
-    from ft.train import token_loss_sum
+    from ft.objectives.base import token_loss_sum
 
     with torch.no_grad():
         batch = plan.collate([row], examples, pad_id)
@@ -140,7 +140,7 @@ def train_compare(examples, max_length: int, n_examples: int, step_examples: int
 
     from ft.data.batching import collate, pack_best_fit_decreasing
     from ft.data.prefix import PrefixPlan
-    from ft.train import token_loss_sum
+    from ft.objectives.base import token_loss_sum
 
     tok = tokenizer()
     shared_plan = PrefixPlan(examples, 1, max_length, seed)

@@ -56,7 +56,7 @@ def worker(model_dir: str, out: str) -> None:
     model, _ = load_base_model(cfg, model_dir)
     model = add_lora(model, cfg, reentrant_checkpointing=dist.zero_stage(acc) == 3)
     loaded = {"held_bytes": held_bytes(model), "rss_mb": process_rss_mb() - rss0}
-    optimizer = make_optimizer(model, cfg)
+    optimizer = make_optimizer(model, cfg.train)
     model, optimizer = acc.prepare(model, optimizer)
     prepared = {"held_bytes": held_bytes(acc.unwrap_model(model)), "rss_mb": process_rss_mb() - rss0}
     record = {"rank": acc.process_index, "world": acc.num_processes, "zero_stage": dist.zero_stage(acc),

@@ -14,6 +14,7 @@ from ft.data.rows import DataError, Row
 from ft.eval.generation import Generator
 from ft.eval.scoring import Candidate, check_answer, first_valid, vote
 from ft.model import ModelError
+from ft.system import set_process_defaults
 
 
 def answer(model, tokenizer, row: Row, template: str, e, prompt: Row | None = None) -> tuple[Candidate, bool]:
@@ -102,6 +103,7 @@ def generate_command(cfg, args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    set_process_defaults()
     return run(COMMAND, generate_command, argv,
                errors=(DataError, ModelError, FileNotFoundError, json.JSONDecodeError))
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from ft.config import Config
-from ft.model import ModelError, load_base_model, load_tokenizer, local_model_dir
+from ft.model import ModelError, load_base_model, load_tokenizer, local_model_dir, peft_wrapping
 
 
 def resolve_adapter(path: str | Path) -> tuple[Path, Path | None]:
@@ -78,7 +78,8 @@ def load_for_inference(cfg: Config, adapter: str | None = None, device: str | No
     if adapter:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, str(resolve_adapter(adapter)[0]))
+        with peft_wrapping():
+            model = PeftModel.from_pretrained(model, str(resolve_adapter(adapter)[0]))
     model.eval()
     model.config.use_cache = True
     return model, tokenizer

@@ -18,17 +18,19 @@ from pathlib import Path
 from ft.cli import Alias, Command, adapter_run_config, run
 from ft.files import check_writable, share
 from ft.model import ModelError
+from ft.system import set_process_defaults
 
 
 def merge(cfg, adapter: str, out: str) -> Path:
     from peft import PeftModel
 
     from ft.inference import resolve_adapter
-    from ft.model import load_base_model, load_tokenizer, local_model_dir
+    from ft.model import load_base_model, load_tokenizer, local_model_dir, peft_wrapping
 
     path = local_model_dir(cfg)
     base, _ = load_base_model(cfg, path)
-    merged = PeftModel.from_pretrained(base, str(resolve_adapter(adapter)[0])).merge_and_unload()
+    with peft_wrapping():
+        merged = PeftModel.from_pretrained(base, str(resolve_adapter(adapter)[0])).merge_and_unload()
     merged.config.use_cache = True
     dest = Path(out)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -76,6 +78,7 @@ def merge_command(cfg, args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    set_process_defaults()
     return run(COMMAND, merge_command, argv, errors=(ModelError, FileNotFoundError))
 
 

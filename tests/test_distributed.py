@@ -26,6 +26,9 @@ import pytest
 import torch
 import yaml
 from conftest import REPO, build_shop_db, make_rows
+from helpers import adapter_tensors, curve, max_diff, write_config
+from helpers import metrics_by_step as metrics
+from helpers import run_logged as run
 from tiny import build_tiny_model
 
 STRATEGIES = ["ddp", "zero2", "zero3"]
@@ -60,6 +63,21 @@ RESUME_TOL = 1e-6
 MAX_STEPS = 24
 CHECKPOINT_EVERY = 4
 
+# The runs' config (helpers.write_config's base): 4-bit QLoRA on the tiny model, 24 steps of 2 rows per micro-batch,
+# a checkpoint every 4 steps, the held-out loss every 8.
+BASE = {
+    "model": {"gradient_checkpointing": True},
+    "quantization": {"mode": "4bit", "dtype": "bfloat16", "compute_dtype": "bfloat16"},
+    "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ["q_proj", "v_proj", "lm_head"]},
+    # 10 eval rows = 5 eval batches of 2: uneven over 2 ranks, so ZeRO-3's lockstep padding is exercised.
+    "data": {"eval_fraction": 0.2, "max_length": 256},
+    "train": {"output_dir": "{folder}/run", "max_steps": MAX_STEPS, "per_device_batch_size": 2,
+              "learning_rate": 3e-3, "warmup_steps": 2, "log_every": 1, "seed": 0},
+    "checkpoint": {"every": CHECKPOINT_EVERY, "keep_last": 2},
+    "tracking": {"wandb": False},
+    "eval": {"at_end": False, "loss_every": 8, "loss_batches": 3},
+}
+
 # ------------------------------------------------------------------------------------------------
 # helpers
 
@@ -70,63 +88,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_config(folder: Path, model: Path, rows: Path, accumulation: int, **sections) -> Path:
-    cfg = {
-        "model": {"name_or_path": str(model), "gradient_checkpointing": True},
-        "quantization": {"mode": "4bit", "dtype": "bfloat16", "compute_dtype": "bfloat16"},
-        "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ["q_proj", "v_proj", "lm_head"]},
-        # 10 eval rows = 5 eval batches of 2: uneven over 2 ranks, so ZeRO-3's lockstep padding is exercised.
-        "data": {"source": str(rows), "eval_fraction": 0.2, "max_length": 256},
-        "train": {"output_dir": str(folder / "run"), "max_steps": MAX_STEPS, "per_device_batch_size": 2,
-                  "gradient_accumulation_steps": accumulation, "learning_rate": 3e-3, "warmup_steps": 2,
-                  "log_every": 1, "seed": 0},
-        "checkpoint": {"every": CHECKPOINT_EVERY, "keep_last": 2},
-        "tracking": {"wandb": False},
-        "eval": {"at_end": False, "loss_every": 8, "loss_batches": 3},
-    }
-    for section, values in sections.items():
-        cfg[section] = cfg.get(section, {}) | values
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "config.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
 def launch_command(strategy: str, config: Path) -> list[str]:
     accelerate = str(Path(sys.executable).with_name("accelerate"))
     return [accelerate, "launch", "--config_file", str(REPO / "accelerate_configs" / f"cpu_{strategy}.yaml"),
             "--main_process_port", str(free_port()), str(REPO / "ft" / "train.py"), "--config", str(config)]
-
-
-def run(cmd: list[str], log: Path) -> None:
-    with open(log, "w") as out:
-        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=os.environ | TRAIN_ENV, timeout=600)
-    if proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}: {' '.join(cmd)}\n{log.read_text()[-6000:]}")
-
-
-def metrics(run_dir: Path) -> dict[int, dict]:
-    """Step -> merged metrics; a step logged again after a resume overwrites the first attempt."""
-    out: dict[int, dict] = {}
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        out.setdefault(rec["step"], {}).update(rec)
-    return out
-
-
-def curve(run_dir: Path, key: str) -> dict[int, float]:
-    return {s: m[key] for s, m in metrics(run_dir).items() if key in m}
-
-
-def adapter_tensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    return load_file(path / "adapter_model.safetensors")
-
-
-def max_diff(a: dict, b: dict) -> float:
-    assert a.keys() == b.keys()
-    return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
 
 
 def worker_pids(launcher_pid: int) -> dict[int, int]:
@@ -172,8 +137,8 @@ def rows(work) -> Path:
 def single(work, model_dir, rows) -> Path:
     """The 1-process reference: accumulation 4 x 2 rows = the 2-process runs' global batch."""
     folder = work / "single"
-    cfg = write_config(folder, model_dir, rows, accumulation=ACCUMULATION * WORLD)
-    run([sys.executable, str(REPO / "ft" / "train.py"), "--config", str(cfg)], folder / "log.txt")
+    cfg = write_config(folder, model_dir, rows, BASE, train={"gradient_accumulation_steps": ACCUMULATION * WORLD})
+    run([sys.executable, str(REPO / "ft" / "train.py"), "--config", str(cfg)], folder / "log.txt", TRAIN_ENV)
     return folder / "run"
 
 
@@ -186,9 +151,10 @@ def strategy(request) -> str:
 def full(strategy, work, model_dir, rows) -> Path:
     """Uninterrupted 2-process run, with W&B (offline) and execution evaluation at the end switched on."""
     folder = work / f"{strategy}-full"
-    cfg = write_config(folder, model_dir, rows, accumulation=ACCUMULATION, tracking={"wandb": True, "project": "t"},
+    cfg = write_config(folder, model_dir, rows, BASE, train={"gradient_accumulation_steps": ACCUMULATION},
+                       tracking={"wandb": True, "project": "t"},
                        eval={"at_end": True, "max_new_tokens": 8, "batch_size": 4, "every": 12, "sample_size": 3})
-    run(launch_command(strategy, cfg), folder / "log.txt")
+    run(launch_command(strategy, cfg), folder / "log.txt", TRAIN_ENV)
     return folder / "run"
 
 
@@ -199,8 +165,8 @@ DROPOUT = {"dropout": 0.1}
 @pytest.fixture(scope="module")
 def uninterrupted(strategy, work, model_dir, rows) -> Path:
     folder = work / f"{strategy}-uninterrupted"
-    cfg = write_config(folder, model_dir, rows, accumulation=ACCUMULATION, lora=DROPOUT)
-    run(launch_command(strategy, cfg), folder / "log.txt")
+    cfg = write_config(folder, model_dir, rows, BASE, train={"gradient_accumulation_steps": ACCUMULATION}, lora=DROPOUT)
+    run(launch_command(strategy, cfg), folder / "log.txt", TRAIN_ENV)
     return folder / "run"
 
 
@@ -211,7 +177,7 @@ def resumed(strategy, work, model_dir, rows) -> tuple[Path, int, str]:
     Returns (run dir, the step it stopped at, the stopped launch's output).
     """
     folder = work / f"{strategy}-resumed"
-    cfg = write_config(folder, model_dir, rows, accumulation=ACCUMULATION, lora=DROPOUT)
+    cfg = write_config(folder, model_dir, rows, BASE, train={"gradient_accumulation_steps": ACCUMULATION}, lora=DROPOUT)
     cmd = launch_command(strategy, cfg)
     log = folder / "stopped.txt"
     with open(log, "w") as out:
@@ -229,7 +195,7 @@ def resumed(strategy, work, model_dir, rows) -> tuple[Path, int, str]:
     assert stopped and stopped[-1] < MAX_STEPS, f"the run ended before it could be stopped: {stopped}"
     assert not (folder / "run" / "adapter").exists()
     # Launch the same command again; it resumes from the newest complete checkpoint (port: a fresh free one).
-    run(launch_command(strategy, cfg), folder / "resumed.txt")
+    run(launch_command(strategy, cfg), folder / "resumed.txt", TRAIN_ENV)
     return folder / "run", stopped[-1], log.read_text()
 
 

@@ -92,7 +92,8 @@ def test_evaluate_with_a_model_writes_results_and_compare(tmp_path, tiny_model, 
 
 
 def _train_adapter(tmp_path, tiny_model, rows_file):
-    from test_train import run, write_config
+    from helpers import run_train as run
+    from helpers import write_config
 
     run(write_config(tmp_path, tiny_model, rows_file, train={"max_steps": 4}))
     return tmp_path / "run" / "adapter"

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -53,6 +54,21 @@ def test_dry_run_lists_every_check_with_its_skip_reason(dry_run):
     assert all(f"`{n}`" in table for n in names) and "| part | check | status |" in proc.stdout
     assert {"mfu", "tokens_per_s", "equivalence_tolerance", "resume_tolerance"} <= set(doc["formulas"])
     assert seconds < 90, seconds  # ~10 s here; "well under a minute" with margin for a loaded CI machine
+
+
+def test_checks_run_in_the_order_they_are_written_and_import_nothing_from_tests():
+    source = (REPO / "bench" / "gpu_check.py").read_text()
+    written = [line.split('"')[1] for line in source.splitlines() if line.startswith("@check(")]
+    assert [c.name for c in gc.CHECKS] == written
+    assert "from tiny " not in source and "import tiny" not in source and '"tests"' not in source
+
+
+def test_the_context_is_declared():
+    import argparse
+
+    ctx = gc.Ctx(args=argparse.Namespace(), mode="cpu", work=Path("."), t0=0.0)
+    with pytest.raises(AttributeError):
+        ctx.something_new = 1  # every attribute is a declared field (slots)
 
 
 def test_dry_run_builds_the_models_data_and_configs(dry_run):

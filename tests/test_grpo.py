@@ -21,13 +21,13 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-import yaml
 from conftest import REPO, SCHEMA, build_shop_db
+from helpers import TRAIN, adapter_tensors, curve, max_diff, run_logged, trace, write_config
+from helpers import metrics_by_step as metrics
 
 from ft import grpo
 from ft.data.rows import Row
 
-TRAIN = [sys.executable, str(REPO / "ft" / "train.py")]
 ENV = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
 TOL = 1e-5  # fp32, relative to max(1, |value|)
 
@@ -441,13 +441,15 @@ def test_config_checks():
 # the recipe: ft/train.py with train.objective grpo
 
 
-def write_config(folder: Path, toy, **sections) -> Path:
-    cfg = {
-        "model": {"name_or_path": str(toy.warm), "gradient_checkpointing": False, "adapter": str(toy.adapter)},
+def grpo_run(toy) -> dict:
+    """The recipe's GRPO run on the toy task (helpers.write_config's base): from the SFT adapter, 10 steps of 2
+    prompts x 4 completions, a checkpoint every 2 steps."""
+    return {
+        "model": {"gradient_checkpointing": False, "adapter": str(toy.adapter)},
         "quantization": {"mode": "none", "dtype": "float32", "compute_dtype": "float32"},
         "lora": dict(LORA),
-        "data": {"source": str(toy.rows), "eval_fraction": 0, "max_length": 512},
-        "train": {"output_dir": str(folder / "run"), "objective": "grpo", "max_steps": 10, "per_device_batch_size": 2,
+        "data": {"eval_fraction": 0, "max_length": 512},
+        "train": {"output_dir": "{folder}/run", "objective": "grpo", "max_steps": 10, "per_device_batch_size": 2,
                   "gradient_accumulation_steps": 1, "learning_rate": 1e-2, "warmup_steps": 0,
                   "lr_scheduler": "constant", "log_every": 1, "seed": 3, "epochs": 10, "cpu_threads": 1},
         "grpo": {"group_size": 4, "max_new_tokens": 16},
@@ -455,60 +457,21 @@ def write_config(folder: Path, toy, **sections) -> Path:
         "tracking": {"wandb": False},
         "eval": {"at_end": False},
     }
-    for section, values in sections.items():
-        cfg[section] = cfg.get(section, {}) | values
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "config.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
-def run(cmd: list[str], log: Path, check: bool = True) -> subprocess.CompletedProcess:
-    with open(log, "w") as out:
-        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=os.environ | ENV, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}: {' '.join(cmd)}\n{log.read_text()[-6000:]}")
-    return proc
-
-
-def metrics(run_dir: Path) -> dict[int, dict]:
-    out: dict[int, dict] = {}
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        out.setdefault(rec["step"], {}).update(rec)  # a step replayed after a resume: the later record
-    return out
-
-
-def curve(run_dir: Path, key: str) -> dict[int, float]:
-    return {s: m[key] for s, m in metrics(run_dir).items() if key in m}
-
-
-def adapter_tensors(path: Path) -> dict:
-    from safetensors.torch import load_file
-
-    return load_file(path / "adapter_model.safetensors")
-
-
-def max_diff(a: dict, b: dict) -> float:
-    assert a.keys() == b.keys()
-    return max((a[k] - b[k]).abs().max().item() for k in a)
-
-
-def trace(run_dir: Path) -> dict:
-    return {r["step"]: r["examples"] for r in map(json.loads, (run_dir / "examples.jsonl").read_text().splitlines())}
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(toy) -> Path:
     folder = toy.root / "uninterrupted"
-    run(TRAIN + ["--config", str(write_config(folder, toy, lora={"dropout": 0.1}))], folder / "log.txt")
+    cfg = write_config(folder, toy.warm, toy.rows, grpo_run(toy), lora={"dropout": 0.1})
+    run_logged(TRAIN + ["--config", str(cfg)], folder / "log.txt", ENV)
     return folder / "run"
 
 
 @pytest.mark.slow
 def test_resume_after_sigkill_matches_uninterrupted(toy, uninterrupted):
     folder = toy.root / "killed"
-    cfg = write_config(folder, toy, lora={"dropout": 0.1})  # dropout: the RNG of training is restored too
+    # dropout: the RNG of training is restored too
+    cfg = write_config(folder, toy.warm, toy.rows, grpo_run(toy), lora={"dropout": 0.1})
     proc = subprocess.Popen(TRAIN + ["--config", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env=os.environ | ENV)
     marker = folder / "run" / "checkpoints" / "step-000004" / "COMPLETED"
@@ -518,7 +481,7 @@ def test_resume_after_sigkill_matches_uninterrupted(toy, uninterrupted):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (folder / "run" / "adapter").exists(), "the run finished before it could be killed"
-    run(TRAIN + ["--config", str(cfg)], folder / "resumed.txt")
+    run_logged(TRAIN + ["--config", str(cfg)], folder / "resumed.txt", ENV)
     assert "resumed from" in (folder / "resumed.txt").read_text()
 
     ref, got = adapter_tensors(uninterrupted / "adapter"), adapter_tensors(folder / "run" / "adapter")
@@ -563,7 +526,7 @@ def test_stop_signal_checkpoints_and_exits_75(toy):
     from ft.constants import EXIT_PREEMPTED
 
     folder = toy.root / "stopped"
-    cfg = write_config(folder, toy, train={"max_steps": 400}, checkpoint={"every": 0})
+    cfg = write_config(folder, toy.warm, toy.rows, grpo_run(toy), train={"max_steps": 400}, checkpoint={"every": 0})
     proc = subprocess.Popen(TRAIN + ["--config", str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env=os.environ | ENV)
     examples = folder / "run" / "examples.jsonl"
@@ -585,8 +548,8 @@ def test_rows_without_a_database_are_refused(tmp_path, toy):
         del r["db_path"]
     data = tmp_path / "no-db.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    cfg = write_config(tmp_path, toy, data={"source": str(data)})
-    proc = run(TRAIN + ["--config", str(cfg)], tmp_path / "log.txt", check=False)
+    cfg = write_config(tmp_path, toy.warm, toy.rows, grpo_run(toy), data={"source": str(data)})
+    proc = run_logged(TRAIN + ["--config", str(cfg)], tmp_path / "log.txt", ENV, check=False)
     out = (tmp_path / "log.txt").read_text()
     assert proc.returncode == 2, out[-3000:]
     assert f"3 of 8 training rows from '{data}' have no db_path" in out and f"{data}:1" in out
@@ -631,10 +594,11 @@ def one_process(toy):
     def get(strategy: str) -> Path:
         if strategy not in done:
             folder = toy.root / f"one-{strategy}"
-            cfg = write_config(folder, toy, train={"gradient_accumulation_steps": 2, "per_device_batch_size": 1,
-                                                   "max_steps": 6}, checkpoint={"every": 0},
+            cfg = write_config(folder, toy.warm, toy.rows, grpo_run(toy),
+                               train={"gradient_accumulation_steps": 2, "per_device_batch_size": 1, "max_steps": 6},
+                               checkpoint={"every": 0},
                                grpo={"group_size": 4, "max_new_tokens": 16} | SETTINGS[strategy])
-            run(TRAIN + ["--config", str(cfg)], folder / "log.txt")
+            run_logged(TRAIN + ["--config", str(cfg)], folder / "log.txt", ENV)
             done[strategy] = folder / "run"
         return done[strategy]
 
@@ -645,10 +609,10 @@ def one_process(toy):
 @pytest.mark.parametrize("strategy", ["ddp", "zero3"])
 def test_two_processes_equal_one(toy, one_process, strategy):
     folder = toy.root / f"two-{strategy}"
-    cfg = write_config(folder, toy, train={"gradient_accumulation_steps": 1, "per_device_batch_size": 1,
-                                           "max_steps": 6}, checkpoint={"every": 0},
-                       grpo={"group_size": 4, "max_new_tokens": 16} | SETTINGS[strategy])
-    run(launch(strategy, cfg), folder / "log.txt")
+    cfg = write_config(folder, toy.warm, toy.rows, grpo_run(toy),
+                       train={"gradient_accumulation_steps": 1, "per_device_batch_size": 1, "max_steps": 6},
+                       checkpoint={"every": 0}, grpo={"group_size": 4, "max_new_tokens": 16} | SETTINGS[strategy])
+    run_logged(launch(strategy, cfg), folder / "log.txt", ENV)
     two, one_process = folder / "run", one_process(strategy)
     assert trace(two) == trace(one_process)
     for key in ("grpo/reward_mean", "grpo/sample_ex", "grpo/zero_variance_groups"):

@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 from conftest import REPO
+from helpers import LAUNCH, merged, write_config
 
 from ft.cli import parse
 from launch import local
@@ -87,21 +87,8 @@ def test_quiet_accelerate_passes_the_worker_exit_code_without_a_traceback(tmp_pa
 # slow: a tiny model trained through `sqlft train` (needs the trainer's status files and signal handling)
 
 
-def write_config(tmp: Path, tiny_model: Path, rows_file: Path, **train) -> Path:
-    cfg = {
-        "model": {"name_or_path": str(tiny_model), "gradient_checkpointing": False},
-        "quantization": {"mode": "none", "dtype": "float32", "compute_dtype": "float32"},
-        "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
-        "data": {"source": str(rows_file), "eval_fraction": 0.25, "max_length": 256},
-        "train": {"output_dir": str(tmp / "run"), "max_steps": 400, "per_device_batch_size": 2,
-                  "learning_rate": 1e-2, "warmup_steps": 2, "log_every": 2, "seed": 0} | train,
-        "checkpoint": {"every": 0},
-        "tracking": {"wandb": False},
-        "eval": {"at_end": False},
-    }
-    path = tmp / "config.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+# `sqlft train` runs long enough to be stopped by a signal
+LOCAL_RUN = merged(LAUNCH, train={"output_dir": "{folder}/run", "max_steps": 400})
 
 
 def start(config: Path, *extra: str) -> subprocess.Popen:
@@ -134,7 +121,7 @@ def assert_stopped_with_a_checkpoint(proc: subprocess.Popen, run_dir: Path, rank
 
 @pytest.mark.slow
 def test_finishes_with_exit_0_through_accelerate(tmp_path, tiny_model, rows_file):
-    cfg = write_config(tmp_path, tiny_model, rows_file, max_steps=4)
+    cfg = write_config(tmp_path, tiny_model, rows_file, LOCAL_RUN, train={"max_steps": 4})
     proc = start(cfg, "--num-processes", "2")
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, f"{out[-2000:]}\n{err[-4000:]}"
@@ -145,7 +132,7 @@ def test_finishes_with_exit_0_through_accelerate(tmp_path, tiny_model, rows_file
 @pytest.mark.slow
 def test_sigterm_to_the_process_group_checkpoints_every_rank_and_exits_75(tmp_path, tiny_model, rows_file):
     """Plain `accelerate launch` dies at once on this signal, leaving its workers to train on alone."""
-    cfg = write_config(tmp_path, tiny_model, rows_file)
+    cfg = write_config(tmp_path, tiny_model, rows_file, LOCAL_RUN)
     proc = start(cfg, "--accelerate-config", CPU_DDP)
     wait_for_training(proc, tmp_path / "run")
     os.killpg(proc.pid, signal.SIGTERM)
@@ -155,7 +142,7 @@ def test_sigterm_to_the_process_group_checkpoints_every_rank_and_exits_75(tmp_pa
 
 @pytest.mark.slow
 def test_one_ctrl_c_checkpoints_and_exits_75_in_one_line(tmp_path, tiny_model, rows_file):
-    cfg = write_config(tmp_path, tiny_model, rows_file)
+    cfg = write_config(tmp_path, tiny_model, rows_file, LOCAL_RUN)
     proc = start(cfg)
     wait_for_training(proc, tmp_path / "run")
     os.killpg(proc.pid, signal.SIGINT)  # what the terminal sends on Ctrl-C
@@ -168,7 +155,7 @@ def test_data_error_exits_2_without_a_launcher_traceback(tmp_path, tiny_model, r
     bad = tmp_path / "bad.jsonl"
     rows = rows_file.read_text().splitlines()
     bad.write_text("\n".join(rows[:5] + [json.dumps({"question": "q", "schema": "CREATE TABLE t (a INT);"})]) + "\n")
-    cfg = write_config(tmp_path, tiny_model, bad)
+    cfg = write_config(tmp_path, tiny_model, bad, LOCAL_RUN)
     proc = start(cfg, "--accelerate-config", CPU_DDP)
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 2, f"{out[-2000:]}\n{err[-4000:]}"

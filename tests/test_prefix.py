@@ -109,7 +109,7 @@ def _per_branch_losses(model, batch, rows, ex) -> dict[int, float]:
 
 
 def _unshared(model, ex, i, pad_id) -> float:
-    from ft.train import token_loss_sum
+    from ft.objectives.base import token_loss_sum
 
     return token_loss_sum(model, collate([[i]], ex, pad_id, packed=False))[0].item()
 
@@ -127,7 +127,7 @@ def _layout(rows_, ex):
 def test_shared_rows_give_the_unshared_losses_and_gradients(tiny_model, tok, examples, attn):
     from transformers import AutoModelForCausalLM
 
-    from ft.train import target_tokens, token_loss_sum
+    from ft.objectives.base import target_tokens, token_loss_sum
 
     rows_, ex = examples
     model = AutoModelForCausalLM.from_pretrained(str(tiny_model), dtype=torch.float32, attn_implementation=attn).eval()
@@ -208,7 +208,7 @@ def test_flex_attention_block_mask_gives_the_same_loss(tiny_model, tok, examples
     pytest.importorskip("torch.nn.attention.flex_attention")
     from transformers import AutoModelForCausalLM
 
-    from ft.train import token_loss_sum
+    from ft.objectives.base import token_loss_sum
 
     rows_, ex = examples
     layout = _layout(rows_, ex)
@@ -311,7 +311,8 @@ def test_train_py_with_prefix_sharing(tmp_path, tiny_model, rows_file):
     """The recipe end to end: the plan and the tree-masked collate are picked, the loss falls, the log says so."""
     import re
 
-    from test_train import metrics, run, write_config
+    from helpers import metrics, write_config
+    from helpers import run_train as run
 
     cfg = write_config(tmp_path, tiny_model, rows_file,
                        data={"template": "schema_first", "prefix_sharing": True, "max_length": 1024},

@@ -227,7 +227,7 @@ def real_run(tmp_path_factory, tiny_model, rows_file) -> dict:
     import shutil
 
     import yaml
-    from test_train import write_config
+    from helpers import write_config
 
     root = tmp_path_factory.mktemp("real-run")
     cfg = write_config(root, tiny_model, rows_file,

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO
-from test_train import TRAIN, run, write_config
+from helpers import TRAIN, write_config
+from helpers import run_train as run
 
 from ft.config import ConfigError, default_output_dir, load_config
 

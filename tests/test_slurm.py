@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import REPO
+from helpers import LAUNCH, adapter_tensors, trace, write_config
 
 from launch import slurm
 
@@ -82,23 +83,6 @@ def cluster():
             subprocess.run([str(DEV_CLUSTER), "down", "--purge"], env=env, capture_output=True, timeout=120)
 
 
-def write_config(tmp: Path, tiny_model: Path, rows_file: Path, **train) -> Path:
-    cfg = {
-        "model": {"name_or_path": str(tiny_model), "gradient_checkpointing": False},
-        "quantization": {"mode": "none", "dtype": "float32", "compute_dtype": "float32"},
-        "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
-        "data": {"source": str(rows_file), "eval_fraction": 0.25, "max_length": 256},
-        "train": {"max_steps": 10, "per_device_batch_size": 2, "learning_rate": 1e-2, "warmup_steps": 2,
-                  "log_every": 2, "seed": 0} | train,
-        "checkpoint": {"every": 0},
-        "tracking": {"wandb": False},
-        "eval": {"at_end": False},
-    }
-    path = tmp / "config.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
 def submit(cluster: Cluster, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     # --exit-grace: a process stuck in teardown after the adapter is written (a rare gloo abort at exit on CPU)
     # costs 30 s, not 300
@@ -119,15 +103,6 @@ def logs(run_dir: Path, task: int, ext: str = "out") -> str:
     return "".join(p.read_text(errors="replace") for p in sorted((run_dir / "submitit").glob(f"*_{task}_log.{ext}")))
 
 
-def trace(run_dir: Path) -> dict:
-    out = {}
-    path = run_dir / "examples.jsonl"
-    for line in path.read_text().splitlines() if path.is_file() else []:
-        rec = json.loads(line)
-        out[rec["step"]] = rec["examples"]  # a replayed step after a resume overwrites the interrupted one
-    return out
-
-
 def wait_until(cond, timeout: float, what: str, poll: float = 0.1):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -138,15 +113,9 @@ def wait_until(cond, timeout: float, what: str, poll: float = 0.1):
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def adapter(path: Path) -> dict:
-    from safetensors.torch import load_file
-
-    return load_file(path / "adapter_model.safetensors")
-
-
 @pytest.mark.slow
 def test_two_nodes_train_and_write_an_adapter(cluster, tiny_model, rows_file, tmp_path):
-    cfg = write_config(tmp_path, tiny_model, rows_file)
+    cfg = write_config(tmp_path, tiny_model, rows_file, LAUNCH)
     proc = submit(cluster, "--config", str(cfg), "--nodes", "2", "--output-root", str(tmp_path / "runs"),
                   "--run-name", "two", "--time", "10", "--wait")
     run = tmp_path / "runs" / "two"
@@ -168,7 +137,7 @@ def test_preempted_and_requeued_job_resumes_to_the_same_result(cluster, tiny_mod
     `scontrol requeue` (SIGTERM: Slurm requeues), it ends exactly where an uninterrupted run ends."""
     # log_every 2 with W&B on: Slurm's SIGTERM also kills W&B's wandb-core; the tracker must survive a W&B call
     # failing between the signal and the checkpoint (ft/tracking.py switches W&B off and goes on).
-    cfg = write_config(tmp_path, tiny_model, rows_file, max_steps=150, log_every=2)
+    cfg = write_config(tmp_path, tiny_model, rows_file, LAUNCH, train={"max_steps": 150, "log_every": 2})
     # the uninterrupted reference: the same 2 nodes x 1 process, run by --local (no Slurm)
     submit(cluster, "--config", str(cfg), "--nodes", "2", "--output-root", str(tmp_path / "ref"), "--run-name", "ref",
            "--local")
@@ -178,12 +147,13 @@ def test_preempted_and_requeued_job_resumes_to_the_same_result(cluster, tiny_mod
            "pre", "--time", "10", "--tracking.wandb", "true")
     run = tmp_path / "runs" / "pre"
     job = job_of(run)
-    wait_until(lambda: len(trace(run)) >= 10, 120, "10 training steps")
+    wait_until(lambda: len(trace(run, missing_ok=True)) >= 10, 120, "10 training steps")
     cluster.slurm("scancel", "--signal=USR2", job.job_id)
     resumed = wait_until(lambda: re.findall(r"resumed from \S+ at step (\d+)", logs(run, 0, "err")), 120,
                          "the requeued job to resume")
     first = int(resumed[0])
-    wait_until(lambda: max(trace(run), default=0) >= first + 10, 120, "10 more steps after the resume")
+    wait_until(lambda: max(trace(run, missing_ok=True), default=0) >= first + 10, 120,
+               "10 more steps after the resume")
     cluster.slurm("scontrol", "requeue", job.job_id)
     [(state, result)] = slurm.wait_for([job], timeout_s=240)
     assert state == "COMPLETED", result
@@ -193,10 +163,10 @@ def test_preempted_and_requeued_job_resumes_to_the_same_result(cluster, tiny_mod
     assert len(steps) == 2 and 0 < steps[0] < steps[1] < 150, steps
     assert "got SIGUSR2" in logs(run, 0, "err") and "got SIGTERM" in logs(run, 0, "err")
     assert "restart 1;" in logs(run, 1) and "restart 2;" in logs(run, 1)
-    a, b = adapter(ref_run / "adapter"), adapter(run / "adapter")
+    a, b = adapter_tensors(ref_run / "adapter"), adapter_tensors(run / "adapter")
     assert a.keys() == b.keys()
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-6
-    assert trace(ref_run) == trace(run)
+    assert trace(ref_run, missing_ok=True) == trace(run, missing_ok=True)
     # one W&B run across the three attempts
     ids = {p.name.rsplit("-", 1)[-1] for p in (run / "wandb").glob("offline-run-*")}
     assert len(list((run / "wandb").glob("offline-run-*"))) == 3 and len(ids) == 1, ids
@@ -204,7 +174,7 @@ def test_preempted_and_requeued_job_resumes_to_the_same_result(cluster, tiny_mod
 
 @pytest.mark.slow
 def test_sweep_of_two_values_gives_two_runs(cluster, tiny_model, rows_file, tmp_path):
-    cfg = write_config(tmp_path, tiny_model, rows_file, max_steps=6)
+    cfg = write_config(tmp_path, tiny_model, rows_file, LAUNCH, train={"max_steps": 6})
     proc = submit(cluster, "--config", str(cfg), "--nodes", "1", "--output-root", str(tmp_path / "runs"),
                   "--run-name", "sw", "--sweep", "lora.r=4,8", "--time", "10", "--wait")
     assert "submitted job array" in proc.stdout
@@ -221,7 +191,7 @@ def test_sweep_of_two_values_gives_two_runs(cluster, tiny_model, rows_file, tmp_
 def test_cancelled_job_leaves_only_complete_checkpoints(cluster, tiny_model, rows_file, tmp_path):
     from ft import checkpoint as ckpt
 
-    cfg = write_config(tmp_path, tiny_model, rows_file, max_steps=2000)
+    cfg = write_config(tmp_path, tiny_model, rows_file, LAUNCH, train={"max_steps": 2000})
     submit(cluster, "--config", str(cfg), "--nodes", "2", "--output-root", str(tmp_path / "runs"), "--run-name",
            "cx", "--time", "10", "--checkpoint.every", "1", "--checkpoint.keep_last", "3")
     run = tmp_path / "runs" / "cx"
@@ -241,7 +211,7 @@ def test_cancelled_job_leaves_only_complete_checkpoints(cluster, tiny_model, row
         assert path.name == f"step-{state_['step']:06d}" and state_["world_size"] == 2
         for name in ("optimizer.pt", "scheduler.pt", "config.yaml", "rng-rank0.pt", "rng-rank1.pt"):
             assert (path / name).is_file(), (path, name)
-        assert adapter(path / "adapter")
+        assert adapter_tensors(path / "adapter")
         import torch
 
         assert torch.load(path / "optimizer.pt", weights_only=False)["state"]
@@ -267,13 +237,13 @@ def test_presubmit_errors_against_the_cluster(cluster, tmp_path):
 
 @pytest.mark.slow
 def test_sbatch_template_checkpoints_and_requeues_on_its_signal(cluster, tiny_model, rows_file, tmp_path):
-    cfg = write_config(tmp_path, tiny_model, rows_file, max_steps=80)
+    cfg = write_config(tmp_path, tiny_model, rows_file, LAUNCH, train={"max_steps": 80})
     env = {"SQLFT_REPO": str(REPO), "SQLFT_PYTHON": sys.executable, "SQLFT_OUTPUT_ROOT": str(tmp_path / "runs"),
            "SQLFT_RUN_NAME": "sb"}
     job_id = cluster.slurm("sbatch", "--parsable", "--time", "10", f"--output={tmp_path}/sbatch-%j.out",
                            str(REPO / "slurm" / "train.sbatch"), str(cfg), env=env).strip()
     run = tmp_path / "runs" / "sb"
-    wait_until(lambda: len(trace(run)) >= 5, 120, "5 training steps")
+    wait_until(lambda: len(trace(run, missing_ok=True)) >= 5, 120, "5 training steps")
     cluster.slurm("scancel", "--batch", "--signal=USR2", job_id)  # what --signal=B:USR2@120 sends
     state = wait_until(lambda: (s := cluster.state_of(job_id)) not in ("", "RUNNING", "PENDING", "REQUEUED") and s,
                        180, "the job to end", poll=1)
@@ -282,5 +252,5 @@ def test_sbatch_template_checkpoints_and_requeues_on_its_signal(cluster, tiny_mo
     assert "got USR2" in batch and f"requeueing job {job_id}" in batch and "restart 1" in batch
     node0 = (run / "logs" / f"{job_id}-node0.err").read_text()
     assert re.search(r"resumed from \S+ at step \d+", node0)
-    assert (run / "adapter" / "adapter_model.safetensors").is_file() and max(trace(run)) == 80
+    assert (run / "adapter" / "adapter_model.safetensors").is_file() and max(trace(run, missing_ok=True)) == 80
     assert (run / "checkpoints" / "step-000080" / "rng-rank1.pt").is_file()  # both nodes' ranks

@@ -1,56 +1,16 @@
 """The training loop, end to end on a tiny random Llama (CPU)."""
 import json
-import os
 import re
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from conftest import REPO
-
-TRAIN = [sys.executable, str(REPO / "ft" / "train.py")]
-
-
-def write_config(tmp: Path, tiny_model: Path, rows_file: Path, **sections) -> Path:
-    cfg = {
-        "model": {"name_or_path": str(tiny_model), "gradient_checkpointing": False},
-        "quantization": {"mode": "none", "dtype": "float32", "compute_dtype": "float32"},
-        "lora": {"r": 16, "alpha": 16, "dropout": 0.0, "target_modules": ["q_proj", "v_proj", "lm_head"]},
-        "data": {"source": str(rows_file), "eval_fraction": 0.25, "max_length": 256},
-        "train": {"output_dir": str(tmp / "run"), "max_steps": 30, "per_device_batch_size": 4,
-                  "learning_rate": 1e-2, "warmup_steps": 2, "log_every": 2, "seed": 0},
-        "checkpoint": {"every": 0},
-        "tracking": {"wandb": False},
-        "eval": {"at_end": False},
-    }
-    for section, values in sections.items():
-        cfg[section] = cfg.get(section, {}) | values
-    path = tmp / "config.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
-def run(config: Path, *extra: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
-    proc = subprocess.run(TRAIN + ["--config", str(config), *extra], capture_output=True, text=True,
-                          env=os.environ | {"WANDB_MODE": "offline"} | (env or {}), timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
-    return proc
-
-
-def metrics(run_dir: Path) -> list[dict]:
-    return [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
-
-
-def adapter_tensors(path: Path) -> dict:
-    from safetensors.torch import load_file
-
-    return load_file(path / "adapter_model.safetensors")
+from helpers import TRAIN, adapter_tensors, metrics, trace, write_config
+from helpers import run_train as run
 
 
 def test_loss_falls_and_adapter_loads_and_wandb_offline(tmp_path, tiny_model, rows_file):
@@ -141,14 +101,6 @@ def test_qlora_4bit_path_on_cpu(tmp_path, tiny_model, rows_file):
     assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
 
 
-def _trace(run_dir: Path) -> dict:
-    out = {}
-    for line in (run_dir / "examples.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        out[rec["step"]] = rec["examples"]  # a replayed step after a resume overwrites the killed attempt
-    return out
-
-
 def test_resume_after_sigkill_matches_uninterrupted(tmp_path, tiny_model, rows_file):
     common = dict(train={"max_steps": 16, "per_device_batch_size": 2, "gradient_accumulation_steps": 2,
                          "epochs": 3, "seed": 3}, lora={"dropout": 0.1}, checkpoint={"every": 4, "keep_last": 2},
@@ -173,7 +125,7 @@ def test_resume_after_sigkill_matches_uninterrupted(tmp_path, tiny_model, rows_f
     a, b = adapter_tensors(ref_dir / "run" / "adapter"), adapter_tensors(kill_dir / "run" / "adapter")
     assert a.keys() == b.keys()
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-6
-    assert _trace(ref_dir / "run") == _trace(kill_dir / "run")
+    assert trace(ref_dir / "run") == trace(kill_dir / "run")
     assert len(list((kill_dir / "run" / "checkpoints").glob("step-*"))) == 2  # keep_last
 
 

@@ -15,6 +15,7 @@ from ft.cli import Alias, Command, adapter_run_config, run
 from ft.constants import EXIT_PREEMPTED
 from ft.data.rows import DataError
 from ft.model import ModelError
+from ft.system import set_process_defaults
 
 
 def _own(p) -> None:
@@ -168,6 +169,7 @@ STOP = _Stop()
 
 def main(argv: list[str] | None = None) -> int:
     STOP.install()
+    set_process_defaults()
     try:
         return run(COMMAND, evaluate_command, argv, errors=(DataError, ModelError, FileNotFoundError))
     except KeyboardInterrupt:

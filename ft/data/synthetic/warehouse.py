@@ -1495,6 +1495,10 @@ def _people(rng: random.Random, n: int) -> list[str]:
     return out
 
 
+_NAME_KINDS = ("person", "company", "product", "subcat", "store", "campaign", "project", "itapp", "kbtitle",
+               "costcenter")
+
+
 class _Builder:
     def __init__(self, rng: random.Random):
         self.rng = rng
@@ -1571,7 +1575,37 @@ class _Builder:
                     out.append(_ts(_ordinal(v[:10]), secs + 3600 * (h0 + int(rng.random() * (h1 - h0 + 1)))))
                 else:
                     out.append(_iso(_ordinal(v) + lo + int(rng.random() * (hi - lo + 1))))
-        elif kind == "person":
+        elif kind in _NAME_KINDS:
+            out = self.names(kind, n)
+        elif kind == "code":
+            out = [f"{arg}-{i:06d}" for i in range(1, n + 1)]
+        elif kind == "email":
+            out = [v.lower().replace(" ", ".").replace("'", "") + f"{i}@example.com" for i, v in enumerate(done[arg])]
+        elif kind == "phone":
+            out = [f"+1-555-{rng.randint(1000, 9999)}" for _ in range(n)]
+        elif kind == "street":
+            out = [f"{rng.randint(1, 250)} {rng.choice(_STREETS)} Street" for _ in range(n)]
+        elif kind == "flag":
+            p = float(arg)
+            out = [int(rng.random() < p) for _ in range(n)]
+        elif kind == "copy":
+            fk_col, _, parent_col = arg.partition(".")
+            target = _fk_target(next(x["gen"] for x in table["cols"] if x["name"] == fk_col))
+            idx = [x["name"] for x in _BY_NAME[target]["cols"]].index(parent_col)
+            parent = self.values[target]
+            out = [parent[v - 1][idx] if v else None for v in done[fk_col]]
+        elif kind == "const":
+            out = [_typed(arg, c["type"])] * n
+        else:
+            raise ValueError(f"warehouse spec: unknown generator {gen!r} for {table['name']}.{c['name']}")
+        if null_p:
+            out = [None if rng.random() < null_p else v for v in out]
+        return out
+
+    def names(self, kind: str, n: int) -> list:
+        """n names of a kind (people, companies, products, stores, ...): a column's values drawn from word lists."""
+        rng = self.rng
+        if kind == "person":
             out = self.people(rng, n)
         elif kind == "company":
             names = sorted({f"{a} {b}" for a in _COMPANY_A for b in _COMPANY_B})
@@ -1600,29 +1634,6 @@ class _Builder:
             base = depts.split()
             out = [base[i] if i < len(base) else f"{base[i % len(base)]} {['EMEA', 'Americas', 'APAC'][i // 12 % 3]}"
                    for i in range(n)]
-        elif kind == "code":
-            out = [f"{arg}-{i:06d}" for i in range(1, n + 1)]
-        elif kind == "email":
-            out = [v.lower().replace(" ", ".").replace("'", "") + f"{i}@example.com" for i, v in enumerate(done[arg])]
-        elif kind == "phone":
-            out = [f"+1-555-{rng.randint(1000, 9999)}" for _ in range(n)]
-        elif kind == "street":
-            out = [f"{rng.randint(1, 250)} {rng.choice(_STREETS)} Street" for _ in range(n)]
-        elif kind == "flag":
-            p = float(arg)
-            out = [int(rng.random() < p) for _ in range(n)]
-        elif kind == "copy":
-            fk_col, _, parent_col = arg.partition(".")
-            target = _fk_target(next(x["gen"] for x in table["cols"] if x["name"] == fk_col))
-            idx = [x["name"] for x in _BY_NAME[target]["cols"]].index(parent_col)
-            parent = self.values[target]
-            out = [parent[v - 1][idx] if v else None for v in done[fk_col]]
-        elif kind == "const":
-            out = [_typed(arg, c["type"])] * n
-        else:
-            raise ValueError(f"warehouse spec: unknown generator {gen!r} for {table['name']}.{c['name']}")
-        if null_p:
-            out = [None if rng.random() < null_p else v for v in out]
         return out
 
     def rows(self, table: dict) -> list[tuple]:
