@@ -44,26 +44,42 @@ def test_loss_falls_and_adapter_loads_and_wandb_offline(tmp_path, tiny_model, ro
     assert b"train/loss" in raw and b"eval/loss" in raw and b"learning_rate" in raw
 
 
-def test_grad_accumulation_matches_big_batch(tiny_model, rows_file):
-    """batch 1 x accumulation 4 == batch 4 x accumulation 1 (fp32), and mean-of-means would not be."""
-    from accelerate import Accelerator
+def test_the_recipe_runs_in_process_and_leaves_the_signal_handlers_alone(tmp_path, tiny_model, rows_file):
+    """setup -> fit -> finish called as functions (as tests and benchmarks do): the run completes, and the process's
+    signal handlers are the ones it had (only main() installs the stop handlers)."""
+    from ft.config import load_config, resolve
+    from ft.train import setup, train
 
-    from ft.config import load_config
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)}
+    cfg = resolve(load_config(write_config(tmp_path, tiny_model, rows_file, train={"max_steps": 2})), training=True)
+    result = train(cfg)
+    assert result["step"] == 2 and not result["preempted"]
+    assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
+    assert {s: signal.getsignal(s) for s in before} == before
+    assert sorted(trace(tmp_path / "run")) == [1, 2]
+    # the pieces setup prepares, as a test or benchmark gets them
+    again = resolve(load_config(write_config(tmp_path / "b", tiny_model, rows_file)), training=True)
+    run = setup(again)
+    assert run.total_steps == 30 and run.steps_per_epoch >= 1 and run.state.step == 0
+    assert type(run.objective).__name__ == "SFT" and run.held_out.rows and run.held_out.loss_batches
+    assert {s: signal.getsignal(s) for s in before} == before
+
+
+def test_grad_accumulation_matches_big_batch(tmp_path, tiny_model, rows_file):
+    """batch 1 x accumulation 4 == batch 4 x accumulation 1 (fp32), and mean-of-means would not be."""
+    from ft.config import load_config, resolve
     from ft.data.batching import collate
     from ft.data.prompt import encode_rows
     from ft.data.rows import Row
-    from ft.model import add_lora, load_base_model, load_tokenizer
     from ft.objectives.base import backward_window, token_loss_sum
+    from ft.train import setup
 
-    cfg = load_config(None, {"model.name_or_path": str(tiny_model), "model.gradient_checkpointing": "false",
-                             "quantization.mode": "none", "quantization.dtype": "float32", "lora.dropout": "0"})
-    acc = Accelerator(cpu=True)
-    tok = load_tokenizer(str(tiny_model))
+    run = setup(resolve(load_config(write_config(tmp_path, tiny_model, rows_file)), training=True))
+    model, acc, tok = run.model, run.accelerator, run.tokenizer
     rows = [Row(**json.loads(l)) for l in rows_file.read_text().splitlines()[:4]]
     ex, _ = encode_rows(rows, tok, "default", 512, "error")
     assert len({sum(l != -100 for l in e.labels) for e in ex}) > 1  # different target lengths
     torch.manual_seed(0)
-    model = add_lora(load_base_model(cfg, str(tiny_model))[0], cfg)
     for n, p in model.named_parameters():
         if "lora_B" in n:
             p.data.normal_(0, 0.02)  # so lora_A gets gradients too

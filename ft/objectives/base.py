@@ -60,6 +60,7 @@ class Objective(Protocol):
     """A training objective: what the one loop in ft/train.py's `fit` calls, whatever it optimises."""
 
     updates_per_step: int  # optimizer (and scheduler) steps per step of the loop
+    report: dict  # what prepare kept and left out (the start-up log line's "encoding")
 
     def prepare(self, rows: list, tokenizer, world_size: int, device=None) -> Plan:
         """The training rows as this objective trains on them, laid out in steps (deterministic, resumable by step);
