@@ -32,11 +32,12 @@ from ft.data.linking import make_fitter, make_linker
 from ft.data.prefix import PrefixPlan, collate_prefix, no_step_message, plan_for
 from ft.data.prompt import encode_rows
 from ft.data.rows import DataError
-from ft.distributed import StopFlag, Stopped, cpu_rehearsal_shim, loss_scale, sum_across
+from ft.distributed import cpu_rehearsal_shim, loss_scale, sum_across
 from ft.eval.output import PredictionLog, format_table, prediction_table_rows, result_settings
 from ft.files import check_writable, share
 from ft.inference import resolve_adapter
 from ft.model import ModelError, add_lora, load_base_model, load_tokenizer, local_model_dir, trainable_parameters
+from ft.signals import StopFlag, Stopped
 from ft.system import peak_memory_mb
 from ft.tracking import Tracker, new_run_id, wandb_offline_default
 
@@ -363,8 +364,8 @@ def load_checkpoint(path: Path, accelerator, model, optimizer, scheduler) -> ckp
 
 
 def train(cfg: Config, stop: StopFlag | None = None) -> dict:
-    """Run the recipe on a resolved config (ft.config.resolve). `stop` handles the stop signals (main installs it
-    first thing, so a signal during start-up stops the run cleanly too)."""
+    """Run the recipe on a resolved config (ft.config.resolve). `stop` handles the stop signals (main installs its
+    handlers first thing, so a signal during start-up stops the run cleanly too)."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
@@ -605,7 +606,7 @@ def train(cfg: Config, stop: StopFlag | None = None) -> dict:
             print(f"\nadapter: {adapter_dir.resolve()}  (checkpoint {final.parent})", flush=True)
         result["adapter"] = str(adapter_dir)
     accelerator.wait_for_everyone()  # before tracker.finish: with W&B it ends the process group (end_training)
-    tracker.finish()
+    tracker.finish(EXIT_PREEMPTED if preempted else 0)  # W&B: finished, or marked preempted for the resume
     accelerator.end_training()
     return result
 
@@ -621,9 +622,12 @@ def main(argv: list[str] | None = None) -> int:
     """The recipe's entry point on every process: exit 0 done, 75 stopped by a signal (checkpoint written once
     training had started), 2 bad config or data; with SQLFT_STATUS_DIR set, that code is also written to
     <dir>/rank-<R>.json, where a launcher that can't pass exit codes through (accelerate's) finds it."""
-    stop = StopFlag()  # first thing: a stop signal during start-up must not kill the process half-way
+    stop = StopFlag()
     code, step, message = 1, None, None
     try:
+        # First thing: a stop signal during start-up must not kill the process half-way; one that came while the
+        # launcher held the signals blocked (the process was importing) is handled here.
+        stop.install()
         cfg, _ = parse(COMMAND, argv, prog="ft/train.py")
         result = train(resolve(cfg, training=True), stop)
         code, step = (EXIT_PREEMPTED if result["preempted"] else 0), result["step"]

@@ -1,9 +1,12 @@
 """launch/local.py (`sqlft train`): the command it runs, accelerate without its traceback and with the worker's exit
-code, and (slow) a tiny model trained through it: 0 when it finishes, 75 with a complete checkpoint after SIGTERM to
-its process group or one Ctrl-C, 2 on a data error, with no launcher traceback."""
+code, and (slow) a tiny model trained through it, with W&B offline on as users run it: 0 when it finishes, 75 with a
+complete checkpoint after SIGTERM to its process group, one Ctrl-C, or a SIGTERM that also reaches W&B's service (as
+Slurm signals every process of a job), resumed as the same W&B run; 75 at once on a stop signal during start-up,
+also when it reaches one rank of two; 2 on a data error, with no launcher traceback."""
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -96,7 +99,7 @@ def write_config(tmp: Path, tiny_model: Path, rows_file: Path, **train) -> Path:
         "train": {"output_dir": str(tmp / "run"), "max_steps": 400, "per_device_batch_size": 2,
                   "learning_rate": 1e-2, "warmup_steps": 2, "log_every": 2, "seed": 0} | train,
         "checkpoint": {"every": 0},
-        "tracking": {"wandb": False},
+        "tracking": {"wandb": True, "project": "t"},  # offline here (WANDB_MODE): as a user without a login runs
         "eval": {"at_end": False},
     }
     path = tmp / "config.yaml"
@@ -153,14 +156,154 @@ def test_sigterm_to_the_process_group_checkpoints_every_rank_and_exits_75(tmp_pa
     assert "[sqlft] got SIGTERM" in err
 
 
+def wandb_records(run_file: Path) -> list:
+    """The records of a W&B run file (`run-<id>.wandb`, what `wandb sync` uploads): LevelDB's log format, a 7-byte
+    header (":W&B", magic, version), then 32 KiB blocks of chunks (crc32, length, type: 1 full, 2 first, 3 middle,
+    4 last), each record a wandb_internal_pb2.Record."""
+    from wandb.proto import wandb_internal_pb2
+
+    data = run_file.read_bytes()
+    assert data[:4] == b":W&B", run_file
+    pos, buf, out = 7, b"", []
+    while pos + 7 <= len(data):
+        if 32768 - pos % 32768 < 7:  # a block's tail too short for a chunk header is padding
+            pos += 32768 - pos % 32768
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
+        buf = chunk if kind in (1, 2) else buf + chunk
+        if kind in (1, 4):
+            out.append(wandb_internal_pb2.Record.FromString(buf))
+    return out
+
+
+def wandb_runs(run_dir: Path) -> list[tuple[str, list[str], int | None]]:
+    """(run id, kinds of record, exit code or None when the run was never finished) of each offline W&B run."""
+    out = []
+    for folder in sorted((run_dir / "wandb").glob("offline-run-*")):
+        records = wandb_records(next(folder.glob("run-*.wandb")))
+        kinds = [r.WhichOneof("record_type") for r in records]
+        exits = [r.exit.exit_code for r in records if r.WhichOneof("record_type") == "exit"]
+        out.append((folder.name.rsplit("-", 1)[1], kinds, exits[-1] if exits else None))
+    return out
+
+
+def tree(pid: int) -> list[int]:
+    import psutil
+
+    return [pid] + [c.pid for c in psutil.Process(pid).children(recursive=True)]
+
+
 @pytest.mark.slow
-def test_one_ctrl_c_checkpoints_and_exits_75_in_one_line(tmp_path, tiny_model, rows_file):
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm-to-every-process"])
+def test_a_stop_with_wandb_on_exits_75_and_the_resumed_run_continues_the_same_wandb_run(tmp_path, tiny_model,
+                                                                                       rows_file, how):
+    """Ctrl-C: the terminal signals the foreground process group (W&B's service, in a session of its own, is not in
+    it; the supervisor must not pass the signal to it either). SIGTERM to every process of the run, W&B's service
+    included, as Slurm does on preemption or scancel: a Go program dies on SIGTERM whatever its disposition, and the
+    trainer must not care."""
+    cfg = write_config(tmp_path, tiny_model, rows_file)
+    run_dir = tmp_path / "run"
+    proc = start(cfg)
+    wait_for_training(proc, run_dir)
+    if how == "ctrl-c":
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        for pid in tree(proc.pid):
+            os.kill(pid, signal.SIGTERM)
+    err = assert_stopped_with_a_checkpoint(proc, run_dir, ranks=1)
+    if how == "ctrl-c":
+        assert err.count("[sqlft]") == 1 and "Ctrl-C" in err, err[-3000:]
+    [(run_id, kinds, code)] = wandb_runs(run_dir)
+    step = json.loads(next(run_dir.glob("checkpoints/step-*/state.json")).read_text())
+    assert run_id == step["wandb_run_id"]
+    if how == "ctrl-c":  # the service lived: the run was marked preempting and finished with the trainer's code
+        assert "preempting" in kinds and code == 75, (kinds, code)
+
+    # the same command (two steps more): the same W&B run, continued and finished
+    proc = start(cfg, "--train.max_steps", str(step["step"] + 2))
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, f"{out[-2000:]}\n{err[-4000:]}"
+    assert f"resumed from {run_dir / 'checkpoints'}" in err and "Traceback" not in err
+    first, second = wandb_runs(run_dir)
+    assert first[0] == second[0] == run_id and second[2] == 0, (first, second)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR2])  # USR2 outside Slurm: nothing to requeue
+def test_a_stop_signal_during_start_up_exits_75_at_once(tmp_path, tiny_model, rows_file, sig):
+    """While the trainer imports: the signal waits (blocked, not ignored) for its handlers, which stop it then,
+    before any step; not ignored until the launcher sends it again, after start-up and a hundred steps."""
     cfg = write_config(tmp_path, tiny_model, rows_file)
     proc = start(cfg)
-    wait_for_training(proc, tmp_path / "run")
-    os.killpg(proc.pid, signal.SIGINT)  # what the terminal sends on Ctrl-C
-    err = assert_stopped_with_a_checkpoint(proc, tmp_path / "run", ranks=1)
-    assert err.count("[sqlft]") == 1 and "Ctrl-C" in err, err[-3000:]
+    deadline = time.time() + 60
+    while not [p for p in tree(proc.pid)[1:] if "ft.train" in " ".join(psutil_cmdline(p))] and time.time() < deadline:
+        time.sleep(0.01)
+    os.killpg(proc.pid, sig)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 75, f"exit {proc.returncode}\n{out[-2000:]}\n{err[-4000:]}"
+    name = signal.Signals(sig).name
+    assert f"stopped on {name} during start-up: no training step had run" in err, err[-3000:]
+    assert not (tmp_path / "run" / "examples.jsonl").exists() and not (tmp_path / "run" / "checkpoints").exists()
+    for noise in LAUNCHER_NOISE + ("scontrol", "requeue"):
+        assert noise not in out + err, err[-4000:]
+
+
+def psutil_cmdline(pid: int) -> list[str]:
+    import psutil
+
+    try:
+        return psutil.Process(pid).cmdline()
+    except psutil.Error:
+        return []
+
+
+def rank_pids(launcher_pid: int) -> dict[int, int]:
+    """Global rank -> pid of the training processes under `sqlft train` (torchrun's children), once exec'd."""
+    import psutil
+
+    out = {}
+    for child in psutil.Process(launcher_pid).children(recursive=True):
+        try:
+            env, cmd = child.environ(), " ".join(child.cmdline())
+        except psutil.Error:
+            continue
+        if "RANK" in env and "ft.train" in cmd:
+            out[int(env["RANK"])] = child.pid
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("moment", ["importing", "before-the-loop", "in-the-loop"])
+def test_sigterm_to_one_rank_stops_every_rank_with_75(tmp_path, tiny_model, rows_file, moment):
+    """Launchers don't pass a signal to every worker (Slurm's USR1/2 may reach one): the one that got it stops
+    every rank through their agreement, and every rank names the signal; no rank dies in a collective."""
+    cfg = write_config(tmp_path, tiny_model, rows_file)
+    run_dir = tmp_path / "run"
+    proc = start(cfg, "--accelerate-config", CPU_DDP)
+    lines = []
+    if moment == "importing":
+        deadline = time.time() + 120
+        while 1 not in rank_pids(proc.pid) and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.01)
+    elif moment == "before-the-loop":  # handlers installed (main's first thing), the model not yet loaded
+        for line in proc.stdout:
+            lines.append(line)
+            if "---- resolved config ----" in line:
+                break
+    else:
+        wait_for_training(proc, run_dir)
+    os.kill(rank_pids(proc.pid)[1], signal.SIGTERM)
+    out, err = proc.communicate(timeout=300)
+    out = "".join(lines) + out
+    assert proc.returncode == 75, f"exit {proc.returncode}\n{out[-2000:]}\n{err[-4000:]}"
+    assert "no signal" not in out + err and "Traceback" not in out + err, err[-4000:]
+    if moment == "in-the-loop":
+        assert "stopped on SIGTERM at step" in out, out[-2000:]
+        assert len(list(run_dir.glob("checkpoints/step-*/COMPLETED"))) == 1
+    else:  # both ranks stopped together, each saying why
+        assert err.count("stopped on SIGTERM during start-up") == 2, err[-4000:]
+        assert not (run_dir / "examples.jsonl").exists() and not (run_dir / "checkpoints").exists()
 
 
 @pytest.mark.slow
