@@ -85,7 +85,8 @@ class StopFlag:
         return self.received is not None
 
     def _start_up_stop(self) -> Stopped:
-        return Stopped(f"stopped on {self.name} during start-up: no training step had run, nothing to save "
+        how = self.name if self.received else f"{self.name} (to another process)"
+        return Stopped(f"stopped on {how} during start-up: no training step had run, nothing to save "
                        f"(exit {EXIT_PREEMPTED})")
 
     def _handle(self, signum, frame):
@@ -121,3 +122,14 @@ class StopFlag:
         if sig:
             self.agreed = self.agreed or sig
         return bool(sig)
+
+
+def exec_blocked(argv: list[str]) -> None:
+    """`python -m ft.signals CMD [ARG...]`: CMD with the stop signals blocked, for shell scripts (slurm/train.sbatch),
+    which can only ignore a signal (`trap ""`), and an ignored one is lost."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    os.execvp(argv[0], argv)
+
+
+if __name__ == "__main__":
+    exec_blocked(sys.argv[1:])

@@ -91,3 +91,13 @@ def test_evaluation_finishes_its_batch_and_a_second_ctrl_c_stops_at_once():
                                         "second Ctrl-C: stopped at once 130"]
     assert proc.stderr.strip() == ("[sqlft] got SIGINT: finishing this batch, then stopping; Ctrl-C again stops "
                                    "at once")
+
+
+def test_shell_scripts_start_a_command_with_the_stop_signals_blocked():
+    show = "import signal; print(*map(int, signal.pthread_sigmask(signal.SIG_BLOCK, [])))"
+    proc = subprocess.run([sys.executable, "-m", "ft.signals", sys.executable, "-c", show], capture_output=True,
+                          text=True, timeout=60, cwd=REPO)
+    from ft.constants import STOP_SIGNALS
+
+    assert set(STOP_SIGNALS) <= set(map(int, proc.stdout.split())), proc.stdout + proc.stderr
+    assert subprocess.run([sys.executable, "-c", show], capture_output=True, text=True).stdout.split() == []
