@@ -605,7 +605,7 @@ def train(cfg: Config, stop: StopFlag | None = None) -> dict:
             os.rename(tmp, adapter_dir)
             print(f"\nadapter: {adapter_dir.resolve()}  (checkpoint {final.parent})", flush=True)
         result["adapter"] = str(adapter_dir)
-    accelerator.wait_for_everyone()  # before tracker.finish: with W&B it ends the process group (end_training)
+    accelerator.wait_for_everyone()  # every rank done before the W&B run ends and end_training ends the process group
     tracker.finish(EXIT_PREEMPTED if preempted else 0)  # W&B: finished, or marked preempted for the resume
     accelerator.end_training()
     return result

@@ -6,7 +6,6 @@ also when it reaches one rank of two; 2 on a data error, with no launcher traceb
 import json
 import os
 import signal
-import struct
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import REPO
+from wandb_files import wandb_runs
 
 from ft.cli import parse
 from launch import local
@@ -156,38 +156,6 @@ def test_sigterm_to_the_process_group_checkpoints_every_rank_and_exits_75(tmp_pa
     assert "[sqlft] got SIGTERM" in err
 
 
-def wandb_records(run_file: Path) -> list:
-    """The records of a W&B run file (`run-<id>.wandb`, what `wandb sync` uploads): LevelDB's log format, a 7-byte
-    header (":W&B", magic, version), then 32 KiB blocks of chunks (crc32, length, type: 1 full, 2 first, 3 middle,
-    4 last), each record a wandb_internal_pb2.Record."""
-    from wandb.proto import wandb_internal_pb2
-
-    data = run_file.read_bytes()
-    assert data[:4] == b":W&B", run_file
-    pos, buf, out = 7, b"", []
-    while pos + 7 <= len(data):
-        if 32768 - pos % 32768 < 7:  # a block's tail too short for a chunk header is padding
-            pos += 32768 - pos % 32768
-            continue
-        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
-        chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
-        buf = chunk if kind in (1, 2) else buf + chunk
-        if kind in (1, 4):
-            out.append(wandb_internal_pb2.Record.FromString(buf))
-    return out
-
-
-def wandb_runs(run_dir: Path) -> list[tuple[str, list[str], int | None]]:
-    """(run id, kinds of record, exit code or None when the run was never finished) of each offline W&B run."""
-    out = []
-    for folder in sorted((run_dir / "wandb").glob("offline-run-*")):
-        records = wandb_records(next(folder.glob("run-*.wandb")))
-        kinds = [r.WhichOneof("record_type") for r in records]
-        exits = [r.exit.exit_code for r in records if r.WhichOneof("record_type") == "exit"]
-        out.append((folder.name.rsplit("-", 1)[1], kinds, exits[-1] if exits else None))
-    return out
-
-
 def tree(pid: int) -> list[int]:
     import psutil
 
@@ -219,6 +187,8 @@ def test_a_stop_with_wandb_on_exits_75_and_the_resumed_run_continues_the_same_wa
     assert run_id == step["wandb_run_id"]
     if how == "ctrl-c":  # the service lived: the run was marked preempting and finished with the trainer's code
         assert "preempting" in kinds and code == 75, (kinds, code)
+    else:  # the service died with the signal: the run was left unfinished (what the checks above tell apart)
+        assert code is None, (kinds, code)
 
     # the same command (two steps more): the same W&B run, continued and finished
     proc = start(cfg, "--train.max_steps", str(step["step"] + 2))
