@@ -6,14 +6,11 @@ import json
 import logging
 import math
 import os
-import signal
-import sys
 from pathlib import Path
 
 import torch
 
 from ft.config import ConfigError
-from ft.constants import EXIT_PREEMPTED, STOP_SIGNALS
 from ft.system import cpu_count
 
 log = logging.getLogger("sqlft")
@@ -172,71 +169,6 @@ def trainable_state_dict(accelerator, model) -> dict[str, torch.Tensor]:
         gather = deepspeed.zero.GatheredParameters([p for _, p in named], modifier_rank=None)
     with gather:
         return {n: p.detach().to("cpu", copy=True) for n, p in named}
-
-
-class Stopped(BaseException):
-    """The run ends now, without a checkpoint: a stop signal before training started, or a second Ctrl-C.
-
-    A BaseException, so that library code catching Exception while the signal lands doesn't swallow it.
-    """
-
-    def __init__(self, message: str, code: int = EXIT_PREEMPTED):
-        super().__init__(message)
-        self.code = code
-
-
-class StopFlag:
-    """Stop signals (SIGTERM, SIGUSR1/2 from Slurm, SIGINT from Ctrl-C), from the process's start to its end.
-
-    Before the loop a signal ends the process at once (`Stopped`: nothing to save yet). In the loop it is remembered
-    and checked between optimizer steps: launchers don't forward USR1/USR2 to every worker, so each rank records
-    what it got and `should_stop` all-reduces the flag; if any rank was told to stop, all of them checkpoint and stop
-    together. A second Ctrl-C stops at once.
-    """
-
-    def __init__(self):
-        self.received: int | None = None
-        self.interrupts = 0
-        self.in_loop = False
-
-    def install(self) -> StopFlag:
-        """This flag answers the process's stop signals from now on: the process's main() calls it, first thing (a
-        flag that is never installed is never set: the recipe called from a test leaves the handlers alone)."""
-        for sig in STOP_SIGNALS:
-            signal.signal(sig, self._handle)
-        return self
-
-    @property
-    def name(self) -> str:
-        return signal.Signals(self.received).name if self.received else "no signal"
-
-    def _handle(self, signum, frame):
-        self.interrupts += signum == signal.SIGINT
-        if self.interrupts >= 2:
-            raise Stopped("second Ctrl-C: stopped at once, without a checkpoint", code=130)
-        first = self.received is None
-        self.received = self.received or signum
-        if not self.in_loop:
-            raise Stopped(f"stopped on {self.name} during start-up: no training step had run, nothing to save "
-                          f"(exit {EXIT_PREEMPTED})")
-        if first and os.environ.get("RANK", "0") == "0":
-            again = "; Ctrl-C again stops at once" if signum == signal.SIGINT else ""
-            print(f"\n[sqlft] got {self.name}: finishing this step, then a checkpoint and stop{again}",
-                  file=sys.stderr, flush=True)
-
-    def start_loop(self, accelerator) -> None:
-        """From here on a signal is answered with a checkpoint. Every rank agrees first: one that was signalled
-        while the others were still starting up stops them all."""
-        self.in_loop = True
-        if self.should_stop(accelerator):
-            raise Stopped(f"stopped on {self.name} during start-up: no training step had run, nothing to save "
-                          f"(exit {EXIT_PREEMPTED})")
-
-    def should_stop(self, accelerator) -> bool:
-        flag = torch.tensor([1.0 if self.received is not None else 0.0], device=accelerator.device)
-        if accelerator.num_processes > 1:
-            flag = accelerator.reduce(flag, reduction="sum")
-        return bool(flag.item() > 0)
 
 
 def write_exit_status(code: int, step: int | None, message: str | None) -> None:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from ft.constants import EXIT_PREEMPTED
 from ft.distributed import sum_across
 from ft.system import git_commit, git_dirty, peak_memory_mb, process_rss_mb, system_info
 
@@ -235,15 +236,27 @@ class Tracker:
 
     @contextlib.contextmanager
     def _wandb_guard(self, what: str):
-        """A W&B failure never costs a checkpoint: on SIGTERM (Slurm preemption, requeue) W&B's service process can
-        die before the trainer has checkpointed; the next call would raise. W&B is switched off, metrics.jsonl goes
-        on."""
+        """A W&B failure never costs a checkpoint or the exit code: where a stop signal reaches every process (Slurm
+        signals all of a job's processes; SIGTERM ends a Go program such as W&B's service whatever its disposition)
+        the service can die before the trainer has checkpointed, and the next call would raise. W&B is switched off
+        and let go quietly; metrics.jsonl goes on, and the resumed run continues the same W&B run id."""
         try:
             yield
         except Exception as e:  # noqa: BLE001
             logging.getLogger("sqlft").warning("W&B %s failed (%s: %s); W&B logging is off for the rest of this run, "
                                                "metrics.jsonl continues", what, type(e).__name__, e)
             self.use_wandb = False
+            self._let_go_of_wandb(broken=True)
+
+    def _let_go_of_wandb(self, broken: bool) -> None:
+        """accelerate's end_training must not finish the run again; with the service gone, wandb's exit hook would
+        print a traceback to the terminal (its teardown is done now, quietly, instead)."""
+        self.accelerator.trackers = [t for t in self.accelerator.trackers if t.name != "wandb"]
+        if broken:
+            import wandb
+
+            with contextlib.suppress(Exception, SystemExit):  # (it exits with the dead service's status)
+                wandb.teardown()
 
     def log(self, metrics: dict, step: int) -> None:
         if not self.enabled:
@@ -358,16 +371,18 @@ class Tracker:
                 "quantization": c.quantization.mode, "lora_r": c.lora.r, "lora_alpha": c.lora.alpha,
                 "lora_target_modules": list(c.lora.target_modules),
                 "metrics": {k: v for k, v in self.latest.items() if k != "step"}}
-        art = wandb.Artifact(f"adapter-{self.run_id}", type="model", metadata=meta,
-                             description=f"LoRA adapter of run {self.run_id} at step {step}")
-        if getattr(c.tracking, "upload_adapters", False):
-            art.add_dir(str(path))
-        else:
-            art.add_reference("file://" + str(path), checksum=True)
         with self._wandb_guard("artifact"):
+            art = wandb.Artifact(f"adapter-{self.run_id}", type="model", metadata=meta,
+                                 description=f"LoRA adapter of run {self.run_id} at step {step}")
+            if getattr(c.tracking, "upload_adapters", False):
+                art.add_dir(str(path))
+            else:
+                art.add_reference("file://" + str(path), checksum=True)
             self._wandb_run().log_artifact(art, aliases=[f"step-{step}", *aliases])
 
-    def finish(self) -> None:
+    def finish(self, exit_code: int = 0) -> None:
+        """End the W&B run: finished (exit_code 0), or stopped by a signal (75: marked preempting, then finished
+        with that code, so W&B shows it preempted and the resumed run, the same run id, continues it)."""
         if self._trace is not None:
             self._trace.close()
             self._trace = None
@@ -377,9 +392,13 @@ class Tracker:
         if self.enabled and self.use_wandb and (adapter / "adapter_model.safetensors").is_file() \
                 and adapter.stat().st_ctime >= self.t0:
             self.log_adapter(adapter, int(self.latest.get("step", 0)), aliases=("final",))
-        if self.use_wandb:
+        if self.enabled and self.use_wandb:
             with self._wandb_guard("finish"):
-                self.accelerator.end_training()
+                run = self._wandb_run()
+                if exit_code == EXIT_PREEMPTED:
+                    run.mark_preempting()
+                run.finish(exit_code=exit_code)
+                self._let_go_of_wandb(broken=False)
 
 
 def wandb_offline_default() -> None:

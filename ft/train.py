@@ -39,12 +39,13 @@ from ft.data.linking import make_fitter, make_linker
 from ft.data.prefix import PrefixPlan, collate_prefix
 from ft.data.prompt import encode_rows
 from ft.data.rows import DataError, Row
-from ft.distributed import StopFlag, Stopped, cpu_rehearsal_shim, sum_across
+from ft.distributed import cpu_rehearsal_shim, sum_across
 from ft.eval.output import PredictionLog, format_table, prediction_table_rows, result_settings
 from ft.files import check_writable, share
 from ft.inference import resolve_adapter
 from ft.model import ModelError, add_lora, load_base_model, load_tokenizer, local_model_dir, trainable_parameters
 from ft.objectives.base import Objective, StepData, token_loss_sum
+from ft.signals import StopFlag, Stopped
 from ft.system import set_process_defaults
 from ft.tracking import Tracker, Window, new_run_id, wandb_offline_default
 
@@ -546,8 +547,8 @@ def finish(run: Setup, eval: EvalConfig, stop: StopFlag, preempted: bool) -> dic
             adapter = ckpt.publish_adapter(out, state.step)
             print(f"\nadapter: {adapter.resolve()}  (checkpoint {ckpt.step_dir(out, state.step)})", flush=True)
         result["adapter"] = str(Path(out) / "adapter")
-    acc.wait_for_everyone()  # before tracker.finish: with W&B it ends the process group (end_training)
-    run.tracker.finish()
+    acc.wait_for_everyone()  # every rank done before the W&B run ends and end_training ends the process group
+    run.tracker.finish(EXIT_PREEMPTED if preempted else 0)  # W&B: finished, or marked preempted for the resume
     acc.end_training()
     return result
 
@@ -588,10 +589,13 @@ def main(argv: list[str] | None = None) -> int:
     """The recipe's entry point on every process: exit 0 done, 75 stopped by a signal (checkpoint written once
     training had started), 2 bad config or data; with SQLFT_STATUS_DIR set, that code is also written to
     <dir>/rank-<R>.json, where a launcher that can't pass exit codes through (accelerate's) finds it."""
-    stop = StopFlag().install()  # first thing: a stop signal during start-up must not kill the process half-way
-    set_process_defaults()
+    stop = StopFlag()
     code, step, message = 1, None, None
     try:
+        # First thing: a stop signal during start-up must not kill the process half-way; one that came while the
+        # launcher held the signals blocked (the process was importing) is handled here.
+        stop.install()
+        set_process_defaults()
         cfg, _ = parse(COMMAND, argv, prog="ft/train.py")
         cfg = resolve(cfg, training=True)
         set_up_process(cfg)

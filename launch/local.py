@@ -10,8 +10,9 @@ checkpointing (run the same command to continue), 2 config or data error, 1 anyt
 Ctrl-C). What plain `accelerate launch` gets wrong, and this fixes:
 - its exit code is 1 whatever the trainer's was: here the trainer's status files (SQLFT_STATUS_DIR) decide;
 - a SIGTERM to the process group (`kill -TERM -PGID`, a scheduler) kills the launcher at once and leaves the
-  trainer alone: here the launcher runs in a session of its own, ignoring the stop signals, and the supervisor
-  passes the signal to the training processes, which checkpoint and exit 75;
+  trainer alone: here the launcher runs in a session of its own, with the stop signals blocked, and the supervisor
+  passes the signal to the training processes, which checkpoint and exit 75 (they inherit the blocked signals
+  and unblock them once their handlers are in: a signal while they import is not lost);
 - Ctrl-C ends in KeyboardInterrupt tracebacks and no checkpoint: here the first one makes every process finish
   its step and checkpoint (one line says so), a second one kills them at once;
 - a failing process's clean `error:` line is followed by accelerate's CalledProcessError / ChildFailedError
@@ -99,7 +100,7 @@ def train(cfg: Config, args: argparse.Namespace) -> int:
     cmd, procs = build_command(args)
     env = os.environ | LAUNCHER_SIGNALS | {"PYTHONUNBUFFERED": "1"}
     output_dir = cfg.train.output_dir if cfg.train.output_dir != "auto" else default_output_dir(cfg)
-    launcher = Launcher(cmd, env, os.getcwd(), [1], [2])
+    launcher = Launcher(cmd, env, os.getcwd(), [1], [2], is_trainer=cmd[1:3] == ["-m", "ft.train"])
     # (a new line first: the trainer's progress bar has none)
     outcome = supervise([launcher], log=lambda m: print("\n" + m, file=sys.stderr, flush=True),
                         finished=AdapterWatch(output_dir))

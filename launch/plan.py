@@ -89,7 +89,7 @@ def launcher_command(spec: RunSpec, node_rank: int, head: str, port: int | str,
     return cmd + [train, "--config", spec.config, *spec.overrides]
 
 
-# torchrun handles SIGTERM by killing its workers after 30 s, and SIGINT at once; leave the stop signals ignored in
+# torchrun handles SIGTERM by killing its workers after 30 s, and SIGINT at once; leave the stop signals blocked in
 # it (the supervisor starts it so) and to the workers, which checkpoint and exit, with Slurm's KillWait / GraceTime
 # bounding the wait. PET_* is torchrun's --signals_to_handle (which then sets TORCHELASTIC_SIGNALS_TO_HANDLE itself).
 LAUNCHER_SIGNALS = {"PET_SIGNALS_TO_HANDLE": "SIGHUP,SIGQUIT", "TORCHELASTIC_SIGNALS_TO_HANDLE": "SIGHUP,SIGQUIT"}

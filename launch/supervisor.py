@@ -23,27 +23,17 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ft.constants import EXIT_PREEMPTED, EXIT_USAGE, STOP_SIGNALS
+from ft.constants import EXIT_PREEMPTED, EXIT_USAGE
+from ft.signals import blocked
 from launch.plan import RunSpec, launcher_command, launcher_env, port_for
 from launch.slurm import head_node, requeue
 
 STATUS_ENV = "SQLFT_STATUS_DIR"
-FORWARD_EVERY_S = 10.0
 FINISHED_CHECK_S = 5.0
 # Fallback only, for a rank that exited 75 but left no status file (killed while writing it, or a trainer run from
 # an older checkout or container image that writes none): torchrun's failure report / accelerate's simple launcher.
 _EXIT75 = re.compile(rb"exitcode\s*:\s*75\b|exit status 75\b")
 EXIT_KILLED = 128 + signal.SIGINT  # a second Ctrl-C killed the run: what a shell reports for an interrupted command
-
-
-def _launcher_preexec() -> None:
-    # Inherited by the launcher and its workers (ignored dispositions survive exec, and python keeps an ignored
-    # SIGINT): the launcher survives the USR signals Slurm sends to every process of the job and ignores SIGTERM /
-    # SIGINT (see plan.LAUNCHER_SIGNALS). The trainer installs its own handlers for all four; until it has (while
-    # python imports torch) a stop signal is ignored rather than fatal, and the supervisor's repeated forwarding
-    # delivers it once the handlers are there.
-    for s in STOP_SIGNALS:
-        signal.signal(s, signal.SIG_IGN)
 
 
 def _children(pid: int) -> list[int]:
@@ -87,12 +77,22 @@ def read_statuses(folder: str | Path) -> dict[int, dict]:
 class Launcher:
     """One launcher process (`accelerate launch ...`) in a session of its own, so that a signal to the caller's
     process group (Ctrl-C, `kill -TERM -PGID`) reaches only the supervisor, which decides what the training
-    processes get. Its output is copied to sinks; its training processes report through a fresh status folder."""
+    processes get. Its output is copied to sinks; its training processes report through a fresh status folder.
 
-    def __init__(self, cmd: list[str], env: dict, cwd: str, out_fds: list[int], err_fds: list[int]):
+    It starts with the stop signals blocked (ft.signals.blocked), and so do the training processes it starts (they
+    inherit the mask): the launcher never acts on one (torchrun would kill its workers), and a training process
+    gets each one once it has installed its handlers, however early it came (an ignored signal would be lost).
+    `is_trainer`: the command is the recipe itself (one process, no launcher): its children are its own helpers
+    (W&B's service process, which a stop signal would kill), not training processes.
+    """
+
+    def __init__(self, cmd: list[str], env: dict, cwd: str, out_fds: list[int], err_fds: list[int],
+                 is_trainer: bool = False):
         self.cmd, self.env, self.cwd = cmd, env, cwd
         self.out_fds, self.err_fds = out_fds, err_fds
+        self.is_trainer = is_trainer
         self.proc: subprocess.Popen | None = None
+        self.signalled: set[int] = set()  # processes sent the stop signal already
         self.statuses: dict[int, dict] = {}
         self._log_exit75 = False
         self._status_dir: str | None = None
@@ -100,9 +100,10 @@ class Launcher:
 
     def start(self) -> None:
         self._status_dir = tempfile.mkdtemp(prefix="sqlft-status-")
-        self.proc = subprocess.Popen(self.cmd, cwd=self.cwd, env=self.env | {STATUS_ENV: self._status_dir},
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     start_new_session=True, preexec_fn=_launcher_preexec)
+        with blocked():
+            self.proc = subprocess.Popen(self.cmd, cwd=self.cwd, env=self.env | {STATUS_ENV: self._status_dir},
+                                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                         start_new_session=True)
         for src, sinks in ((self.proc.stdout, self.out_fds), (self.proc.stderr, self.err_fds)):
             t = threading.Thread(target=self._pump, args=(src, sinks), daemon=True)
             t.start()
@@ -132,11 +133,16 @@ class Launcher:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def send(self, sig: int) -> None:
-        """To the launcher and its workers (torchrun starts each worker in a session of its own)."""
+    def send(self, sig: int, new_only: bool = False) -> None:
+        """To the launcher and its training processes (torchrun starts each in a session of its own), or (new_only)
+        to those started since the last call: a worker started after the signal came gets it too."""
         if not self.running():
             return
-        for pid in [self.proc.pid, *_children(self.proc.pid)]:
+        pids = [self.proc.pid] + ([] if self.is_trainer else _children(self.proc.pid))
+        for pid in pids:
+            if new_only and pid in self.signalled:
+                continue
+            self.signalled.add(pid)
             try:
                 os.kill(pid, sig)
             except (ProcessLookupError, PermissionError):
@@ -244,10 +250,11 @@ class AdapterWatch:
 def supervise(launchers: list[Launcher], log=print, finished=None, exit_grace_s: float = 300.0) -> Outcome:
     """Start the launchers and wait for them, forwarding stop signals to the training processes.
 
-    SIGTERM / USR1 / USR2 are passed on as they are, and sent again every FORWARD_EVERY_S seconds until the
-    launchers exit, so that one landing before a process installed its handlers is not lost. The first Ctrl-C
-    (SIGINT) is passed on once as SIGINT, so that the trainer says it is stopping for a Ctrl-C (its one line), and
-    repeated as SIGTERM (a second SIGINT would mean "stop at once" to it); a second Ctrl-C kills everything.
+    SIGTERM / USR1 / USR2 are passed on as they are; a training process started later (the launcher was still
+    starting it) gets it when it appears; one still importing gets it once its handlers are installed (the signals
+    are blocked until then, see Launcher). The first Ctrl-C (SIGINT) is passed on as SIGINT, so that the trainer
+    says it is stopping for a Ctrl-C (its one line), and as SIGTERM to a process started later (a second SIGINT
+    would mean "stop at once" to it); a second Ctrl-C kills everything.
     `finished()` (checked every FINISHED_CHECK_S seconds) says the run's final output is written; launchers still
     running `exit_grace_s` later are stuck in teardown (a process-group destroy waiting on a peer that died) and
     killed.
@@ -259,7 +266,7 @@ def supervise(launchers: list[Launcher], log=print, finished=None, exit_grace_s:
     try:
         for launcher in launchers:
             launcher.start()
-        seen, last_sent, stop_sig, interrupts = 0, 0.0, None, 0
+        seen, stop_sig, interrupts = 0, None, 0
         last_check, done_at = 0.0, None
         while any(launcher.running() for launcher in launchers):
             now = time.monotonic()
@@ -290,11 +297,9 @@ def supervise(launchers: list[Launcher], log=print, finished=None, exit_grace_s:
                         launcher.kill()
                 for launcher in launchers:
                     launcher.send(now_sig)
-                last_sent = now
-            elif stop_sig is not None and now - last_sent >= FORWARD_EVERY_S:
+            elif stop_sig is not None:
                 for launcher in launchers:
-                    launcher.send(stop_sig)
-                last_sent = now
+                    launcher.send(stop_sig, new_only=True)
             time.sleep(0.2)
         rcs = [launcher.wait() for launcher in launchers]
     finally:

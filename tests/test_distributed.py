@@ -30,6 +30,7 @@ from helpers import adapter_tensors, curve, max_diff, write_config
 from helpers import metrics_by_step as metrics
 from helpers import run_logged as run
 from tiny import build_tiny_model
+from wandb_files import wandb_runs
 
 STRATEGIES = ["ddp", "zero2", "zero3"]
 WORLD = 2
@@ -177,7 +178,8 @@ def resumed(strategy, work, model_dir, rows) -> tuple[Path, int, str]:
     Returns (run dir, the step it stopped at, the stopped launch's output).
     """
     folder = work / f"{strategy}-resumed"
-    cfg = write_config(folder, model_dir, rows, BASE, train={"gradient_accumulation_steps": ACCUMULATION}, lora=DROPOUT)
+    cfg = write_config(folder, model_dir, rows, BASE, train={"gradient_accumulation_steps": ACCUMULATION}, lora=DROPOUT,
+                       tracking={"wandb": True, "project": "t"})  # offline, as users run a stop
     cmd = launch_command(strategy, cfg)
     log = folder / "stopped.txt"
     with open(log, "w") as out:
@@ -320,6 +322,11 @@ def test_stopped_and_resumed_ends_where_uninterrupted_ends(strategy, uninterrupt
     state = json.loads((run_dir / "checkpoints" / f"step-{MAX_STEPS:06d}" / "state.json").read_text())
     assert state["step"] == MAX_STEPS
     assert "resumed from" in (run_dir.parent / "resumed.txt").read_text()
+    assert "stopped on SIGUSR1 at step" in stopped_log  # rank 0 names the signal only rank 1 got
+    # one W&B run: marked preempting and finished with 75, then continued by the resumed run and finished
+    first, second = wandb_runs(run_dir)
+    assert first[0] == second[0] == state["wandb_run_id"] and "preempting" in first[1], (first[0], second[0])
+    assert (first[2], second[2]) == (EXIT_PREEMPTED, 0)
     assert max_diff(adapter_tensors(run_dir / "adapter"), adapter_tensors(uninterrupted / "adapter")) <= RESUME_TOL
     # the resumed steps log the same losses as the uninterrupted run
     a, b = curve(run_dir, "train/loss"), curve(uninterrupted, "train/loss")

@@ -13,7 +13,7 @@ from launch import supervisor
 
 
 def test_exit_code_matches_the_trainer():
-    from ft.distributed import EXIT_PREEMPTED
+    from ft.signals import EXIT_PREEMPTED
 
     assert supervisor.EXIT_PREEMPTED == EXIT_PREEMPTED
 
@@ -30,13 +30,17 @@ def test_outcome_decides_requeue():
 
 FAKE_LAUNCHER = r'''
 import signal, subprocess, sys
-# like torchrun: it must ignore the stop signals (inherited), start workers in sessions of their own, report exits
-assert signal.getsignal(signal.SIGUSR2) == signal.SIG_IGN and signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+# like torchrun: it must not act on the stop signals (they are blocked: inherited), start workers in sessions of
+# their own, report exits
+stop = {signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2}
+assert stop <= signal.pthread_sigmask(signal.SIG_BLOCK, []), signal.pthread_sigmask(signal.SIG_BLOCK, [])
 worker = subprocess.Popen([sys.executable, "-c", """
 import signal, sys, time
+print("ready", flush=True)  # (still "importing": its handler comes a second later)
+time.sleep(1)
 got = []
 signal.signal(signal.SIGUSR2, lambda s, f: got.append(s))
-print("ready", flush=True)
+signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGUSR2])  # as ft.signals.StopFlag.install: the pending one lands
 while not got:
     time.sleep(0.05)
 sys.exit(75)
@@ -47,7 +51,7 @@ sys.exit(1 if rc else 0)
 '''
 
 
-def test_stop_signal_reaches_workers_in_their_own_session(tmp_path):
+def test_stop_signal_reaches_workers_in_their_own_session_even_before_their_handlers(tmp_path):
     fake = tmp_path / "fake_launcher.py"
     fake.write_text(FAKE_LAUNCHER)
     driver = ("import json, os, sys; from launch.supervisor import Launcher, supervise;"
@@ -59,6 +63,40 @@ def test_stop_signal_reaches_workers_in_their_own_session(tmp_path):
     out, err = proc.communicate(timeout=60)
     assert json.loads(out.strip().splitlines()[-1]) == [[1], [int(signal.SIGUSR2)], True, True], err
     assert "got SIGUSR2" in out
+
+
+# The recipe run as the launcher itself (`sqlft train`, one process), with a helper of its own started after its
+# handlers, as W&B's service process is (in a session of its own, default SIGTERM: a stop signal would kill it).
+TRAINER_WITH_HELPER = r'''
+import json, os, signal, subprocess, sys, time
+got = []
+signal.signal(signal.SIGTERM, lambda s, f: got.append(s))
+signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGTERM])
+helper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+print("ready", flush=True)
+while not got:
+    time.sleep(0.05)
+time.sleep(0.5)
+with open(os.path.join(os.environ["SQLFT_STATUS_DIR"], "rank-0.json"), "w") as f:
+    json.dump({"exit_code": 75, "step": 1, "message": f"helper {helper.poll()}"}, f)
+helper.kill()
+sys.exit(75)
+'''
+
+
+def test_the_trainers_own_helpers_get_no_stop_signal(tmp_path):
+    script = tmp_path / "trainer.py"
+    script.write_text(TRAINER_WITH_HELPER)
+    for is_trainer, helper in ((True, "None"), (False, str(-signal.SIGTERM))):  # False: the negative control
+        driver = ("import json, os, sys; from launch.supervisor import Launcher, supervise;"
+                  f"o = supervise([Launcher([sys.executable, {str(script)!r}], dict(os.environ), '.', [1], [2], "
+                  f"is_trainer={is_trainer})]); print(json.dumps(o.statuses), flush=True)")
+        proc = subprocess.Popen([sys.executable, "-c", driver], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, start_new_session=True)
+        assert proc.stdout.readline().strip() == "ready"
+        os.killpg(proc.pid, signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+        assert json.loads(out.strip().splitlines()[-1])["0"]["message"] == f"helper {helper}", (is_trainer, out, err)
 
 
 HANGS_AFTER_ADAPTER = r'''
@@ -132,6 +170,7 @@ import json, os, signal, sys, time
 got = []
 for s in (signal.SIGTERM, signal.SIGINT):
     signal.signal(s, lambda s, f: got.append(s))
+signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGTERM, signal.SIGINT])
 print("ready", os.getpid(), flush=True)
 while not got or sys.argv[1] == "stubborn":
     time.sleep(0.05)

@@ -146,9 +146,12 @@ def test_resume_after_sigkill_matches_uninterrupted(tmp_path, tiny_model, rows_f
 
 
 def test_sigterm_checkpoints_and_exits_for_requeue(tmp_path, tiny_model, rows_file):
+    from wandb_files import wandb_runs
+
     from ft.constants import EXIT_PREEMPTED
 
-    cfg = write_config(tmp_path, tiny_model, rows_file, train={"max_steps": 400, "per_device_batch_size": 2})
+    cfg = write_config(tmp_path, tiny_model, rows_file, train={"max_steps": 400, "per_device_batch_size": 2},
+                       tracking={"wandb": True, "project": "t"})  # offline (WANDB_MODE), as users run
     proc = subprocess.Popen(TRAIN + ["--config", str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     trace = tmp_path / "run" / "examples.jsonl"
     deadline = time.time() + 300
@@ -163,6 +166,8 @@ def test_sigterm_checkpoints_and_exits_for_requeue(tmp_path, tiny_model, rows_fi
     assert 0 < stopped_at < 400
     state = json.loads((ckpts[0] / "state.json").read_text())
     assert state["step"] == stopped_at
+    [(run_id, kinds, code)] = wandb_runs(tmp_path / "run")  # marked preempting, finished with 75: resumable
+    assert run_id == state["wandb_run_id"] and "preempting" in kinds and code == EXIT_PREEMPTED, (kinds, code)
 
 
 def test_incomplete_checkpoint_is_ignored(tmp_path):

@@ -7,7 +7,6 @@
 """
 from __future__ import annotations
 
-import signal
 import sys
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from ft.cli import Alias, Command, adapter_run_config, run
 from ft.constants import EXIT_PREEMPTED
 from ft.data.rows import DataError
 from ft.model import ModelError
+from ft.signals import StopFlag, Stopped
 from ft.system import set_process_defaults
 
 
@@ -142,29 +142,8 @@ def evaluate_command(cfg, args) -> int:
     return 0
 
 
-class _Stop:
-    """Ctrl-C / SIGTERM during an evaluation: finish the batch, keep what is done; a second Ctrl-C stops at once."""
-
-    def __init__(self):
-        self.received = None
-
-    def install(self) -> None:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, self._handle)
-
-    def _handle(self, signum, frame):
-        if self.received is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.received = signum
-        again = " (Ctrl-C again stops at once)" if signum == signal.SIGINT else ""
-        print(f"\n[sqlft] got {signal.Signals(signum).name}: finishing this batch, then stopping{again}",
-              file=sys.stderr, flush=True)
-
-    def requested(self) -> bool:
-        return self.received is not None
-
-
-STOP = _Stop()
+# Ctrl-C / SIGTERM / SIGUSR1/2 during an evaluation: finish the batch, keep what is done; a second Ctrl-C stops at once.
+STOP = StopFlag("finishing this batch, then stopping", start_up=False)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,9 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     set_process_defaults()
     try:
         return run(COMMAND, evaluate_command, argv, errors=(DataError, ModelError, FileNotFoundError))
-    except KeyboardInterrupt:
+    except Stopped as e:  # a second Ctrl-C
         print("stopped at once (second Ctrl-C); the answers of finished batches are kept", file=sys.stderr)
-        return 130
+        return e.code
 
 
 if __name__ == "__main__":
