@@ -22,6 +22,7 @@ import re
 import time
 from pathlib import Path
 
+from ft.files import naming
 from ft.system import git_commit, git_dirty, process_rss_mb, system_info
 
 # Dense BF16 tensor-core peak per GPU, in TFLOP/s (vendor datasheets, without sparsity). First match wins, so
@@ -167,7 +168,8 @@ class Tracker:
             "attempts": previous + [{"started": self.t0, "resumed": resumed, "git_commit": commit, **self.sys_info}],
         }
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(doc, indent=2, default=str))
+        with naming(path):
+            tmp.write_text(json.dumps(doc, indent=2, default=str))
         tmp.replace(path)
 
     # ---- logging -----------------------------------------------------------------------------
@@ -192,7 +194,7 @@ class Tracker:
             return
         record = {"step": step, "time": time.time(), **metrics, **self._sys_pending}
         self._sys_pending = {}
-        with open(self.path, "a") as f:  # local first: the floor of a later resume never misses a W&B step
+        with naming(self.path), open(self.path, "a") as f:  # local first: a later resume's floor misses no W&B step
             f.write(json.dumps(record) + "\n")
         self.latest |= {k: v for k, v in metrics.items() if isinstance(v, (int, float))} | {"step": step}
         if self.use_wandb and step > self.wandb_floor:
@@ -206,8 +208,9 @@ class Tracker:
             return
         folder = self.out / "tables" / name
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"step-{step:06d}.jsonl").write_text(
-            "".join(json.dumps(dict(zip(columns, r)), default=str) + "\n" for r in rows))
+        path = folder / f"step-{step:06d}.jsonl"
+        with naming(path):
+            path.write_text("".join(json.dumps(dict(zip(columns, r)), default=str) + "\n" for r in rows))
         if self.use_wandb and step > self.wandb_floor:
             import wandb
 

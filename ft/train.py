@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from ft import checkpoint as ckpt
 from ft import distributed as dist
-from ft import grpo
+from ft import grpo, nonfinite, runlock
 from ft.cli import Command, parse
 from ft.config import Config, ConfigError, resolve, to_yaml
 from ft.constants import EXIT_PREEMPTED, EXIT_USAGE
@@ -34,7 +34,7 @@ from ft.data.prompt import encode_rows
 from ft.data.rows import DataError
 from ft.distributed import StopFlag, Stopped, cpu_rehearsal_shim, loss_scale, sum_across
 from ft.eval.output import PredictionLog, format_table, prediction_table_rows, result_settings
-from ft.files import check_writable, share
+from ft.files import check_writable, naming, no_space_line, share
 from ft.inference import resolve_adapter
 from ft.model import ModelError, add_lora, load_base_model, load_tokenizer, local_model_dir, trainable_parameters
 from ft.system import peak_memory_mb
@@ -91,10 +91,12 @@ def backward_window(model, accelerator, batches: list[dict], loss_fn=token_loss_
 
 
 def optimizer_step(model, accelerator, optimizer, scheduler, max_grad_norm: float):
-    """Clip, step, schedule, zero the gradients; returns the norm before clipping (None when clipping is off). Under
-    DeepSpeed the engine has stepped (and clipped) in the window's last backward: this reads its norm."""
-    grad_norm = accelerator.clip_grad_norm_(model.parameters(), max_grad_norm) if max_grad_norm > 0 else None
-    optimizer.step()
+    """Clip, step, schedule, zero the gradients; returns the norm before clipping. A non-finite norm skips the
+    update (ft/nonfinite.py counts such steps). Under DeepSpeed the engine has stepped (and clipped) in the window's
+    last backward: this reads its norm."""
+    grad_norm = accelerator.clip_grad_norm_(model.parameters(), max_grad_norm or math.inf)  # inf: measure only
+    if nonfinite.finite(grad_norm):
+        optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     return grad_norm
@@ -313,6 +315,7 @@ def save_adapter(accelerator, model, tokenizer, dest: Path) -> None:
 
 def save_checkpoint(accelerator, model, optimizer, scheduler, tokenizer, state, cfg: Config) -> Path:
     out = cfg.train.output_dir
+    nonfinite.check_weights(accelerator, model, state.step, out)  # NaN / Inf weights are never saved
     tmp = ckpt.begin(out, state.step, accelerator.is_main_process)
     accelerator.wait_for_everyone()
     with ckpt.writing(tmp, out):
@@ -381,6 +384,9 @@ def train(cfg: Config, stop: StopFlag | None = None) -> dict:
     set_seed(cfg.train.seed)
     if is_main:
         check_writable(Path(cfg.train.output_dir), "Config key 'train.output_dir'")
+    # One run per folder, for the whole run: another live run's folder is refused here (exit 2 on every rank).
+    run_lock = runlock.hold(accelerator, cfg.train.output_dir)
+    if is_main:
         print("---- resolved config ----\n" + to_yaml(cfg) + "-------------------------", flush=True)
     accelerator.wait_for_everyone()
 
@@ -425,7 +431,8 @@ def train(cfg: Config, stop: StopFlag | None = None) -> dict:
     # Only this run's own checkpoints are resumed (same model, data, training settings); `resume: none` in a folder
     # another run used sets that run's files aside first, so they are neither resumed nor pruned.
     data_sha1 = rows_sha1(train_rows)
-    resume_from = ckpt.find_resume(t.output_dir, cfg.checkpoint.resume)
+    # The newest checkpoint that verifies (damaged ones are named and set aside), chosen by the main process.
+    resume_from = dist.on_main(accelerator, ckpt.find_resume, t.output_dir, cfg.checkpoint.resume)
     if resume_from is not None:
         ckpt.check_resumable(resume_from, cfg.to_dict(), data_sha1)
     elif cfg.checkpoint.resume == "none" and is_main and (moved := ckpt.set_aside_previous_run(t.output_dir)):
@@ -460,7 +467,8 @@ def train(cfg: Config, stop: StopFlag | None = None) -> dict:
 
     # ---- resume ------------------------------------------------------------------------------
     if resume_from is not None:
-        state = load_checkpoint(resume_from, accelerator, model, optimizer, scheduler)
+        with ckpt.loading(resume_from):  # whatever a loader raises: one line naming the checkpoint
+            state = load_checkpoint(resume_from, accelerator, model, optimizer, scheduler)
         if is_main:
             log.info("resumed from %s at step %d", resume_from, state.step)
     else:
@@ -487,6 +495,8 @@ def train(cfg: Config, stop: StopFlag | None = None) -> dict:
     window = {"loss": 0.0, "targets": 0, "tokens": 0, "examples": 0, "t0": time.perf_counter()}
     grpo_window: dict = {"stats": {}, "groups": []}  # GRPO: the logging window's rollout statistics
     trace = open(Path(t.output_dir) / "examples.jsonl", "a") if is_main else None
+    guard = nonfinite.Guard(t.max_nonfinite_steps, t.output_dir, is_main, skips_updates=dist.zero_stage(accelerator)
+                            is None)
     preempted = False
     while state.step < total_steps:
         epoch, step_in_epoch = divmod(state.step, steps_per_epoch)
@@ -502,6 +512,7 @@ def train(cfg: Config, stop: StopFlag | None = None) -> dict:
             grad_norm = optimizer_step(model, accelerator, optimizer, scheduler, t.max_grad_norm)
             step_tokens = seen.tokens
         state.step += 1
+        guard.check(accelerator, state.step, loss_sum, grad_norm)  # NaN / Inf: update skipped; N in a row: stop
         state.target_tokens_seen += int(window_targets)
         state.examples_seen += seen.n_examples
         state.tokens_seen += step_tokens
@@ -510,8 +521,9 @@ def train(cfg: Config, stop: StopFlag | None = None) -> dict:
         window["tokens"] += step_tokens
         window["examples"] += seen.n_examples
         if trace is not None:
-            trace.write(f'{{"step": {state.step}, "examples": {seen.examples}}}\n')
-            trace.flush()
+            with naming(trace.name):
+                trace.write(f'{{"step": {state.step}, "examples": {seen.examples}}}\n')
+                trace.flush()
         bar.update(1)
 
         if state.step % t.log_every == 0 or state.step == total_steps:
@@ -607,6 +619,7 @@ def train(cfg: Config, stop: StopFlag | None = None) -> dict:
     accelerator.wait_for_everyone()  # before tracker.finish: with W&B it ends the process group (end_training)
     tracker.finish()
     accelerator.end_training()
+    runlock.release(run_lock)
     return result
 
 
@@ -633,16 +646,19 @@ def main(argv: list[str] | None = None) -> int:
     except Stopped as e:
         code, message = e.code, str(e)
         print(str(e), file=sys.stderr, flush=True)
-    except ckpt.CheckpointError as e:
+    except (ckpt.CheckpointError, nonfinite.NonFiniteError) as e:
         code, message = 1, str(e)
         print(f"error: {e}", file=sys.stderr, flush=True)
     except SystemExit as e:  # argparse: --help (0) or a usage error (2)
         code = e.code if isinstance(e.code, int) else EXIT_USAGE
     except BaseException as e:
-        message = f"{type(e).__name__}: {e}"
-        dist.write_exit_status(code, step, message)
-        raise
-    dist.write_exit_status(code, step, message)
+        if (full := no_space_line(e)) is None:
+            message = f"{type(e).__name__}: {e}"
+            dist.write_exit_status(code, step, message)
+            raise
+        code, message = 1, full  # metrics.jsonl, examples.jsonl, eval files...: one line, as for checkpoints
+        print(f"error: {full}", file=sys.stderr, flush=True)
+    dist.write_exit_status(code, step, message, reported=True)  # every way here printed its message
     return code
 
 

@@ -205,6 +205,7 @@ def test_incomplete_checkpoint_is_ignored(tmp_path):
         d = ckpt.step_dir(out, step)
         d.mkdir(parents=True)
         (d / "state.json").write_text("{}")
+    ckpt.write_manifest(ckpt.step_dir(out, 4))  # what publish() writes: the checkpoint verifies
     (ckpt.step_dir(out, 4) / ckpt.MARKER).write_text("ok")
     ckpt.temp_dir(out, 12).mkdir()  # a crash mid-write
     assert ckpt.find_resume(out, "auto") == ckpt.step_dir(out, 4)

@@ -152,8 +152,8 @@ class _Stop:
             signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame):
-        if self.received is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
+        if self.received is not None and signum == signal.SIGINT:  # ft.cli.run prints this line, exit 130
+            raise KeyboardInterrupt("stopped at once (second Ctrl-C); the answers of finished batches are kept")
         self.received = signum
         again = " (Ctrl-C again stops at once)" if signum == signal.SIGINT else ""
         print(f"\n[sqlft] got {signal.Signals(signum).name}: finishing this batch, then stopping{again}",
@@ -168,11 +168,7 @@ STOP = _Stop()
 
 def main(argv: list[str] | None = None) -> int:
     STOP.install()
-    try:
-        return run(COMMAND, evaluate_command, argv, errors=(DataError, ModelError, FileNotFoundError))
-    except KeyboardInterrupt:
-        print("stopped at once (second Ctrl-C); the answers of finished batches are kept", file=sys.stderr)
-        return 130
+    return run(COMMAND, evaluate_command, argv, errors=(DataError, ModelError, FileNotFoundError))
 
 
 if __name__ == "__main__":
