@@ -162,7 +162,7 @@ def run(cmd: Command, body: Callable[[Config, argparse.Namespace], int], argv: l
         cfg, args = parse(cmd, argv)
         return body(cfg, args)
     except KeyboardInterrupt as e:
-        print(f"\n{e or f'sqlft {cmd.name}: interrupted (Ctrl-C)'}", file=sys.stderr, flush=True)
+        print(f"\n{str(e) or f'sqlft {cmd.name}: interrupted (Ctrl-C)'}", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
     except (ConfigError, *errors) as e:
         if (line := no_space_line(e)) is not None:  # an OSError listed in `errors` that is a full disk

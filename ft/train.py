@@ -648,7 +648,7 @@ def main(argv: list[str] | None = None) -> int:
         print(str(e), file=sys.stderr, flush=True)
     except (ckpt.CheckpointError, nonfinite.NonFiniteError) as e:
         code, message = 1, str(e)
-        print(f"error: {e}", file=sys.stderr, flush=True)
+        print(f"\nerror: {e}", file=sys.stderr, flush=True)  # (a new line first: the progress bar has none)
     except SystemExit as e:  # argparse: --help (0) or a usage error (2)
         code = e.code if isinstance(e.code, int) else EXIT_USAGE
     except BaseException as e:
@@ -657,7 +657,7 @@ def main(argv: list[str] | None = None) -> int:
             dist.write_exit_status(code, step, message)
             raise
         code, message = 1, full  # metrics.jsonl, examples.jsonl, eval files...: one line, as for checkpoints
-        print(f"error: {full}", file=sys.stderr, flush=True)
+        print(f"\nerror: {full}", file=sys.stderr, flush=True)
     dist.write_exit_status(code, step, message, reported=True)  # every way here printed its message
     return code
 
