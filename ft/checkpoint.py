@@ -158,13 +158,9 @@ def _files(folder: Path) -> list[str]:
 
 
 def write_manifest(folder: Path) -> None:
-    """Main process, once every rank's files are in `folder`: size and SHA-256 of each (hashed in parallel threads:
-    hashlib releases the GIL, and shared storage rewards several reads in flight)."""
-    from concurrent.futures import ThreadPoolExecutor
-
+    """Main process, once every rank's files are in `folder`: size and SHA-256 of each."""
     names = _files(folder)
-    with ThreadPoolExecutor(max_workers=min(8, max(1, len(names)))) as pool:
-        digests = list(pool.map(lambda n: _sha256(folder / n), names))
+    digests = _parallel(lambda n: _sha256(folder / n), names)
     doc = {"format": 1, "hash": "sha256",
            "files": {n: {"bytes": (folder / n).stat().st_size, "sha256": d} for n, d in zip(names, digests)}}
     with open(folder / MANIFEST, "w") as f:
@@ -185,21 +181,30 @@ def verify(path: Path, say=log.warning) -> list[str]:
         entries = [(str(n), int(e["bytes"]), str(e["sha256"])) for n, e in files.items()]
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         return [f"{MANIFEST}: unreadable ({type(e).__name__}: {e})"]
-    problems = []
-    for name, size, digest in entries:
+    def problem(entry: tuple[str, int, str]) -> str | None:
+        name, size, digest = entry
         f = path / name
         try:
             actual = f.stat().st_size
             if actual != size:
-                how = "truncated" if actual < size else "grown"
-                problems.append(f"{name}: {actual} bytes, {size} when written ({how})")
-            elif _sha256(f) != digest:
-                problems.append(f"{name}: checksum mismatch (its bytes changed after it was written)")
+                return f"{name}: {actual} bytes, {size} when written ({'truncated' if actual < size else 'grown'})"
+            if _sha256(f) != digest:
+                return f"{name}: checksum mismatch (its bytes changed after it was written)"
         except FileNotFoundError:
-            problems.append(f"{name}: missing")
+            return f"{name}: missing"
         except OSError as e:
-            problems.append(f"{name}: unreadable ({e.strerror or e})")
-    return problems
+            return f"{name}: unreadable ({e.strerror or e})"
+        return None
+
+    return [p for p in _parallel(problem, entries) if p is not None]
+
+
+def _parallel(fn, items: list) -> list:
+    """fn over items in a few threads (hashlib releases the GIL; shared storage rewards several reads in flight)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(8, max(1, len(items)))) as pool:
+        return list(pool.map(fn, items))
 
 
 def _read_back(path: Path) -> list[str]:

@@ -6,11 +6,12 @@ the lock is a file, `<output_dir>/.sqlft-lock`, created atomically (a hard link 
 NFS-safe way; O_EXCL where links are not supported) and holding the holder's host, pid, Slurm job id and restart
 count and start time. A thread touches it every `HEARTBEAT_S` seconds (its mtime is the heartbeat).
 
-Another run may take the lock over only when its holder is provably gone: on this host and its pid no longer that
-process, or a heartbeat older than `STALE_S` (a dead or hung node). A requeued Slurm job (same job id, higher restart
-count) waits for its predecessor's lock rather than racing it (the predecessor may still be writing its last
-checkpoint). Everything else is refused before any work: `error: <dir> is in use by sqlft pid N on HOST (job J) since
-T ...`, exit 2. With several processes, rank 0 holds the lock and every rank learns the outcome (`hold`).
+Another run may take the lock over only when its holder is provably gone: on this host, its pid no longer that
+process; on another host, a heartbeat older than `STALE_S` (a dead or hung node). A requeued Slurm job (same job
+id, higher restart count) waits for its predecessor's lock rather than racing it (the predecessor may still be
+writing its last checkpoint). Everything else is refused before any work: `error: <dir> is in use by sqlft pid N on
+HOST (job J) since T ...`, exit 2. With several processes, rank 0 holds the lock and every rank learns the outcome
+(`hold`).
 """
 from __future__ import annotations
 
@@ -87,7 +88,8 @@ def read_holder(path: Path) -> Holder | None:
 
 
 def gone(holder: Holder, stale_s: float = STALE_S, now: float | None = None) -> str | None:
-    """Why the holder is provably gone, or None when it may be alive."""
+    """Why the holder is provably gone, or None when it may be alive. On this host its process decides (a live one,
+    even stopped or starved of its heartbeat, keeps the folder); on another host, its heartbeat."""
     age = (now or time.time()) - holder.heartbeat
     if holder.host == socket.gethostname() and holder.pid > 0:
         try:
@@ -97,8 +99,7 @@ def gone(holder: Holder, stale_s: float = STALE_S, now: float | None = None) -> 
             alive = False
         except PermissionError:  # another user's process: alive
             alive = True
-        if not alive:
-            return f"no process {holder.pid} on this host"
+        return None if alive else f"no process {holder.pid} on this host"
     if age > stale_s:
         return f"its heartbeat is {age:.0f} s old (over {stale_s:.0f} s)"
     return None

@@ -332,6 +332,22 @@ def test_a_stale_lock_is_taken_over_with_a_line_and_a_live_one_is_not(tmp_path):
     lock.release()
 
 
+@pytest.mark.slow
+def test_every_rank_of_a_refused_run_exits_2(tmp_path, tiny_model, rows_file):
+    """2 processes: rank 0 finds the folder held (here by this live test process), every rank learns it and exits 2
+    with the line; none waits in a barrier, no launcher traceback."""
+    cfg = write_config(tmp_path, tiny_model, rows_file)
+    _lock_file(tmp_path / "run", pid=os.getpid(), job="4711")
+    ddp = str(REPO / "accelerate_configs" / "cpu_ddp.yaml")
+    proc = subprocess.run(SQLFT + ["train", "--config", str(cfg), "--accelerate-config", ddp], capture_output=True,
+                          text=True, cwd=REPO, timeout=600, env=os.environ | {"WANDB_MODE": "offline"})
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    said = f"is in use by sqlft pid {os.getpid()} on {socket.gethostname()} (job 4711) since"
+    assert proc.stderr.count(said) == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert "---- resolved config ----" not in proc.stdout
+    assert json.loads((tmp_path / "run" / runlock.LOCK_NAME).read_text())["pid"] == os.getpid()  # left alone
+
+
 def test_a_requeued_job_waits_for_its_predecessor(tmp_path, monkeypatch):
     monkeypatch.setenv("SLURM_JOB_ID", "77")
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
