@@ -495,8 +495,8 @@ def train(cfg: Config, stop: StopFlag | None = None) -> dict:
     window = {"loss": 0.0, "targets": 0, "tokens": 0, "examples": 0, "t0": time.perf_counter()}
     grpo_window: dict = {"stats": {}, "groups": []}  # GRPO: the logging window's rollout statistics
     trace = open(Path(t.output_dir) / "examples.jsonl", "a") if is_main else None
-    guard = nonfinite.Guard(t.max_nonfinite_steps, t.output_dir, is_main, skips_updates=dist.zero_stage(accelerator)
-                            is None)
+    # A NaN / Inf loss or gradient norm: that step's update is skipped; train.max_nonfinite_steps in a row stop the run.
+    guard = nonfinite.Guard(t.max_nonfinite_steps, t.output_dir, is_main, dist.zero_stage(accelerator) is None)
     preempted = False
     while state.step < total_steps:
         epoch, step_in_epoch = divmod(state.step, steps_per_epoch)
