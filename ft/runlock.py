@@ -150,10 +150,12 @@ class RunLock:
                     time.sleep(min(1.0, self.heartbeat_s))
                     continue
             age = time.time() - holder.heartbeat
+            after = ("" if holder.host == self.me.host else
+                     f"; should that node be dead, the lock ({self.path}) is taken over once its heartbeat is "
+                     f"{self.stale_s:.0f} s old")
             raise FolderInUse(
                 f"{self.folder} is in use by {holder.describe()} (heartbeat {age:.0f} s ago): one run per folder. "
-                f"Wait for it to end, or train into another folder (--train.output_dir DIR). The lock is "
-                f"{self.path}; it is taken over by itself once that process is gone")
+                f"Wait for it to end, or train into another folder (--train.output_dir DIR){after}")
         self._thread = threading.Thread(target=self._beat, name="sqlft-runlock", daemon=True)
         self._thread.start()
         atexit.register(self.release)

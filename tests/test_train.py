@@ -169,7 +169,9 @@ def test_resume_after_sigkill_matches_uninterrupted(tmp_path, tiny_model, rows_f
     done = sorted(p.name for p in (kill_dir / "run" / "checkpoints").glob("step-*"))
     assert "step-000016" not in done
 
-    run(cfg)  # same command: resumes from the newest complete checkpoint
+    proc = run(cfg)  # same command: resumes from the newest complete checkpoint
+    # the killed run's lock (ft/runlock.py) is taken over: its process is gone
+    assert re.search(r"took over .*: the run that held it \(sqlft pid \d+ on .*\) is gone \(no process", proc.stderr)
     a, b = adapter_tensors(ref_dir / "run" / "adapter"), adapter_tensors(kill_dir / "run" / "adapter")
     assert a.keys() == b.keys()
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-6
