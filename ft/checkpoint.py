@@ -10,13 +10,19 @@ Layout of `<output_dir>/checkpoints/step-000050/`:
     rng-rank<R>.pt      RNG states of every process
     state.json          step, epoch, position in the data, W&B run id, world size, training data hash and databases
     config.yaml         the resolved config
+    manifest.json       size and SHA-256 of every file above (every rank's), written before the marker
     COMPLETED           written last; resume ignores folders without it
+
+Resume checks a checkpoint against its manifest before loading it: a damaged newest checkpoint (bit rot, a truncated
+or missing file) is named with the file and why, moved to checkpoints/damaged/, and the newest one that verifies is
+used instead. Checkpoints of older versions (no manifest) are checked by reading every file back.
 """
 from __future__ import annotations
 
 import contextlib
-import errno
+import hashlib
 import json
+import logging
 import os
 import random
 import re
@@ -27,9 +33,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ft.files import is_disk_full
+
 MARKER = "COMPLETED"
+MANIFEST = "manifest.json"
+DAMAGED = "damaged"  # checkpoints/damaged/: checkpoints that failed verification, kept for inspection
 DEEPSPEED_DIR, DEEPSPEED_TAG = "deepspeed", "state"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
+log = logging.getLogger("sqlft")
 
 
 @dataclass
@@ -69,17 +80,176 @@ def complete_checkpoints(output_dir: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def find_resume(output_dir: str | Path, resume: str) -> Path | None:
-    """`auto`: newest complete checkpoint (or None); `none`: None; else the given folder, which must be complete."""
+def find_resume(output_dir: str | Path, resume: str, say=log.warning) -> Path | None:
+    """`auto`: the newest complete checkpoint that verifies (or None); `none`: None; else the given folder, which must
+    be complete and verify. Main process only (it may move damaged checkpoints aside): ft.distributed.on_main.
+
+    Under `auto`, every newer folder passed over is named through `say` with the reason (no COMPLETED marker, or the
+    file that failed verification and why); damaged ones move to checkpoints/damaged/ so that they are neither
+    resumed nor counted by `prune`. If complete checkpoints exist but none verifies, that is an error, not a fresh
+    start: the run's progress would be lost without a word."""
+    from ft.config import ConfigError
+
     if resume == "none":
         return None
-    if resume == "auto":
-        found = complete_checkpoints(output_dir)
-        return found[-1] if found else None
-    path = Path(resume)
-    if not is_complete(path):
-        raise FileNotFoundError(f"checkpoint.resume '{path}' is not a complete checkpoint (no {MARKER} marker).")
-    return path
+    if resume != "auto":
+        path = Path(resume)
+        if not is_complete(path):
+            raise FileNotFoundError(f"checkpoint.resume '{path}' is not a complete checkpoint (no {MARKER} marker).")
+        problems = verify(path, say)
+        if problems:
+            raise ConfigError(f"checkpoint.resume '{path}' is damaged: {_listed(problems)}.")
+        return path
+    root = checkpoints_root(output_dir)
+    found = sorted(((int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name))),
+                   reverse=True) if root.is_dir() else []
+    damaged: list[tuple[Path, str]] = []
+    passed_over = False
+    for _, path in found:
+        if not is_complete(path):
+            say(f"checkpoint {path} skipped: no {MARKER} marker (its writing never finished)")
+            passed_over = True
+            continue
+        problems = verify(path, say)
+        if problems:
+            say(f"checkpoint {path} skipped: {_listed(problems)}")
+            damaged.append((path, problems[0]))
+            continue
+        for bad, _ in damaged:
+            say(f"checkpoint {bad.name} moved to {set_aside_damaged(bad)} (kept for inspection)")
+        if damaged or passed_over:
+            say(f"resuming from {path}, the newest checkpoint that verifies")
+        return path
+    if damaged:
+        listed = "; ".join(f"{p.name}: {why}" for p, why in damaged)
+        raise ConfigError(f"no checkpoint in {root} verifies ({listed}). Nothing was moved or deleted. Copy intact "
+                          f"checkpoints back if you have them, or start this run afresh with --checkpoint.resume none "
+                          f"(its files move to {PREVIOUS}/<date-time>/ first).")
+    return None
+
+
+def _listed(problems: list[str]) -> str:
+    more = len(problems) - 1
+    return problems[0] + (f" (and {more} more: {'; '.join(problems[1:3])}{' ...' if more > 2 else ''})" if more else "")
+
+
+def set_aside_damaged(path: Path) -> Path:
+    """Main process: a checkpoint that failed verification moves to checkpoints/damaged/<name>-<date-time>."""
+    import datetime
+
+    dest = path.parent / DAMAGED / f"{path.name}-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S-%f')}"
+    dest.parent.mkdir(exist_ok=True)
+    os.rename(path, dest)
+    return dest
+
+
+# ------------------------------------------------------------------------------------------------
+# verification: a manifest of every file's size and checksum, written before the marker
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
+                  if p.is_file() and p.name not in (MANIFEST, MARKER))
+
+
+def write_manifest(folder: Path) -> None:
+    """Main process, once every rank's files are in `folder`: size and SHA-256 of each."""
+    names = _files(folder)
+    digests = _parallel(lambda n: _sha256(folder / n), names)
+    doc = {"format": 1, "hash": "sha256",
+           "files": {n: {"bytes": (folder / n).stat().st_size, "sha256": d} for n, d in zip(names, digests)}}
+    with open(folder / MANIFEST, "w") as f:
+        f.write(json.dumps(doc, indent=1))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def verify(path: Path, say=log.warning) -> list[str]:
+    """What is wrong with a complete checkpoint's files (empty: nothing), each as "FILE: why". Against its manifest;
+    a checkpoint without one (written by an older sqlft) is checked by reading every file back, and `say` says so."""
+    manifest = path / MANIFEST
+    if not manifest.exists():
+        say(f"checkpoint {path} has no {MANIFEST} (written by an older sqlft): checking it by reading its files back")
+        return _read_back(path)
+    try:
+        files = json.loads(manifest.read_text())["files"]
+        entries = [(str(n), int(e["bytes"]), str(e["sha256"])) for n, e in files.items()]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        return [f"{MANIFEST}: unreadable ({type(e).__name__}: {e})"]
+    def problem(entry: tuple[str, int, str]) -> str | None:
+        name, size, digest = entry
+        f = path / name
+        try:
+            actual = f.stat().st_size
+            if actual != size:
+                return f"{name}: {actual} bytes, {size} when written ({'truncated' if actual < size else 'grown'})"
+            if _sha256(f) != digest:
+                return f"{name}: checksum mismatch (its bytes changed after it was written)"
+        except FileNotFoundError:
+            return f"{name}: missing"
+        except OSError as e:
+            return f"{name}: unreadable ({e.strerror or e})"
+        return None
+
+    return [p for p in _parallel(problem, entries) if p is not None]
+
+
+def _parallel(fn, items: list) -> list:
+    """fn over items in a few threads (hashlib releases the GIL; shared storage rewards several reads in flight)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(8, max(1, len(items)))) as pool:
+        return list(pool.map(fn, items))
+
+
+def _read_back(path: Path) -> list[str]:
+    """A checkpoint without a manifest: the files every checkpoint has are there, and every file reads back (JSON,
+    YAML, safetensors with finite values, torch pickles). Catches truncation and missing files, not every bit flip."""
+    import yaml
+
+    always = ("state.json", "config.yaml", "scheduler.pt", "adapter/adapter_model.safetensors")
+    problems = [f"{n}: missing" for n in always if not (path / n).is_file()]
+    if not (path / "optimizer.pt").is_file() and not (path / DEEPSPEED_DIR).is_dir():
+        problems.append(f"optimizer.pt: missing (and no {DEEPSPEED_DIR}/)")
+    for name in _files(path):
+        f = path / name
+        try:
+            if name == "state.json":
+                TrainState(**json.loads(f.read_text()))
+            elif name == "config.yaml":
+                yaml.safe_load(f.read_text())
+            elif name.endswith(".safetensors"):
+                from safetensors import safe_open
+
+                with safe_open(f, "pt") as st:
+                    for key in st.keys():
+                        if not torch.isfinite(st.get_tensor(key)).all():
+                            raise ValueError(f"tensor {key} holds NaN or Inf")
+            elif name.endswith(".pt"):
+                torch.load(f, weights_only=False, map_location="cpu")  # our own files (see load_rng)
+        except Exception as e:  # noqa: BLE001 - whatever a damaged file raises, it is this file's problem
+            problems.append(f"{name}: unreadable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
+    return problems
+
+
+@contextlib.contextmanager
+def loading(path: Path):
+    """Around loading a checkpoint that verified: whatever the loaders raise becomes one line naming it. A missing
+    optimizer.pt (a DeepSpeed checkpoint resumed without DeepSpeed, or the reverse) stays a FileNotFoundError."""
+    try:
+        yield
+    except (FileNotFoundError, CheckpointError):
+        raise
+    except Exception as e:  # noqa: BLE001 - SafetensorError, UnpicklingError, a shape mismatch...
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise CheckpointError(f"checkpoint {path} verified but could not be loaded ({type(e).__name__}: {first}); "
+                              "resume it with the settings that wrote it, or start afresh with --checkpoint.resume "
+                              "none") from None
 
 
 class CheckpointError(RuntimeError):
@@ -87,7 +257,7 @@ class CheckpointError(RuntimeError):
 
 
 def _disk_full(e: BaseException, folder: Path) -> bool:
-    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+    if is_disk_full(e):
         return True
     # torch.save on a full disk fails in its zip writer ("unexpected pos ..."), not with ENOSPC: ask the disk.
     try:
@@ -118,6 +288,9 @@ def begin(output_dir: str | Path, step: int, is_main: bool) -> Path:
     """Main process clears any stale temp folder of this step and creates it; callers barrier after this."""
     tmp = temp_dir(output_dir, step)
     if is_main:
+        from ft.runlock import check_held
+
+        check_held(output_dir)  # another run took the folder over (this one had stalled): write nothing there
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     return tmp
@@ -186,7 +359,10 @@ def read_state(folder: Path) -> TrainState:
 
 
 def publish(tmp: Path, output_dir: str | Path, step: int) -> Path:
-    """Main process only: rename into place, then write the marker (the last thing, so it proves the rest)."""
+    """Main process only, once every rank's files are in: the manifest of them all, rename into place, then the marker
+    (the last thing, so it proves the rest)."""
+    with writing(tmp, output_dir):
+        write_manifest(tmp)
     final = step_dir(output_dir, step)
     if final.exists():  # a checkpoint of this step from an earlier attempt: replace it, marker first
         (final / MARKER).unlink(missing_ok=True)
@@ -236,6 +412,7 @@ def prune(output_dir: str | Path, keep_last: int) -> None:
 # rows too (their hash).
 MAY_DIFFER = (
     "train.max_steps", "train.epochs", "train.log_every", "train.cpu_threads", "train.output_dir",
+    "train.max_nonfinite_steps",
     "model.attn_implementation", "model.gradient_checkpointing", "model.cache_dir", "data.cache_dir",
     "data.max_eval_rows", "data.eval_source", "data.eval_format", "data.eval_split", "data.skip_bad_rows",
     "checkpoint.", "tracking.", "eval.",

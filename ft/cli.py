@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from ft.config import Config, ConfigError, all_keys, choices, load_config, parse_overrides
-from ft.constants import DEFAULT_CONFIG, EXIT_USAGE
+from ft.constants import DEFAULT_CONFIG, EXIT_INTERRUPTED, EXIT_USAGE
 
 
 @dataclass
@@ -152,14 +152,30 @@ def parse(cmd: Command, argv: list[str] | None = None, *, prog: str | None = Non
 
 def run(cmd: Command, body: Callable[[Config, argparse.Namespace], int], argv: list[str] | None = None,
         errors: tuple[type[BaseException], ...] = ()) -> int:
-    """parse(), then body(cfg, args); the listed errors (and ConfigError) print as one `error:` line and exit 2."""
+    """parse(), then body(cfg, args); the listed errors (and ConfigError) print as one `error:` line and exit 2.
+
+    Whatever the command: Ctrl-C prints one line and exits 130 (a command's own KeyboardInterrupt may carry that
+    line), and a full disk prints one `error: no space left on <path>` line and exits 1."""
+    from ft.files import no_space_line
+
     try:
         cfg, args = parse(cmd, argv)
         return body(cfg, args)
+    except KeyboardInterrupt as e:
+        print(f"\n{str(e) or f'sqlft {cmd.name}: interrupted (Ctrl-C)'}", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
     except (ConfigError, *errors) as e:
+        if (line := no_space_line(e)) is not None:  # an OSError listed in `errors` that is a full disk
+            print(f"error: {line}", file=sys.stderr)
+            return 1
         text = "\n".join(line for line in str(e).splitlines() if line.strip())
         print(f"error: {text}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as e:
+        if (line := no_space_line(e)) is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
+        return 1
 
 
 # ------------------------------------------------------------------------------------------------
@@ -194,8 +210,12 @@ def main(argv: list[str] | None = None) -> int:
         hint = f" Did you mean '{close[0]}'?" if close else ""
         print(f"error: unknown command '{name}'.{hint} Commands: {', '.join(COMMANDS)}.", file=sys.stderr)
         return EXIT_USAGE
-    module = importlib.import_module(COMMANDS[name][0])
-    return module.main(argv[1:])
+    try:
+        module = importlib.import_module(COMMANDS[name][0])
+        return module.main(argv[1:])
+    except KeyboardInterrupt:  # while the command's modules load (torch: seconds), before its own runner is in place
+        print(f"\nsqlft {name}: interrupted (Ctrl-C)", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -114,6 +114,9 @@ class TrainConfig:
     warmup_steps: int = 10
     lr_scheduler: Literal["cosine", "linear", "constant"] = "cosine"
     max_grad_norm: float = 1.0
+    # Steps in a row whose loss or gradient norm is NaN / Inf (each one's update skipped) before the run stops with
+    # an error; the last good checkpoint stays, nothing non-finite is saved or published (ft/nonfinite.py).
+    max_nonfinite_steps: int = 3
     optimizer: Literal["adamw", "paged_adamw_8bit"] = "adamw"  # paged_adamw_8bit: CUDA only
     log_every: int = 5
     # CPU runs only: torch threads per process; 0 = the cores this process may use / processes on this node.
@@ -437,6 +440,7 @@ def validate(cfg: Config) -> None:
     _check(t.warmup_steps >= 0, "train.warmup_steps", t.warmup_steps, "must be >= 0")
     _check(t.max_grad_norm >= 0, "train.max_grad_norm", t.max_grad_norm, "must be >= 0 (0 disables clipping)")
     _check(t.log_every > 0, "train.log_every", t.log_every, "must be > 0")
+    _check(t.max_nonfinite_steps >= 1, "train.max_nonfinite_steps", t.max_nonfinite_steps, "must be >= 1")
     _check(bool(t.output_dir), "train.output_dir", t.output_dir, "must not be empty")
     _check(c.every >= 0, "checkpoint.every", c.every, "must be >= 0")
     _check(c.keep_last >= 1, "checkpoint.keep_last", c.keep_last, "must be >= 1")

@@ -10,6 +10,8 @@ DEFAULT_CONFIG = REPO / "configs" / "demo.yaml"
 
 # Exit code after a stop signal was handled (checkpoint written when training had started): EX_TEMPFAIL, "requeue me".
 EXIT_PREEMPTED = 75
+# Exit code after Ctrl-C stopped a command at once (128 + SIGINT, as a shell reports it).
+EXIT_INTERRUPTED = 130
 # Exit code of a usage, config or data error (argparse's convention), before any work is done.
 EXIT_USAGE = 2
 

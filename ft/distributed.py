@@ -154,6 +154,35 @@ def lockstep_shard(items: list, accelerator) -> list[tuple[object, bool]]:
     return mine
 
 
+def on_main(accelerator, fn, *args, **kwargs):
+    """`fn(*args, **kwargs)` on the main process only; every process returns its result (which must pickle) or
+    raises its exception. For decisions one process makes for all (which checkpoint to resume, whether the folder's
+    lock was taken): the others never wait in a barrier the main one left with an error."""
+    result, error = None, None
+    if accelerator.is_main_process:
+        try:
+            result = fn(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - handed to every process, raised there
+            error = e
+    if accelerator.num_processes > 1:
+        import pickle
+
+        from accelerate.utils import broadcast_object_list
+
+        sent = error
+        try:
+            pickle.dumps(error)
+        except Exception:  # noqa: BLE001 - an exception that doesn't pickle goes as its text
+            sent = RuntimeError(f"{type(error).__name__}: {error}")
+        box = [result, sent]
+        broadcast_object_list(box, from_process=0)
+        if not accelerator.is_main_process:
+            result, error = box
+    if error is not None:
+        raise error
+    return result
+
+
 def trainable_state_dict(accelerator, model) -> dict[str, torch.Tensor]:
     """Full values of the trainable (adapter) parameters as CPU tensors, keyed like `state_dict()`; call on every rank.
 
@@ -171,9 +200,10 @@ def trainable_state_dict(accelerator, model) -> dict[str, torch.Tensor]:
         return {n: p.detach().to("cpu", copy=True) for n, p in named}
 
 
-def write_exit_status(code: int, step: int | None, message: str | None) -> None:
+def write_exit_status(code: int, step: int | None, message: str | None, reported: bool = False) -> None:
     """`$SQLFT_STATUS_DIR/rank-<R>.json`: this process's exit code, for launchers that lose it (accelerate turns a
-    worker's 75 into 1). Written atomically; nothing when the variable is unset."""
+    worker's 75 into 1). `reported`: the process printed `message` itself (the launcher doesn't repeat it). Written
+    atomically; nothing when the variable is unset."""
     folder = os.environ.get("SQLFT_STATUS_DIR")
     if not folder:
         return
@@ -181,7 +211,7 @@ def write_exit_status(code: int, step: int | None, message: str | None) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"exit_code": code, "step": step, "message": message}))
+        tmp.write_text(json.dumps({"exit_code": code, "step": step, "message": message, "reported": reported}))
         tmp.replace(path)
     except OSError as e:
         log.warning("could not write the exit status to %s: %s", path, e)

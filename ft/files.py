@@ -7,6 +7,8 @@ open() / mkdir() would have given it.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 from pathlib import Path
 
@@ -43,3 +45,40 @@ def check_writable(folder: Path, what: str) -> None:
             probe.unlink(missing_ok=True)
         except OSError:  # the folder itself couldn't be made: there is no probe to remove
             pass
+
+
+# ------------------------------------------------------------------------------------------------
+# a full disk, said in one line wherever it happens
+
+
+def is_disk_full(e: BaseException) -> bool:
+    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+@contextlib.contextmanager
+def naming(path: str | Path):
+    """Around writes to `path`: an OSError that names no file (write() and flush() errors never do) gets this one, so
+    the one line the command prints says where the disk is full."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None:
+            e.filename = str(path)
+        raise
+
+
+def no_space_line(e: BaseException, where: str | Path | None = None) -> str | None:
+    """The one line for a full disk (None for any other error): the file being written (or `where`), and what's free."""
+    import shutil
+
+    if not is_disk_full(e):
+        return None
+    path = Path(e.filename or where or ".").resolve()
+    folder = next((p for p in (path, *path.parents) if p.is_dir()), Path("/"))
+    try:
+        free = f"; {shutil.disk_usage(folder).free / 2**20:.0f} MiB free there"
+    except OSError:
+        free = ""
+    quota = " (disk quota exceeded)" if e.errno == errno.EDQUOT else ""
+    return (f"no space left on {path}{quota}{free}: free space, then run the same command again (what was written "
+            f"before is kept)")

@@ -11,10 +11,14 @@ from ft.model import ModelError, load_base_model, load_tokenizer, local_model_di
 
 
 def resolve_adapter(path: str | Path) -> tuple[Path, Path | None]:
-    """(adapter folder, config.yaml of the run that made it, if known) for an adapter, checkpoint or run folder."""
+    """(adapter folder, config.yaml of the run that made it, if known) for an adapter, checkpoint or run folder.
+
+    Every command that loads an adapter finds it here, so here it is checked (once a process): weights that don't
+    read back, or hold NaN / Inf (a run that diverged), are refused with a ModelError (one line, exit 2)."""
     p = Path(path)
     for cand in (p, p / "adapter"):
         if (cand / "adapter_config.json").is_file():
+            check_adapter(cand)
             for cfg in (cand.parent / "config.yaml", cand / "config.yaml"):
                 if cfg.is_file():
                     return cand, cfg
@@ -22,6 +26,38 @@ def resolve_adapter(path: str | Path) -> tuple[Path, Path | None]:
             ckpts = sorted((cand.parent / "checkpoints").glob("step-*/config.yaml"))
             return cand, (ckpts[-1] if ckpts else None)
     raise ModelError(f"No LoRA adapter at '{p}' (expected adapter_config.json there or in {p / 'adapter'}).")
+
+
+_CHECKED: set[tuple] = set()
+
+
+def check_adapter(folder: Path) -> None:
+    """ModelError unless every tensor of the adapter's weights reads back and is finite."""
+    from safetensors import safe_open
+
+    files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("adapter_model.bin"))
+    for f in files:
+        stat = f.stat()
+        key = (str(f.resolve()), stat.st_size, stat.st_mtime_ns)
+        if key in _CHECKED:
+            continue
+        try:
+            if f.suffix == ".bin":
+                tensors = torch.load(f, weights_only=True, map_location="cpu").items()
+            else:
+                with safe_open(f, "pt") as st:
+                    tensors = [(k, st.get_tensor(k)) for k in st.keys()]
+        except Exception as e:  # noqa: BLE001 - SafetensorError, UnpicklingError, EOFError...: all a damaged file
+            first = str(e).splitlines()[0] if str(e) else ""
+            raise ModelError(f"adapter weights {f} can't be read ({type(e).__name__}: {first}): the file is damaged "
+                             "or truncated; an earlier checkpoint of its run may be intact") from None
+        for name, t in tensors:
+            bad = int((~torch.isfinite(t)).sum()) if t.is_floating_point() else 0
+            if bad:
+                raise ModelError(f"adapter weights {f} hold NaN or Inf ({bad} of {t.numel()} values of {name}): "
+                                 "refusing to use them; the run diverged, and an earlier checkpoint of it "
+                                 "(checkpoints/step-*/adapter) may be intact")
+        _CHECKED.add(key)
 
 
 def run_of(adapter: str | Path) -> tuple[Path | None, dict]:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Callable
 
 from ft.constants import EXIT_PREEMPTED
 from ft.distributed import sum_across
+from ft.files import naming
 from ft.system import git_commit, git_dirty, peak_memory_mb, process_rss_mb, system_info
 
 if TYPE_CHECKING:
@@ -226,7 +227,8 @@ class Tracker:
             "attempts": previous + [{"started": self.t0, "resumed": resumed, "git_commit": commit, **self.sys_info}],
         }
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(doc, indent=2, default=str))
+        with naming(path):
+            tmp.write_text(json.dumps(doc, indent=2, default=str))
         tmp.replace(path)
 
     # ---- logging -----------------------------------------------------------------------------
@@ -263,7 +265,7 @@ class Tracker:
             return
         record = {"step": step, "time": time.time(), **metrics, **self._sys_pending}
         self._sys_pending = {}
-        with open(self.path, "a") as f:  # local first: the floor of a later resume never misses a W&B step
+        with naming(self.path), open(self.path, "a") as f:  # local first: a later resume's floor misses no W&B step
             f.write(json.dumps(record) + "\n")
         self.latest |= {k: v for k, v in metrics.items() if isinstance(v, (int, float))} | {"step": step}
         if self.use_wandb and step > self.wandb_floor:
@@ -277,8 +279,9 @@ class Tracker:
             return
         folder = self.out / "tables" / name
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"step-{step:06d}.jsonl").write_text(
-            "".join(json.dumps(dict(zip(columns, r)), default=str) + "\n" for r in rows))
+        path = folder / f"step-{step:06d}.jsonl"
+        with naming(path):
+            path.write_text("".join(json.dumps(dict(zip(columns, r)), default=str) + "\n" for r in rows))
         if self.use_wandb and step > self.wandb_floor:
             import wandb
 
@@ -290,10 +293,12 @@ class Tracker:
         self.window.add(result, n_examples)
         if not self.enabled:
             return
-        if self._trace is None:
-            self._trace = open(self.out / "examples.jsonl", "a")
-        self._trace.write(json.dumps({"step": step, "examples": examples}) + "\n")
-        self._trace.flush()
+        path = self.out / "examples.jsonl"
+        with naming(path):  # a full disk: one line naming the file
+            if self._trace is None:
+                self._trace = open(path, "a")
+            self._trace.write(json.dumps({"step": step, "examples": examples}) + "\n")
+            self._trace.flush()
 
     def log_window(self, state: TrainState, model, *, lr: float, epoch: float,
                    objective_metrics: Callable[[dict], dict]) -> dict:

@@ -30,7 +30,7 @@ import torch
 
 from ft import checkpoint as ckpt
 from ft import distributed as dist
-from ft import objectives
+from ft import nonfinite, objectives, runlock
 from ft.cli import Command, parse
 from ft.config import CheckpointConfig, Config, ConfigError, EvalConfig, TrainConfig, resolve, to_yaml
 from ft.constants import EXIT_PREEMPTED, EXIT_USAGE
@@ -41,7 +41,7 @@ from ft.data.prompt import encode_rows
 from ft.data.rows import DataError, Row
 from ft.distributed import cpu_rehearsal_shim, sum_across
 from ft.eval.output import PredictionLog, format_table, prediction_table_rows, result_settings
-from ft.files import check_writable, share
+from ft.files import check_writable, no_space_line, share
 from ft.inference import resolve_adapter
 from ft.model import ModelError, add_lora, load_base_model, load_tokenizer, local_model_dir, trainable_parameters
 from ft.objectives.base import Objective, StepData, token_loss_sum
@@ -243,6 +243,7 @@ def save_adapter(accelerator, model, tokenizer, dest: Path) -> None:
 
 def save_checkpoint(accelerator, model, optimizer, scheduler, tokenizer, state, cfg: Config) -> Path:
     out = cfg.train.output_dir
+    nonfinite.check_weights(accelerator, model, state.step, out)  # NaN / Inf weights are never saved
     tmp = ckpt.begin(out, state.step, accelerator.is_main_process)
     accelerator.wait_for_everyone()
     with ckpt.writing(tmp, out):
@@ -322,6 +323,7 @@ class Setup:
     state: ckpt.TrainState
     tracker: Tracker
     resumed_from: Path | None = None
+    lock: runlock.RunLock | None = None  # the output folder's (main process): one run per folder
 
 
 def setup(cfg: Config) -> Setup:
@@ -337,6 +339,9 @@ def setup(cfg: Config) -> Setup:
     set_seed(cfg.train.seed)
     if is_main:
         check_writable(Path(cfg.train.output_dir), "Config key 'train.output_dir'")
+    # One run per folder, for the whole run: another live run's folder is refused here (exit 2 on every rank).
+    lock = runlock.hold(accelerator, cfg.train.output_dir)
+    if is_main:
         print("---- resolved config ----\n" + to_yaml(cfg) + "-------------------------", flush=True)
     accelerator.wait_for_everyone()
 
@@ -378,7 +383,7 @@ def setup(cfg: Config) -> Setup:
         tracker.log({"perf/trainable_params": n_train, "perf/model_params": tracker.model_params(model),
                      "perf/padding_fraction": pad_report["padding_fraction"]}, step=0)
     run = Setup(cfg, accelerator, tokenizer, objective, plan, steps_per_epoch, steps, held_out, model, optimizer,
-                scheduler, attn, state, tracker, resume_from)
+                scheduler, attn, state, tracker, resume_from, lock)
     objective.start(run, attn)
     return run
 
@@ -405,7 +410,8 @@ def resume_point(cfg: Config, accelerator, data_sha1: str) -> Path | None:
     training settings); `resume: none` in a folder another run used sets that run's files aside first, so they are
     neither resumed nor pruned."""
     out = cfg.train.output_dir
-    resume_from = ckpt.find_resume(out, cfg.checkpoint.resume)
+    # The newest checkpoint that verifies (damaged ones are named and set aside), chosen by the main process.
+    resume_from = dist.on_main(accelerator, ckpt.find_resume, out, cfg.checkpoint.resume)
     if resume_from is not None:
         ckpt.check_resumable(resume_from, cfg.to_dict(), data_sha1)
     elif cfg.checkpoint.resume == "none" and accelerator.is_main_process and (
@@ -433,7 +439,8 @@ def load_model(cfg: Config, accelerator, model_dir) -> tuple[object, str, int]:
 def start_state(resume_from: Path | None, accelerator, model, optimizer, scheduler) -> ckpt.TrainState:
     """The resumed checkpoint's state (model, optimizer, scheduler, RNG restored), or a new run's."""
     if resume_from is not None:
-        state = load_checkpoint(resume_from, accelerator, model, optimizer, scheduler)
+        with ckpt.loading(resume_from):  # whatever a loader raises: one line naming the checkpoint
+            state = load_checkpoint(resume_from, accelerator, model, optimizer, scheduler)
         if accelerator.is_main_process:
             log.info("resumed from %s at step %d", resume_from, state.step)
         return state
@@ -457,12 +464,16 @@ def fit(run: Setup, train: TrainConfig, eval: EvalConfig, checkpoint: Checkpoint
     bar = tqdm(total=run.total_steps, initial=state.step, disable=not acc.is_main_process, desc="train",
                dynamic_ncols=True)
     tracker.window = Window()
+    # A NaN / Inf loss or gradient norm: that step's update is skipped; train.max_nonfinite_steps in a row stop the run.
+    guard = nonfinite.Guard(train.max_nonfinite_steps, train.output_dir, acc.is_main_process,
+                            dist.zero_stage(acc) is None)
     while state.step < run.total_steps:
         epoch, step_in_epoch = divmod(state.step, run.steps_per_epoch)
         data = StepData(state.step, run.plan.step_batches(epoch, step_in_epoch, acc.process_index),
                         run.plan.step_counts(epoch, step_in_epoch))  # what every rank saw: it follows from the plan
         result = run.objective.step(run, data)
         state.step += 1
+        guard.check(acc, state.step, result.loss_sum, result.grad_norm)  # NaN / Inf: update skipped; N in a row: stop
         state.target_tokens_seen += int(result.window_targets)
         state.examples_seen += data.counts.n_examples
         state.tokens_seen += result.tokens
@@ -550,6 +561,7 @@ def finish(run: Setup, eval: EvalConfig, stop: StopFlag, preempted: bool) -> dic
     acc.wait_for_everyone()  # every rank done before the W&B run ends and end_training ends the process group
     run.tracker.finish(EXIT_PREEMPTED if preempted else 0)  # W&B: finished, or marked preempted for the resume
     acc.end_training()
+    runlock.release(run.lock)
     return result
 
 
@@ -607,16 +619,19 @@ def main(argv: list[str] | None = None) -> int:
     except Stopped as e:
         code, message = e.code, str(e)
         print(str(e), file=sys.stderr, flush=True)
-    except ckpt.CheckpointError as e:
+    except (ckpt.CheckpointError, nonfinite.NonFiniteError) as e:
         code, message = 1, str(e)
-        print(f"error: {e}", file=sys.stderr, flush=True)
+        print(f"\nerror: {e}", file=sys.stderr, flush=True)  # (a new line first: the progress bar has none)
     except SystemExit as e:  # argparse: --help (0) or a usage error (2)
         code = e.code if isinstance(e.code, int) else EXIT_USAGE
     except BaseException as e:
-        message = f"{type(e).__name__}: {e}"
-        dist.write_exit_status(code, step, message)
-        raise
-    dist.write_exit_status(code, step, message)
+        if (full := no_space_line(e)) is None:
+            message = f"{type(e).__name__}: {e}"
+            dist.write_exit_status(code, step, message)
+            raise
+        code, message = 1, full  # metrics.jsonl, examples.jsonl, eval files...: one line, as for checkpoints
+        print(f"\nerror: {full}", file=sys.stderr, flush=True)
+    dist.write_exit_status(code, step, message, reported=True)  # every way here printed its message
     return code
 
 

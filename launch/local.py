@@ -105,7 +105,7 @@ def train(cfg: Config, args: argparse.Namespace) -> int:
     outcome = supervise([launcher], log=lambda m: print("\n" + m, file=sys.stderr, flush=True),
                         finished=AdapterWatch(output_dir))
     code = 0 if outcome.ok else outcome.exit_code(procs)
-    if code == 1 and not outcome.killed:
+    if code == 1 and not outcome.killed and not any(s.get("reported") for s in outcome.statuses.values()):
         why = next((s["message"] for s in outcome.statuses.values() if s.get("message")), None)
         print(f"error: training failed{': ' + why if why else ''} (exit codes {outcome.returncodes})",
               file=sys.stderr)

@@ -137,7 +137,9 @@ def test_resume_after_sigkill_matches_uninterrupted(tmp_path, tiny_model, rows_f
     done = sorted(p.name for p in (kill_dir / "run" / "checkpoints").glob("step-*"))
     assert "step-000016" not in done
 
-    run(cfg)  # same command: resumes from the newest complete checkpoint
+    proc = run(cfg)  # same command: resumes from the newest complete checkpoint
+    # the killed run's lock (ft/runlock.py) is taken over: its process is gone
+    assert re.search(r"took over .*: the run that held it \(sqlft pid \d+ on .*\) is gone \(no process", proc.stderr)
     a, b = adapter_tensors(ref_dir / "run" / "adapter"), adapter_tensors(kill_dir / "run" / "adapter")
     assert a.keys() == b.keys()
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-6
@@ -178,6 +180,7 @@ def test_incomplete_checkpoint_is_ignored(tmp_path):
         d = ckpt.step_dir(out, step)
         d.mkdir(parents=True)
         (d / "state.json").write_text("{}")
+    ckpt.write_manifest(ckpt.step_dir(out, 4))  # what publish() writes: the checkpoint verifies
     (ckpt.step_dir(out, 4) / ckpt.MARKER).write_text("ok")
     ckpt.temp_dir(out, 12).mkdir()  # a crash mid-write
     assert ckpt.find_resume(out, "auto") == ckpt.step_dir(out, 4)

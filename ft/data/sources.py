@@ -370,11 +370,14 @@ def _load_schema_rows(
     for file in files:
         for n, rec in _read_json(file):
             db_id = rec.get("db_id")
+            if db_id not in schemas and db_id not in tables:  # a bad row like any other (data.skip_bad_rows)
+                close = difflib.get_close_matches(str(db_id), list(tables), n=3)
+                rows.append(Row(question=rec.get("question"), query=rec.get(query_key), schema="",
+                                db_id=db_id if isinstance(db_id, str) else None, origin=f"{file}:{n}",
+                                problem=f"db_id '{db_id}' is not in {tables_path}"
+                                + (f" (close: {', '.join(close)})" if close else "")))
+                continue
             if db_id not in schemas:
-                if db_id not in tables:
-                    close = difflib.get_close_matches(str(db_id), list(tables), n=3)
-                    raise DataError(f"{file}:{n}: db_id '{db_id}' is not in {tables_path}"
-                                    + (f" (close: {', '.join(close)})." if close else "."))
                 schemas[db_id] = render_schema(tables[db_id])
                 db_file = db_dir / db_id / f"{db_id}.sqlite"
                 db_paths[db_id] = str(db_file.resolve()) if db_file.is_file() else None
@@ -518,8 +521,8 @@ def _db_problem(path: str) -> str | None:
 
 def _row_problem(row: Row, schema_cache: dict, db_cache: dict | None = None) -> tuple[str, str] | None:
     """(reason key for the counts, detail for the message), or None for a good row."""
-    if row.problem:
-        return "not valid UTF-8", row.problem
+    if row.problem:  # found while reading: bytes that aren't UTF-8, or a db_id its schema file lacks
+        return ("unknown db_id" if row.problem.startswith("db_id") else "not valid UTF-8"), row.problem
     for f in REQUIRED_FIELDS:
         v = getattr(row, f)
         if v is None:

@@ -10,12 +10,18 @@ from pathlib import Path
 
 from ft.data.rows import Row
 from ft.eval.scoring import Prediction
+from ft.files import naming
 from ft.metrics import COUNTS, KINDS, RATES, RETRY_RATES, TIMINGS, VOTE_MEANS, VOTE_RATES
 
 
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)  # a plain open(): the file gets the user's umask, as any file they write would
+    try:
+        with naming(path):  # a full disk names the file (ft.cli.run says so in one line)
+            tmp.write_text(text)  # a plain open(): the file gets the user's umask, as any file they write would
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
     tmp.replace(path)
 
 
@@ -97,7 +103,7 @@ class PredictionLog:
         for i, p in scored:
             self.done[i] = p
         if self.enabled and scored:
-            with open(self.pred_path, "a") as f:
+            with naming(self.pred_path), open(self.pred_path, "a") as f:
                 f.write("".join(json.dumps({"key": self.keys[i]} | asdict(p)) + "\n" for i, p in scored))
                 f.flush()
 

@@ -12,6 +12,7 @@ step is built from (the token loss, one backward window, one optimizer step).
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -19,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ft import distributed as dist
+from ft import nonfinite
 from ft.data.batching import Plan, StepCounts
 from ft.distributed import loss_scale, sum_across
 
@@ -49,7 +51,7 @@ class StepResult:
     targets: int  # this process's target tokens
     window_targets: float  # target tokens of the step on all processes (the loss's normaliser)
     tokens: int  # tokens the step's forwards processed, padding excluded, on all processes
-    grad_norm: float | torch.Tensor | None  # before clipping, of the step's last optimizer step (None: clipping off)
+    grad_norm: float | torch.Tensor | None  # before clipping, of the step's last optimizer step (measured always)
     # The objective's own sums (added up over a logging window and over processes, then `window_metrics`), and the
     # tables it logs with the window (the window's last step's).
     stats: dict[str, float] = field(default_factory=dict)
@@ -128,10 +130,12 @@ def backward_window(model, accelerator, batches: list[dict], loss_fn=token_loss_
 
 
 def optimizer_step(run: Learner, max_grad_norm: float):
-    """Clip, step, schedule, zero the gradients; returns the norm before clipping (None when clipping is off). Under
-    DeepSpeed the engine has stepped (and clipped) in the window's last backward: this reads its norm."""
-    grad_norm = run.accelerator.clip_grad_norm_(run.model.parameters(), max_grad_norm) if max_grad_norm > 0 else None
-    run.optimizer.step()
+    """Clip, step, schedule, zero the gradients; returns the norm before clipping. A non-finite norm skips the
+    update (ft/nonfinite.py counts such steps). Under DeepSpeed the engine has stepped (and clipped) in the window's
+    last backward: this reads its norm."""
+    grad_norm = run.accelerator.clip_grad_norm_(run.model.parameters(), max_grad_norm or math.inf)  # inf: measure only
+    if nonfinite.finite(grad_norm):
+        run.optimizer.step()
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
     return grad_norm
