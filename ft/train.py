@@ -21,11 +21,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ft import budget as bud
 from ft import checkpoint as ckpt
 from ft import distributed as dist
 from ft import grpo
-from ft.cli import Command, parse
-from ft.config import Config, ConfigError, resolve, to_yaml
+from ft.cli import TIME_BUDGET, Command, no_hub_kernels, parse
+from ft.config import Config, ConfigError, fixed_steps, resolve, to_yaml
 from ft.constants import EXIT_PREEMPTED, EXIT_USAGE
 from ft.data.batching import collate
 from ft.data.linking import make_fitter, make_linker
@@ -246,14 +247,14 @@ def execution_eval(model, accelerator, tokenizer, rows, cfg: Config, *, train_db
 
 
 def final_evaluation(model, accelerator, tokenizer, eval_rows, cfg: Config, state, stop, tracker,
-                     prompts: list | None = None) -> dict[str, dict]:
+                     prompts: list | None = None, names=("base", "finetuned")) -> dict[str, dict]:
     """Base (adapter off) and fine-tuned on the whole held-out split, into <output_dir>/eval/{base,finetuned}_*; an
     evaluation finished by an earlier attempt of this run (same settings, same step) is reused, not redone."""
     e = cfg.eval
     settings = result_settings(e) | {"template": cfg.data.template}
     train_dbs = set(state.train_dbs) if state.train_dbs else None
     summaries = {}
-    for name in ("base", "finetuned"):
+    for name in names:
         with accelerator.main_process_first():  # the main process settles the files before the others read them
             which = {"model": cfg.model.name_or_path, "step": state.step if name != "base" else 0}
             log = PredictionLog(Path(cfg.train.output_dir) / "eval", name, eval_rows, settings | which,
@@ -275,6 +276,57 @@ def final_evaluation(model, accelerator, tokenizer, eval_rows, cfg: Config, stat
     if all(m.get("complete") for m in summaries.values()) and len(summaries) == 2:
         tracker.summary({f"final/{n}/ex": m.get("ex", 0.0) for n, m in summaries.items()})
     return summaries
+
+
+# ---- time budget (issue 34): train.max_minutes, planned by ft/budget.py -----------------------------------------
+
+
+def plan_budget(calibration, started_at: float, model, accelerator, optimizer, scheduler, tokenizer, state, cfg: Config,
+                batch_plan, steps_per_epoch: int, eval_batches, eval_rows, eval_prompts, stop, tracker):
+    """After the calibration steps: time a held-out loss batch, the base model's half of the end-of-training
+    evaluation (run now: it doesn't depend on training, and the fine-tuned half is expected to take as long) and a
+    checkpoint; plan the total steps for the budget and build the LR schedule for it. Returns (plan, scheduler);
+    (None, scheduler) when a stop signal came meanwhile (the resumed run calibrates again)."""
+    t, e = cfg.train, cfg.eval
+    loss_batch_s, eval_s, n_loss = 0.0, 0.0, min(e.loss_batches, len(eval_batches))
+    if eval_batches:
+        losses = []
+        loss_batch_s = bud.timed(lambda: losses.append(eval_loss(model, accelerator, eval_batches, n_loss))) / n_loss
+        if losses[0] is not None:
+            tracker.log({"eval/loss": losses[0]}, step=state.step)
+    if e.at_end and eval_rows:
+        eval_s = bud.timed(lambda: final_evaluation(model, accelerator, tokenizer, eval_rows, cfg, state, stop, tracker,
+                                                    eval_prompts, names=("base",)))
+    checkpoint_s = bud.timed(lambda: save_checkpoint(accelerator, model, optimizer, scheduler, tokenizer, state, cfg))
+    if stop.should_stop(accelerator):
+        return None, scheduler
+    if t.objective == "grpo":
+        def weight(step):  # sampled completions: their length is not known in advance
+            return 1.0
+    else:
+        def weight(step):
+            return batch_plan.step_counts(*divmod(step - 1, steps_per_epoch)).tokens
+    recurring = bud.Recurring(checkpoint_every=cfg.checkpoint.every, loss_every=e.loss_every if eval_batches else 0,
+                              loss_batches=n_loss, final_loss_batches=len(eval_batches),
+                              exec_every=e.every if eval_rows else 0,
+                              exec_fraction=min(e.sample_size, len(eval_rows)) / max(len(eval_rows), 1))
+    # Counted from the process's start; plus the checkpoint that records the plan, right after it.
+    elapsed = time.time() - started_at + checkpoint_s
+    plan = bud.plan_steps(t.max_minutes, elapsed, state.step, calibration, weight, recurring, loss_batch_s=loss_batch_s,
+                          eval_s=eval_s, checkpoint_s=checkpoint_s, cap=t.max_steps)
+    if accelerator.num_processes > 1:  # every rank trains for the main process's plan
+        from accelerate.utils import broadcast_object_list
+
+        plan = broadcast_object_list([plan])[0]
+    updates = cfg.grpo.updates_per_batch if t.objective == "grpo" else 1
+    scheduler = bud.rebuild_scheduler(scheduler, optimizer, lambda: make_scheduler(optimizer, cfg, plan.total_steps
+                                                                                   * updates))
+    state.budget = plan.to_dict()
+    t.max_steps = plan.total_steps  # the config a checkpoint records says how long this run trains
+    return plan, scheduler
+
+
+# -----------------------------------------------------------------------------------------------------------------
 
 
 def rows_sha1(rows) -> str:
@@ -420,7 +472,7 @@ def train(cfg: Config, stop: StopFlag | None = None) -> dict:
     if steps_per_epoch == 0:
         raise DataError(grpo.no_step_message(len(grpo_rows), t, world) if t.objective == "grpo"
                         else no_step_message(plan, len(train_ex), d, t, world))
-    total_steps = t.max_steps or math.ceil(t.epochs * steps_per_epoch)
+    total_steps = fixed_steps(t, steps_per_epoch)
     pad_report = plan.padding()
     # Only this run's own checkpoints are resumed (same model, data, training settings); `resume: none` in a folder
     # another run used sets that run's files aside first, so they are neither resumed nor pruned.
@@ -428,12 +480,26 @@ def train(cfg: Config, stop: StopFlag | None = None) -> dict:
     resume_from = ckpt.find_resume(t.output_dir, cfg.checkpoint.resume)
     if resume_from is not None:
         ckpt.check_resumable(resume_from, cfg.to_dict(), data_sha1)
+    # ---- time budget (issue 34): the plan of the run being resumed, kept; else one made after calibration ----
+    budget_plan = calibration = None
+    if t.max_minutes is not None:
+        started_at = bud.process_started_at()
+        saved = ckpt.read_state(resume_from) if resume_from is not None else None
+        budget_plan = bud.kept_plan(saved.budget if saved else None, t.max_minutes, t.max_steps)
+        if budget_plan is None:
+            calibration = bud.Calibration(saved.step if saved else 0, t.warmup_steps)
+            if t.max_steps is not None and t.max_steps <= calibration.end:
+                calibration = None  # the cap ends the run before a plan could be made: it is the length
+        total_steps = (budget_plan.total_steps if budget_plan else bud.PROVISIONAL_STEPS if calibration
+                       else t.max_steps)
+    # --------------------------------------------------------------------------------------------------------
     elif cfg.checkpoint.resume == "none" and is_main and (moved := ckpt.set_aside_previous_run(t.output_dir)):
         log.warning("checkpoint.resume none: the files of the run that used %s before moved to %s", t.output_dir, moved)
     accelerator.wait_for_everyone()
     if is_main:
-        log.info("data: %s | encoding: %s | padding %.1f%% | %d steps/epoch, %d steps",
-                 data_report, enc_report, 100 * pad_report["padding_fraction"], steps_per_epoch, total_steps)
+        log.info("data: %s | encoding: %s | padding %.1f%% | %d steps/epoch, %s steps",
+                 data_report, enc_report, 100 * pad_report["padding_fraction"], steps_per_epoch,
+                 "budgeted" if calibration is not None else total_steps)
 
     # ---- model -------------------------------------------------------------------------------
     # One GPU per process; under DeepSpeed the engine places the model itself.
@@ -466,6 +532,17 @@ def train(cfg: Config, stop: StopFlag | None = None) -> dict:
     else:
         state = ckpt.TrainState(wandb_run_id=new_run_id() if is_main else None, world_size=world)
     state.data_sha1, state.train_dbs = data_sha1, sorted({r.db_id for r in train_rows if r.db_id}) or None
+    # ---- time budget (issue 34) ----
+    if budget_plan is not None:
+        t.max_steps = budget_plan.total_steps  # as the checkpoint's config recorded it
+        if is_main:
+            log.info("%s (the plan of %s, kept)", budget_plan.line(), resume_from.name)
+    elif calibration is not None:
+        state.budget = None
+        if is_main:
+            log.info("budget %g min: timing steps %d-%d, then planning the steps", t.max_minutes,
+                     calibration.first + 1, calibration.end)
+    # --------------------------------
     # Every rank agrees before the loop: a stop signal during start-up ends the run here, with nothing to save.
     stop.start_loop(accelerator)
     tracker = Tracker(accelerator, cfg, state.wandb_run_id, resumed=resume_from is not None)
@@ -483,12 +560,15 @@ def train(cfg: Config, stop: StopFlag | None = None) -> dict:
 
     # ---- loop --------------------------------------------------------------------------------
     model.train()
-    bar = tqdm(total=total_steps, initial=state.step, disable=not is_main, desc="train", dynamic_ncols=True)
+    bar = tqdm(total=None if calibration else total_steps, initial=state.step, disable=not is_main, desc="train",
+               dynamic_ncols=True)
     window = {"loss": 0.0, "targets": 0, "tokens": 0, "examples": 0, "t0": time.perf_counter()}
     grpo_window: dict = {"stats": {}, "groups": []}  # GRPO: the logging window's rollout statistics
     trace = open(Path(t.output_dir) / "examples.jsonl", "a") if is_main else None
     preempted = False
     while state.step < total_steps:
+        if calibration is not None:  # time budget (issue 34)
+            calibration.step_started()
         epoch, step_in_epoch = divmod(state.step, steps_per_epoch)
         micro = plan.step_batches(epoch, step_in_epoch, rank)
         seen = plan.step_counts(epoch, step_in_epoch)  # what every rank saw: it follows from the plan
@@ -538,6 +618,18 @@ def train(cfg: Config, stop: StopFlag | None = None) -> dict:
             window = {"loss": 0.0, "targets": 0, "tokens": 0, "examples": 0, "t0": time.perf_counter()}
 
         aside = time.perf_counter()  # evaluation and checkpointing are kept out of the throughput figures
+        # ---- time budget (issue 34): after the calibration steps, the plan and the schedule for it ----
+        planned_now = False
+        if calibration is not None and calibration.step_done(state.step, 1.0 if t.objective == "grpo" else seen.tokens):
+            budget_plan, scheduler = plan_budget(calibration, started_at, model, accelerator, optimizer, scheduler,
+                                                 tokenizer, state, cfg, plan, steps_per_epoch, eval_batches,
+                                                 eval_rows, eval_prompts, stop, tracker)
+            calibration, planned_now = None, budget_plan is not None
+            if budget_plan is not None:
+                total_steps, bar.total = budget_plan.total_steps, budget_plan.total_steps
+                if is_main:
+                    tqdm.write(budget_plan.line())
+        # ------------------------------------------------------------------------------------------------
         e = cfg.eval
         if e.loss_every and state.step % e.loss_every == 0 and state.step < total_steps:
             ev = eval_loss(model, accelerator, eval_batches, e.loss_batches)
@@ -552,7 +644,8 @@ def train(cfg: Config, stop: StopFlag | None = None) -> dict:
                 tracker.log_table("eval/predictions", *prediction_table_rows(result[0]), step=state.step)
 
         stopping = stop.should_stop(accelerator)
-        if (cfg.checkpoint.every and state.step % cfg.checkpoint.every == 0) or stopping or state.step == total_steps:
+        if ((cfg.checkpoint.every and state.step % cfg.checkpoint.every == 0) or stopping or state.step == total_steps
+                or planned_now):  # (the budget's plan recorded in a checkpoint at once)
             path = save_checkpoint(accelerator, model, optimizer, scheduler, tokenizer, state, cfg)
             if is_main:
                 tqdm.write(f"checkpoint: {path}")
@@ -607,6 +700,13 @@ def train(cfg: Config, stop: StopFlag | None = None) -> dict:
     accelerator.wait_for_everyone()  # before tracker.finish: with W&B it ends the process group (end_training)
     tracker.finish()
     accelerator.end_training()
+    if budget_plan is not None and not preempted:  # time budget (issue 34): how close the plan came
+        took = time.time() - started_at
+        result["budget"] = {"planned_s": budget_plan.expected_s, "took_s": took, "budget_s": 60 * t.max_minutes}
+        if is_main:
+            print(f"budget {t.max_minutes:g} min: the run took {took / 60:.1f} min "
+                  f"({100 * took / (60 * t.max_minutes):.0f} % of it; planned {budget_plan.expected_s / 60:.1f} min)",
+                  flush=True)
     return result
 
 
@@ -614,6 +714,8 @@ COMMAND = Command(
     name="train",
     description="Fine-tune a text-to-SQL model (the recipe in ft/train.py). One process here; several through "
                 "`accelerate launch ft/train.py` (or `sqlft train --accelerate-config ...`).",
+    aliases=[TIME_BUDGET],
+    training=True,
 )
 
 
@@ -622,6 +724,7 @@ def main(argv: list[str] | None = None) -> int:
     training had started), 2 bad config or data; with SQLFT_STATUS_DIR set, that code is also written to
     <dir>/rank-<R>.json, where a launcher that can't pass exit codes through (accelerate's) finds it."""
     stop = StopFlag()  # first thing: a stop signal during start-up must not kill the process half-way
+    no_hub_kernels()  # (`accelerate launch ft/train.py` doesn't pass through `sqlft`)
     code, step, message = 1, None, None
     try:
         cfg, _ = parse(COMMAND, argv, prog="ft/train.py")

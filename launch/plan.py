@@ -34,7 +34,7 @@ class RunSpec:
 
     name: str
     run_dir: str
-    config: str
+    config: str | None  # None: the library's defaults (a run on your own data or model without --config)
     overrides: list[str]  # training overrides, train.output_dir / tracking.run_name included
     nodes: int
     gpus_per_node: int = 0
@@ -86,7 +86,7 @@ def launcher_command(spec: RunSpec, node_rank: int, head: str, port: int | str,
     cmd = [*(python or shlex.split(spec.python)), "-m", "accelerate.commands.launch"]
     cmd += accelerate_args(spec.total_procs, spec.nodes, config_file=spec.accelerate_config,
                            distributed=spec.accelerate_distributed, node_rank=node_rank, head=head, port=port)
-    return cmd + [train, "--config", spec.config, *spec.overrides]
+    return cmd + [train, *(["--config", spec.config] if spec.config else []), *spec.overrides]
 
 
 # torchrun handles SIGTERM by killing its workers after 30 s, and SIGINT at once; leave the stop signals ignored in

@@ -29,7 +29,7 @@ import sys
 from pathlib import Path
 
 from ft.cli import Command, parse
-from ft.config import Config, ConfigError, load_config
+from ft.config import Config, ConfigError, default_output_dir, load_config
 from ft.constants import EXIT_PREEMPTED, EXIT_USAGE
 from launch import slurm
 from launch.plan import (
@@ -109,6 +109,7 @@ COMMAND = Command(
                 "--section.key VALUE is a training override, checked (in every sweep combination) before anything "
                 "is submitted. Rehearse on one machine: slurm/dev-cluster.sh up; eval \"$(slurm/dev-cluster.sh env)\".",
     add_arguments=add_arguments,
+    training=True,
 )
 
 
@@ -145,10 +146,10 @@ def plan(cfg: Config, args: argparse.Namespace, *, check_cluster: bool | None = 
     accel_path = str(Path(args.accelerate_config).resolve()) if accel else None
     gpus, gpu_note = resolve_gpus(args.gpus_per_node, args.cpu, cfg, accel, args.accelerate_config, args.nodes)
 
-    config = Path(args.config_path).expanduser().resolve()
+    config = Path(args.config_path).expanduser().resolve() if args.config_path else None  # None: library defaults
     root = Path(args.output_root).expanduser().absolute()
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = args.run_name or f"{config.stem}-{stamp}"
+    base = args.run_name or f"{config.stem if config else Path(default_output_dir(cfg)).name}-{stamp}"
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+=-]*", base):
         raise SubmitError(f"--run-name '{base}': use letters, digits and . _ + = - only.")
     combos = expand_sweep(args.sweep) if args.sweep else [{}]
@@ -171,9 +172,9 @@ def plan(cfg: Config, args: argparse.Namespace, *, check_cluster: bool | None = 
             where = f"sweep run {name}: " if args.sweep else ""
             raise SubmitError(f"{where}{e}") from None
         flat = [a for k, v in run_over.items() for a in (f"--{k}", str(v))]
-        specs.append(RunSpec(name=name, run_dir=str(run_dir), config=str(config), overrides=flat, nodes=args.nodes,
-                             gpus_per_node=gpus, accelerate_config=accel_path, accelerate_distributed=dist,
-                             python=python, port=args.port, max_requeues=args.max_requeues,
+        specs.append(RunSpec(name=name, run_dir=str(run_dir), config=str(config) if config else None,
+                             overrides=flat, nodes=args.nodes, gpus_per_node=gpus, accelerate_config=accel_path,
+                             accelerate_distributed=dist, python=python, port=args.port, max_requeues=args.max_requeues,
                              exit_grace_s=args.exit_grace))
     job_name = args.job_name or base
     result = Plan(specs=specs, sweep_dir=sweep_dir, job_name=job_name, notes=[gpu_note] if gpu_note else [])
