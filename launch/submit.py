@@ -37,6 +37,7 @@ from launch.plan import (
     Plan,
     RunSpec,
     SubmitError,
+    budget_from_time_limit,
     combo_slug,
     describe_nodes,
     expand_sweep,
@@ -68,6 +69,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--qos")
     g.add_argument("--time", default="60", help="time limit per attempt: minutes or [D-]HH:MM:SS [60]; the job is "
                                                 "requeued at the limit and resumes")
+    g.add_argument("--time-budget", metavar="MINUTES|auto",
+                   help="train.max_minutes: the steps are planned to fit this many minutes; auto: the job's --time "
+                        "less the stop signal's lead and a margin for the job's start, so the run finishes (final "
+                        "checkpoint and evaluation included) before the scheduler stops it")
     g.add_argument("--mem", help="memory per node, e.g. 256G")
     g.add_argument("--cpus-per-task", type=int, help="CPUs per node (there is one task per node)")
     g.add_argument("--constraint")
@@ -140,6 +145,19 @@ def plan(cfg: Config, args: argparse.Namespace, *, check_cluster: bool | None = 
     if sig_delay >= time_min * 60:
         raise SubmitError(f"--signal {args.signal}: {sig_delay} s ahead of a {time_min} min limit leaves no time "
                           f"to train.")
+    notes = []
+    if args.time_budget is not None:  # = --train.max_minutes, or derived from the time limit
+        if "train.max_minutes" in overrides:
+            raise SubmitError("--time-budget and --train.max_minutes are the same setting; give one of them.")
+        if args.time_budget == "auto":
+            minutes, why = budget_from_time_limit(time_min, sig_delay)
+            notes.append(f"time budget: train.max_minutes {minutes:g} ({why})")
+        else:
+            try:
+                minutes = float(args.time_budget)
+            except ValueError:
+                raise SubmitError(f"--time-budget '{args.time_budget}': minutes, or auto.") from None
+        overrides = overrides | {"train.max_minutes": minutes}
     mem_mb = parse_mem_mb(args.mem) if args.mem else None
     accel = read_accelerate_config(args.accelerate_config) if args.accelerate_config else None
     dist = slurm.accelerate_distributed_type(args.accelerate_config, args.nodes, accel) if accel else None
@@ -177,7 +195,7 @@ def plan(cfg: Config, args: argparse.Namespace, *, check_cluster: bool | None = 
                              accelerate_distributed=dist, python=python, port=args.port, max_requeues=args.max_requeues,
                              exit_grace_s=args.exit_grace))
     job_name = args.job_name or base
-    result = Plan(specs=specs, sweep_dir=sweep_dir, job_name=job_name, notes=[gpu_note] if gpu_note else [])
+    result = Plan(specs=specs, sweep_dir=sweep_dir, job_name=job_name, notes=([gpu_note] if gpu_note else []) + notes)
     if args.local:
         return result
 

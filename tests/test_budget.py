@@ -170,3 +170,32 @@ def test_budgeted_run_schedule_is_fixed_after_calibration_and_resume_keeps_it(tm
     proc, lost = resumed_from_step_4("lost", None)
     assert "timing steps 6-7" in proc.stderr + proc.stdout and "-> 12 steps" in proc.stdout
     assert max((a[k] - lost[k]).abs().max().item() for k in a) > 1e-4
+
+
+# ------------------------------------------------------------------------------------------------
+# sqlft submit: the budget from the job's time limit
+
+
+def test_budget_from_the_slurm_time_limit():
+    from launch.plan import SubmitError, budget_from_time_limit
+
+    assert budget_from_time_limit(60, 90)[0] == 55.5  # 60 - 1.5 (USR2@90) - 3 (5 %)
+    assert budget_from_time_limit(24 * 60, 300)[0] == 1440 - 5 - 72
+    assert budget_from_time_limit(10, 90)[0] == 6.5  # at least 2 minutes of margin
+    with pytest.raises(SubmitError, match="longer --time"):
+        budget_from_time_limit(3, 90)
+
+
+def test_submit_time_budget_auto_reaches_every_node(monkeypatch, capsys, tmp_path):
+    from test_launch_plan import run_main
+
+    common = ["--dry-run", "--output-root", str(tmp_path), "--allow-local-output", "--run-name", "b", "--nodes", "2"]
+    rc, out, err = run_main(monkeypatch, capsys, [*common, "--time", "50", "--signal", "USR1@120",
+                                                  "--time-budget", "auto"])
+    assert rc == 0, err
+    nodes = [line for line in out.splitlines() if line.startswith("node ")]
+    assert len(nodes) == 2 and all("--train.max_minutes 45.5" in n for n in nodes)  # 50 - 2 - 2.5
+    assert "time budget: train.max_minutes 45.5" in out + err
+    rc, out, err = run_main(monkeypatch, capsys, [*common, "--time", "60", "--time-budget", "auto",
+                                                  "--train.max_minutes", "20"])
+    assert rc == 2 and "same setting" in err
