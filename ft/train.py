@@ -480,6 +480,8 @@ def train(cfg: Config, stop: StopFlag | None = None) -> dict:
     resume_from = ckpt.find_resume(t.output_dir, cfg.checkpoint.resume)
     if resume_from is not None:
         ckpt.check_resumable(resume_from, cfg.to_dict(), data_sha1)
+    elif cfg.checkpoint.resume == "none" and is_main and (moved := ckpt.set_aside_previous_run(t.output_dir)):
+        log.warning("checkpoint.resume none: the files of the run that used %s before moved to %s", t.output_dir, moved)
     # ---- time budget (issue 34): the plan of the run being resumed, kept; else one made after calibration ----
     budget_plan = calibration = None
     if t.max_minutes is not None:
@@ -493,8 +495,6 @@ def train(cfg: Config, stop: StopFlag | None = None) -> dict:
         total_steps = (budget_plan.total_steps if budget_plan else bud.PROVISIONAL_STEPS if calibration
                        else t.max_steps)
     # --------------------------------------------------------------------------------------------------------
-    elif cfg.checkpoint.resume == "none" and is_main and (moved := ckpt.set_aside_previous_run(t.output_dir)):
-        log.warning("checkpoint.resume none: the files of the run that used %s before moved to %s", t.output_dir, moved)
     accelerator.wait_for_everyone()
     if is_main:
         log.info("data: %s | encoding: %s | padding %.1f%% | %d steps/epoch, %s steps",
@@ -700,7 +700,7 @@ def train(cfg: Config, stop: StopFlag | None = None) -> dict:
     accelerator.wait_for_everyone()  # before tracker.finish: with W&B it ends the process group (end_training)
     tracker.finish()
     accelerator.end_training()
-    if budget_plan is not None and not preempted:  # time budget (issue 34): how close the plan came
+    if budget_plan is not None and not preempted and resume_from is None:  # time budget (issue 34): how close
         took = time.time() - started_at
         result["budget"] = {"planned_s": budget_plan.expected_s, "took_s": took, "budget_s": 60 * t.max_minutes}
         if is_main:
