@@ -8,7 +8,8 @@ Layout of `<output_dir>/checkpoints/step-000050/`:
                         optimizer shard + fp32 master copy of the adapter); the frozen base is left out
     scheduler.pt
     rng-rank<R>.pt      RNG states of every process
-    state.json          step, epoch, position in the data, W&B run id, world size, training data hash and databases
+    state.json          step, epoch, position in the data, W&B run id, world size, training data hash and databases,
+                        the time budget's plan
     config.yaml         the resolved config
     manifest.json       size and SHA-256 of every file above (every rank's), written before the marker
     COMPLETED           written last; resume ignores folders without it
@@ -53,6 +54,7 @@ class TrainState:
     world_size: int = 1
     data_sha1: str | None = None  # of the training rows: a resumed run must train on the same data
     train_dbs: list[str] | None = None  # databases of the training rows (evaluation tells seen from unseen ones)
+    budget: dict | None = None  # train.max_minutes: the plan (ft/budget.py BudgetPlan), kept by a resumed run
 
 
 def checkpoints_root(output_dir: str | Path) -> Path:
@@ -411,7 +413,7 @@ def prune(output_dir: str | Path, keep_last: int) -> None:
 # logging, evaluation. Everything else (model, quantization, LoRA, data, optimization) must match, and the training
 # rows too (their hash).
 MAY_DIFFER = (
-    "train.max_steps", "train.epochs", "train.log_every", "train.cpu_threads", "train.output_dir",
+    "train.max_steps", "train.epochs", "train.max_minutes", "train.log_every", "train.cpu_threads", "train.output_dir",
     "train.max_nonfinite_steps",
     "model.attn_implementation", "model.gradient_checkpointing", "model.cache_dir", "data.cache_dir",
     "data.max_eval_rows", "data.eval_source", "data.eval_format", "data.eval_split", "data.skip_bad_rows",

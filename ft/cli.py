@@ -4,9 +4,11 @@
 
 Every command takes `--config` and any config key as `--section.key VALUE` (or `--section.key=VALUE`), with the
 same defaults everywhere: the adapter's run config when a command is given a run's adapter, else `--config`, else
-the embedded default (configs/demo.yaml). A command's short options that stand for a config key (`--batch-size`
-for `eval.batch_size`) are aliases of that key, not second settings with defaults of their own. A mistyped option
-is answered with the closest option of that command or config key.
+the demo's config (configs/demo.yaml) for the demo (the bundled data and the demo model), and the library's defaults
+(ft/config.py) for your own data or another model, so that none of the demo's choices becomes yours. A length given
+on the command line (--train.epochs / max_steps / max_minutes) replaces the config file's. A command's short options
+that stand for a config key (`--batch-size` for `eval.batch_size`) are aliases of that key, not second settings with
+defaults of their own. A mistyped option is answered with the closest option of that command or config key.
 
 This module imports no torch: the Slurm launcher uses it on login nodes.
 """
@@ -14,12 +16,23 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ft.config import Config, ConfigError, all_keys, choices, load_config, parse_overrides
+from ft.config import (
+    Config,
+    ConfigError,
+    ModelConfig,
+    all_keys,
+    choices,
+    length_precedence,
+    length_rule,
+    load_config,
+    parse_overrides,
+)
 from ft.constants import DEFAULT_CONFIG, EXIT_INTERRUPTED, EXIT_USAGE
 
 
@@ -45,6 +58,12 @@ class Command:
     # returning one (None: the embedded default). `ft.eval --adapter RUN` reads the run's own config this way.
     default_config: Callable[[argparse.Namespace], str | Path | None] | None = None
     overrides: dict[str, object] = field(default_factory=dict)  # forced by the command (merge: no quantization)
+    training: bool = False  # it trains or plans training: says which length key rules when several meet
+
+
+# `sqlft train --time-budget 60` = `--train.max_minutes 60` (the steps are planned to fit: ft/budget.py)
+TIME_BUDGET = Alias("--time-budget", "train.max_minutes", "minutes for the whole run (start-up, steps, checkpoints, "
+                    "final evaluation): the steps are planned to fit")
 
 
 def adapter_run_config(args: argparse.Namespace) -> Path | None:
@@ -52,6 +71,19 @@ def adapter_run_config(args: argparse.Namespace) -> Path | None:
     from ft.inference import resolve_adapter  # torch: only once a command runs
 
     return resolve_adapter(args.adapter)[1] if args.adapter else None
+
+
+# Keys that make a run the user's own rather than the demo's: other data or another model.
+OWN_RUN_KEYS = {"data.source": "bundled", "data.eval_source": None, "model.name_or_path": ModelConfig.name_or_path}
+
+
+def default_config(overrides: dict) -> Path | None:
+    """The base config without --config (and without an adapter's run config): the demo's (configs/demo.yaml) for
+    the demo, None (the library's defaults in ft/config.py) once the data or the model is the user's own, so a run
+    on your data starts from the library's defaults (epochs-driven), not from the demo's steps, learning rate,
+    template and evaluation settings."""
+    own = [k for k, demo in OWN_RUN_KEYS.items() if k in overrides and overrides[k] not in (demo, None, "")]
+    return None if own else DEFAULT_CONFIG
 
 
 def _is_override(token: str) -> bool:
@@ -89,7 +121,8 @@ def build_parser(cmd: Command, prog: str | None = None) -> argparse.ArgumentPars
     p = argparse.ArgumentParser(prog=prog or f"sqlft {cmd.name}", description=cmd.description, epilog=config_epilog(),
                                 formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     p.add_argument("--config", default=None,
-                   help=f"config YAML [the adapter's run config where there is one, else {DEFAULT_CONFIG.name}]")
+                   help=f"config YAML [the adapter's run config where there is one, else {DEFAULT_CONFIG.name} for the "
+                        "demo (bundled data, demo model) and the library's defaults for your own data or model]")
     for a in cmd.aliases:
         doc = f"{a.help + '; ' if a.help else ''}= --{a.key}" + (f" {a.const}" if a.const is not None else "")
         if a.const is not None:
@@ -145,9 +178,18 @@ def parse(cmd: Command, argv: list[str] | None = None, *, prog: str | None = Non
     args.overrides = overrides
     if not load:
         return None, args
-    path = args.config or (cmd.default_config(args) if cmd.default_config else None) or DEFAULT_CONFIG
-    args.config_path = str(path)
-    return load_config(path, overrides | cmd.overrides), args
+    run_config = None if args.config else cmd.default_config(args) if cmd.default_config else None
+    path = args.config or run_config or default_config(overrides)
+    args.config_path = str(path) if path is not None else None
+    notes: list[str] = []
+    if run_config is None:  # (a run's own config says what it ran; its length keys are history, not choices)
+        overrides, keys, notes = length_precedence(path, overrides)
+    cfg = load_config(path, overrides | cmd.overrides)
+    if cmd.training and run_config is None and os.environ.get("RANK", "0") == "0":  # once, not once a process
+        rule = length_rule(cfg.train, keys)
+        for note in notes + ([rule] if rule else []):
+            print(f"note: {note}", file=sys.stderr)
+    return cfg, args
 
 
 def run(cmd: Command, body: Callable[[Config, argparse.Namespace], int], argv: list[str] | None = None,
@@ -194,9 +236,56 @@ COMMANDS = {
 }
 
 
+class _BitsandbytesWithoutHubKernel:
+    """Import hook for one module, bitsandbytes.backends.cpu.ops: while it executes, `kernels` can't be imported."""
+
+    module = "bitsandbytes.backends.cpu.ops"
+
+    def find_spec(self, name, path, target=None):
+        if name != self.module:
+            return None
+        import importlib.machinery
+
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None:
+            return spec
+        run = spec.loader.exec_module  # this spec's own loader instance: patching it touches nothing else
+
+        def exec_module(module):
+            saved = sys.modules.get("kernels")
+            sys.modules["kernels"] = None  # `from kernels import get_kernel` raises ImportError
+            try:
+                run(module)
+            finally:
+                if saved is None:
+                    sys.modules.pop("kernels", None)
+                else:
+                    sys.modules["kernels"] = saved
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+def no_hub_kernels() -> None:
+    """bitsandbytes (0.50), on CPUs with AVX512-BF16, fetches a CPU kernel from the Hugging Face Hub
+    (kernels-community/quantization-bitsandbytes, through the `kernels` package) while it is imported, and logs
+    "Failed to load CPU gemm_4bit_forward ... could not verify publisher trust status" when it can't (offline, or an
+    unverified publisher): every command that loads a model printed it. bitsandbytes has no switch for it, so it is
+    imported without `kernels` (it then uses its own C kernels, as after a failed fetch) and that warning is dropped;
+    nothing else changes (transformers' own kernel settings, USE_HUB_KERNELS, stay the user's). Called by the
+    commands' main(), never at import; imports nothing."""
+    import logging
+
+    if not any(isinstance(f, _BitsandbytesWithoutHubKernel) for f in sys.meta_path):
+        sys.meta_path.insert(0, _BitsandbytesWithoutHubKernel())
+    logging.getLogger(_BitsandbytesWithoutHubKernel.module).addFilter(
+        lambda record: "kernels-community" not in record.getMessage())
+
+
 def main(argv: list[str] | None = None) -> int:
     import importlib
 
+    no_hub_kernels()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: sqlft COMMAND [options]\n\ncommands:")

@@ -105,8 +105,12 @@ class DataConfig:
 class TrainConfig:
     output_dir: str = "auto"  # auto: runs/demo for the demo, else runs/<data>-<model> (never another run's folder)
     seed: int = 42
+    # How long: `epochs` passes over the data, unless `max_steps` (optimizer steps) or `max_minutes` (a time budget:
+    # the steps are planned for it after timing the first ones, ft/budget.py) is set; with both of those, the run
+    # ends at whichever comes first. A length given on the command line replaces the config file's (LENGTH_RULE).
     epochs: float = 1.0
-    max_steps: int | None = None  # optimizer steps; overrides epochs
+    max_steps: int | None = None
+    max_minutes: float | None = None  # the whole run's wall time: start-up, steps, checkpoints, final evaluation
     per_device_batch_size: int = 4  # rows per micro-batch (packed: bins of up to max_length tokens each)
     gradient_accumulation_steps: int = 1
     learning_rate: float = 2e-4
@@ -437,6 +441,8 @@ def validate(cfg: Config) -> None:
     _check(t.learning_rate > 0, "train.learning_rate", t.learning_rate, "must be > 0")
     _check(t.epochs > 0, "train.epochs", t.epochs, "must be > 0")
     _check(t.max_steps is None or t.max_steps > 0, "train.max_steps", t.max_steps, "must be > 0")
+    _check(t.max_minutes is None or t.max_minutes > 0, "train.max_minutes", t.max_minutes,
+           "must be > 0 (minutes of wall time for the whole run)")
     _check(t.warmup_steps >= 0, "train.warmup_steps", t.warmup_steps, "must be >= 0")
     _check(t.max_grad_norm >= 0, "train.max_grad_norm", t.max_grad_norm, "must be >= 0 (0 disables clipping)")
     _check(t.log_every > 0, "train.log_every", t.log_every, "must be > 0")
@@ -483,6 +489,68 @@ def validate(cfg: Config) -> None:
     _check(g.reward_match > g.reward_executes + g.reward_valid, "grpo.reward_match", g.reward_match,
            f"must be more than the partial credit a wrong answer can get (grpo.reward_executes + grpo.reward_valid "
            f"= {g.reward_executes + g.reward_valid:g})")
+
+
+# ----------------------------------------------------------------------------------------------
+# how long a run trains: epochs, max_steps, max_minutes
+
+LENGTH_KEYS = ("train.epochs", "train.max_steps", "train.max_minutes")
+
+
+def _file_length_keys(path: str | os.PathLike | None) -> dict:
+    """The length keys a config file sets itself (not by default), with their values."""
+    if path is None or not Path(path).is_file():
+        return {}
+    try:
+        train = (yaml.safe_load(Path(path).read_text()) or {}).get("train") or {}
+    except (yaml.YAMLError, AttributeError):
+        return {}  # load_config says what is wrong with the file
+    if not isinstance(train, dict):
+        return {}
+    return {k: train[k.split(".")[1]] for k in LENGTH_KEYS if train.get(k.split(".")[1]) is not None}
+
+
+def length_precedence(path: str | os.PathLike | None, overrides: dict) -> tuple[dict, list[str], list[str]]:
+    """A length given on the command line replaces the config file's: `--train.epochs 2` with a file that sets
+    train.max_minutes (or max_steps) trains 2 epochs, not the file's budget. Returns (the overrides with the file's
+    other length keys unset, the length keys that are set, notes saying what gave way)."""
+    given = [k for k in LENGTH_KEYS if k in overrides  # (`--train.max_steps null` unsets, doesn't give one)
+             and (_yaml_value(overrides[k]) if isinstance(overrides[k], str) else overrides[k]) is not None]
+    in_file = _file_length_keys(path)
+    if not given:
+        return overrides, list(in_file), []
+    out, notes = dict(overrides), []
+    for key in in_file:
+        if key in given:
+            continue
+        if key != "train.epochs":  # max_steps / max_minutes override epochs: a file's epochs needs no unsetting
+            out[key] = None
+        flags = " and ".join(f"--{k} {overrides[k]}" for k in given)
+        notes.append(f"{flags} replaces {key} {in_file[key]} of {Path(path).name} (a length given on the command "
+                     f"line replaces the config file's)")
+    return out, given, notes
+
+
+def length_rule(t: TrainConfig, keys: list[str]) -> str | None:
+    """The rule in words when several length keys are set (None when at most one is)."""
+    keys = [k for k in keys if k == "train.epochs" or getattr(t, k.split(".")[1]) is not None]
+    if len(keys) < 2:
+        return None
+    if t.max_minutes is not None and t.max_steps is not None:
+        return (f"train.max_minutes {t.max_minutes:g} plans the steps, at most train.max_steps {t.max_steps}: the run "
+                f"ends at whichever comes first" + ("; train.epochs doesn't apply" if "train.epochs" in keys else ""))
+    if t.max_minutes is not None:
+        return (f"train.max_minutes {t.max_minutes:g} plans the steps; train.epochs {t.epochs:g} doesn't apply (a time "
+                f"budget sets the length; give train.max_steps to cap it)")
+    return f"train.max_steps {t.max_steps} sets the length; train.epochs {t.epochs:g} doesn't apply (max_steps wins)"
+
+
+def fixed_steps(t: TrainConfig, steps_per_epoch: int) -> int | None:
+    """The optimizer steps a run takes when no time budget plans them (max_steps, else epochs); with
+    train.max_minutes, the most the budget may plan (max_steps), or None."""
+    if t.max_steps is not None or t.max_minutes is not None:
+        return t.max_steps
+    return math.ceil(t.epochs * steps_per_epoch)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ import signal
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-# The embedded default: what `sqlft train` / `accelerate launch ft/train.py` run without --config.
+# The demo's config: the base without --config for the demo (bundled data, demo model); a run on other data or
+# another model starts from the library's defaults instead (ft.cli.default_config).
 DEFAULT_CONFIG = REPO / "configs" / "demo.yaml"
 
 # Exit code after a stop signal was handled (checkpoint written when training had started): EX_TEMPFAIL, "requeue me".

@@ -28,11 +28,12 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ft import budget as bud
 from ft import checkpoint as ckpt
 from ft import distributed as dist
 from ft import nonfinite, objectives, runlock
-from ft.cli import Command, parse
-from ft.config import CheckpointConfig, Config, ConfigError, EvalConfig, TrainConfig, resolve, to_yaml
+from ft.cli import TIME_BUDGET, Command, no_hub_kernels, parse
+from ft.config import CheckpointConfig, Config, ConfigError, EvalConfig, TrainConfig, fixed_steps, resolve, to_yaml
 from ft.constants import EXIT_PREEMPTED, EXIT_USAGE
 from ft.data.batching import Plan, collate
 from ft.data.linking import make_fitter, make_linker
@@ -59,10 +60,16 @@ log = logging.getLogger("sqlft")
 # building blocks: the schedule, evaluation, checkpoints
 
 
-def total_steps(train: TrainConfig, steps_per_epoch: int) -> int:
-    """The run's length in steps of the loop: train.max_steps, else train.epochs of the plan. The schedule counts
-    optimizer steps: this times the objective's updates per step (setup)."""
-    return train.max_steps or math.ceil(train.epochs * steps_per_epoch)
+def total_steps(train: TrainConfig, steps_per_epoch: int, budget: bud.BudgetPlan | None = None,
+                calibration: bud.Calibration | None = None) -> int:
+    """The run's length in steps of the loop: train.max_steps, else train.epochs of the plan (ft.config.fixed_steps);
+    with train.max_minutes, the budget's plan (while its first steps are timed: a provisional length the plan
+    replaces). The schedule counts optimizer steps: this times the objective's updates per step (setup)."""
+    if budget is not None:
+        return budget.total_steps
+    if calibration is not None:
+        return bud.PROVISIONAL_STEPS
+    return fixed_steps(train, steps_per_epoch)
 
 
 def make_scheduler(optimizer, train: TrainConfig, optimizer_steps: int):
@@ -176,14 +183,14 @@ def execution_eval(model, accelerator, tokenizer, rows, cfg: Config, *, train_db
 
 
 def final_evaluation(model, accelerator, tokenizer, eval_rows, cfg: Config, state, stop, tracker,
-                     prompts: list | None = None) -> dict[str, dict]:
+                     prompts: list | None = None, names=("base", "finetuned")) -> dict[str, dict]:
     """Base (adapter off) and fine-tuned on the whole held-out split, into <output_dir>/eval/{base,finetuned}_*; an
     evaluation finished by an earlier attempt of this run (same settings, same step) is reused, not redone."""
     e = cfg.eval
     settings = result_settings(e) | {"template": cfg.data.template}
     train_dbs = set(state.train_dbs) if state.train_dbs else None
     summaries = {}
-    for name in ("base", "finetuned"):
+    for name in names:
         with accelerator.main_process_first():  # the main process settles the files before the others read them
             which = {"model": cfg.model.name_or_path, "step": state.step if name != "base" else 0}
             log = PredictionLog(Path(cfg.train.output_dir) / "eval", name, eval_rows, settings | which,
@@ -324,6 +331,11 @@ class Setup:
     tracker: Tracker
     resumed_from: Path | None = None
     lock: runlock.RunLock | None = None  # the output folder's (main process): one run per folder
+    # train.max_minutes: the plan (kept from the checkpoint resumed, or made once the first steps were timed), the
+    # steps being timed until then, and when the process started (the budget counts from there)
+    budget: bud.BudgetPlan | None = None
+    calibration: bud.Calibration | None = None
+    started_at: float = 0.0
 
 
 def setup(cfg: Config) -> Setup:
@@ -353,13 +365,15 @@ def setup(cfg: Config) -> Setup:
     objective = objectives.build(cfg)
     plan = objective.prepare(train_rows, tokenizer, accelerator.num_processes, accelerator.device)
     steps_per_epoch = plan.steps_per_epoch()
-    steps = total_steps(cfg.train, steps_per_epoch)
     pad_report = plan.padding()
     data_sha1 = rows_sha1(train_rows)
     resume_from = resume_point(cfg, accelerator, data_sha1)
+    budget, calibration = budget_start(cfg.train, resume_from)
+    steps = total_steps(cfg.train, steps_per_epoch, budget, calibration)
     if is_main:
-        log.info("data: %s | encoding: %s | padding %.1f%% | %d steps/epoch, %d steps",
-                 data_report, objective.report, 100 * pad_report["padding_fraction"], steps_per_epoch, steps)
+        log.info("data: %s | encoding: %s | padding %.1f%% | %d steps/epoch, %s steps",
+                 data_report, objective.report, 100 * pad_report["padding_fraction"], steps_per_epoch,
+                 "budgeted" if calibration is not None else steps)
 
     # ---- model, optimizer, schedule ----------------------------------------------------------
     model, attn, n_train = load_model(cfg, accelerator, model_dir)
@@ -378,12 +392,21 @@ def setup(cfg: Config) -> Setup:
     # ---- resume, tracker ---------------------------------------------------------------------
     state = start_state(resume_from, accelerator, model, optimizer, scheduler)
     state.data_sha1, state.train_dbs = data_sha1, sorted({r.db_id for r in train_rows if r.db_id}) or None
+    if budget is not None:
+        cfg.train.max_steps = budget.total_steps  # as the checkpoint's config recorded it
+        if is_main:
+            log.info("%s (the plan of %s, kept)", budget.line(), resume_from.name)
+    elif calibration is not None:
+        state.budget = None
+        if is_main:
+            log.info("budget %g min: timing steps %d-%d, then planning the steps", cfg.train.max_minutes,
+                     calibration.first + 1, calibration.end)
     tracker = Tracker(accelerator, cfg, state.wandb_run_id, resumed=resume_from is not None)
     if resume_from is None:
         tracker.log({"perf/trainable_params": n_train, "perf/model_params": tracker.model_params(model),
                      "perf/padding_fraction": pad_report["padding_fraction"]}, step=0)
     run = Setup(cfg, accelerator, tokenizer, objective, plan, steps_per_epoch, steps, held_out, model, optimizer,
-                scheduler, attn, state, tracker, resume_from, lock)
+                scheduler, attn, state, tracker, resume_from, lock, budget, calibration, bud.process_started_at())
     objective.start(run, attn)
     return run
 
@@ -448,6 +471,69 @@ def start_state(resume_from: Path | None, accelerator, model, optimizer, schedul
                            world_size=accelerator.num_processes)
 
 
+def budget_start(train: TrainConfig, resume_from: Path | None) -> tuple[bud.BudgetPlan | None, bud.Calibration | None]:
+    """train.max_minutes: (the plan of the run being resumed, kept when made for the same budget and cap; else None,
+    and the steps to time before planning). (None, None) without a budget, or when train.max_steps ends the run
+    before a plan could be made (the cap is then the length)."""
+    if train.max_minutes is None:
+        return None, None
+    saved = ckpt.read_state(resume_from) if resume_from is not None else None
+    kept = bud.kept_plan(saved.budget if saved else None, train.max_minutes, train.max_steps)
+    if kept is not None:
+        return kept, None
+    calibration = bud.Calibration(saved.step if saved else 0, train.warmup_steps)
+    if train.max_steps is not None and train.max_steps <= calibration.end:
+        return None, None
+    return None, calibration
+
+
+def plan_budget(run: Setup, stop: StopFlag) -> bool:
+    """After the timed steps (train.max_minutes): time a held-out loss batch, the base model's half of the
+    end-of-training evaluation (run now: it doesn't depend on training, and the fine-tuned half is expected to take as
+    long) and a checkpoint; plan the total steps (ft/budget.py) and build the LR schedule for them (the timed steps
+    are within the warmup, whose rates don't depend on the total). False when a stop signal came meanwhile (the
+    resumed run times its steps again)."""
+    cfg, acc, state, held_out = run.cfg, run.accelerator, run.state, run.held_out
+    t, e = cfg.train, cfg.eval
+    loss_batch_s, eval_s, n_loss = 0.0, 0.0, min(e.loss_batches, len(held_out.loss_batches))
+    if n_loss:
+        losses = []
+        loss_batch_s = bud.timed(lambda: losses.append(eval_loss(run.model, acc, held_out.loss_batches, n_loss)))
+        loss_batch_s /= n_loss
+        if losses[0] is not None:
+            run.tracker.log({"eval/loss": losses[0]}, step=state.step)
+    if e.at_end and held_out.rows:
+        eval_s = bud.timed(lambda: final_evaluation(run.model, acc, run.tokenizer, held_out.rows, cfg, state, stop,
+                                                    run.tracker, held_out.prompts, names=("base",)))
+    checkpoint_s = bud.timed(lambda: save_checkpoint(acc, run.model, run.optimizer, run.scheduler, run.tokenizer,
+                                                     state, cfg))
+    if stop.should_stop(acc):
+        return False
+
+    def weight(step):  # what a future step costs, relative to the timed ones
+        return run.objective.step_weight(run.plan.step_counts(*divmod(step - 1, run.steps_per_epoch)))
+
+    n_rows = len(held_out.rows)
+    recurring = bud.Recurring(checkpoint_every=cfg.checkpoint.every, loss_every=e.loss_every if n_loss else 0,
+                              loss_batches=n_loss, final_loss_batches=len(held_out.loss_batches),
+                              exec_every=e.every if n_rows else 0,
+                              exec_fraction=min(e.sample_size, n_rows) / max(n_rows, 1))
+    # Counted from the process's start; plus the checkpoint that records the plan, right after it.
+    elapsed = time.time() - run.started_at + checkpoint_s
+    plan = bud.plan_steps(t.max_minutes, elapsed, state.step, run.calibration, weight, recurring,
+                          loss_batch_s=loss_batch_s, eval_s=eval_s, checkpoint_s=checkpoint_s, cap=t.max_steps)
+    if acc.num_processes > 1:  # every rank trains for the main process's plan
+        from accelerate.utils import broadcast_object_list
+
+        plan = broadcast_object_list([plan])[0]
+    run.scheduler = bud.rebuild_scheduler(run.scheduler, run.optimizer, lambda: make_scheduler(
+        run.optimizer, t, plan.total_steps * run.objective.updates_per_step))
+    run.budget, run.calibration, run.total_steps = plan, None, plan.total_steps
+    state.budget = plan.to_dict()
+    t.max_steps = plan.total_steps  # the config a checkpoint records says how long this run trains
+    return True
+
+
 # ------------------------------------------------------------------------------------------------
 # fit: the loop, one for every objective
 
@@ -461,8 +547,8 @@ def fit(run: Setup, train: TrainConfig, eval: EvalConfig, checkpoint: Checkpoint
     # Every rank agrees before the loop: a stop signal during start-up ends the run here, with nothing to save.
     stop.start_loop(acc)
     run.model.train()
-    bar = tqdm(total=run.total_steps, initial=state.step, disable=not acc.is_main_process, desc="train",
-               dynamic_ncols=True)
+    bar = tqdm(total=None if run.calibration else run.total_steps, initial=state.step,
+               disable=not acc.is_main_process, desc="train", dynamic_ncols=True)
     tracker.window = Window()
     # A NaN / Inf loss or gradient norm: that step's update is skipped; train.max_nonfinite_steps in a row stop the run.
     guard = nonfinite.Guard(train.max_nonfinite_steps, train.output_dir, acc.is_main_process,
@@ -471,6 +557,8 @@ def fit(run: Setup, train: TrainConfig, eval: EvalConfig, checkpoint: Checkpoint
         epoch, step_in_epoch = divmod(state.step, run.steps_per_epoch)
         data = StepData(state.step, run.plan.step_batches(epoch, step_in_epoch, acc.process_index),
                         run.plan.step_counts(epoch, step_in_epoch))  # what every rank saw: it follows from the plan
+        if run.calibration is not None:  # train.max_minutes: this step is timed
+            run.calibration.step_started()
         result = run.objective.step(run, data)
         state.step += 1
         guard.check(acc, state.step, result.loss_sum, result.grad_norm)  # NaN / Inf: update skipped; N in a row: stop
@@ -486,9 +574,17 @@ def fit(run: Setup, train: TrainConfig, eval: EvalConfig, checkpoint: Checkpoint
             bar.set_postfix(loss=f"{m['train/loss']:.3f}", tok_s=f"{m['perf/tokens_per_s']:.0f}")
 
         aside = time.perf_counter()  # evaluation and checkpointing are kept out of the throughput figures
+        # train.max_minutes: once the timed steps are done, the plan (recorded in a checkpoint at once)
+        planned = (run.calibration is not None and run.calibration.step_done(state.step, run.objective.step_weight(
+            data.counts)) and plan_budget(run, stop))
+        if planned:
+            bar.total = run.total_steps
+            if acc.is_main_process:
+                tqdm.write(run.budget.line())
         periodic_evaluation(run, eval)
         stopping = stop.should_stop(acc)
-        if (checkpoint.every and state.step % checkpoint.every == 0) or stopping or state.step == run.total_steps:
+        if ((checkpoint.every and state.step % checkpoint.every == 0) or stopping or state.step == run.total_steps
+                or planned):
             path = save_checkpoint(acc, run.model, run.optimizer, run.scheduler, run.tokenizer, state, run.cfg)
             if acc.is_main_process:
                 tqdm.write(f"checkpoint: {path}")
@@ -562,6 +658,12 @@ def finish(run: Setup, eval: EvalConfig, stop: StopFlag, preempted: bool) -> dic
     run.tracker.finish(EXIT_PREEMPTED if preempted else 0)  # W&B: finished, or marked preempted for the resume
     acc.end_training()
     runlock.release(run.lock)
+    if run.budget is not None and not preempted and run.resumed_from is None:  # train.max_minutes: how close
+        took, budget_s = time.time() - run.started_at, 60 * run.cfg.train.max_minutes
+        result["budget"] = {"planned_s": run.budget.expected_s, "took_s": took, "budget_s": budget_s}
+        if acc.is_main_process:
+            print(f"budget {run.cfg.train.max_minutes:g} min: the run took {took / 60:.1f} min "
+                  f"({100 * took / budget_s:.0f} % of it; planned {run.budget.expected_s / 60:.1f} min)", flush=True)
     return result
 
 
@@ -583,6 +685,8 @@ COMMAND = Command(
     name="train",
     description="Fine-tune a text-to-SQL model (the recipe in ft/train.py). One process here; several through "
                 "`accelerate launch ft/train.py` (or `sqlft train --accelerate-config ...`).",
+    aliases=[TIME_BUDGET],
+    training=True,
 )
 
 
@@ -608,6 +712,7 @@ def main(argv: list[str] | None = None) -> int:
         # launcher held the signals blocked (the process was importing) is handled here.
         stop.install()
         set_process_defaults()
+        no_hub_kernels()  # (`accelerate launch ft/train.py` doesn't pass through `sqlft`)
         cfg, _ = parse(COMMAND, argv, prog="ft/train.py")
         cfg = resolve(cfg, training=True)
         set_up_process(cfg)

@@ -26,7 +26,7 @@ import socket
 import sys
 from pathlib import Path
 
-from ft.cli import Command, run
+from ft.cli import TIME_BUDGET, Command, run
 from ft.config import Config, default_output_dir
 from launch.plan import LAUNCHER_SIGNALS, SubmitError, accelerate_args, read_accelerate_config
 from launch.slurm import accelerate_distributed_type
@@ -65,6 +65,7 @@ COMMAND = Command(
                 "Exit code: 0 finished, 75 stopped on a signal after checkpointing (run the same command to "
                 "continue), 2 config or data error, 1 otherwise.",
     add_arguments=add_arguments,
+    aliases=[TIME_BUDGET],
 )
 
 

@@ -34,7 +34,7 @@ class RunSpec:
 
     name: str
     run_dir: str
-    config: str
+    config: str | None  # None: the library's defaults (a run on your own data or model without --config)
     overrides: list[str]  # training overrides, train.output_dir / tracking.run_name included
     nodes: int
     gpus_per_node: int = 0
@@ -86,7 +86,7 @@ def launcher_command(spec: RunSpec, node_rank: int, head: str, port: int | str,
     cmd = [*(python or shlex.split(spec.python)), "-m", "accelerate.commands.launch"]
     cmd += accelerate_args(spec.total_procs, spec.nodes, config_file=spec.accelerate_config,
                            distributed=spec.accelerate_distributed, node_rank=node_rank, head=head, port=port)
-    return cmd + [train, "--config", spec.config, *spec.overrides]
+    return cmd + [train, *(["--config", spec.config] if spec.config else []), *spec.overrides]
 
 
 # torchrun handles SIGTERM by killing its workers after 30 s, and SIGINT at once; leave the stop signals blocked in
@@ -173,6 +173,22 @@ def parse_signal(text: str) -> tuple[str, int]:
         raise SubmitError(f"--signal '{text}': expected USR1, USR2 or TERM, optionally @SECONDS (e.g. USR2@90). "
                           "(B: would signal the batch shell only, not the training processes.)")
     return m.group(1), int(m.group(2) or 90)
+
+
+def budget_from_time_limit(time_min: int, signal_delay_s: int) -> tuple[float, str]:
+    """(train.max_minutes, what it leaves out) for a run that should finish on its own within the job's time limit:
+    the limit, less the stop signal's lead (the signal asks a run to checkpoint and requeue: the plan ends before
+    it) and a margin for what the budget's clock doesn't see (the job's start: sbatch, srun, a container, the
+    launcher): 5 % of the limit, at least 2 minutes. The final checkpoint and evaluation are inside the budget (the
+    planner counts them). A requeued attempt keeps the first attempt's plan (its checkpoint holds it)."""
+    margin = max(2.0, 0.05 * time_min)
+    budget = round(time_min - signal_delay_s / 60 - margin, 1)
+    if budget < 1:
+        raise SubmitError(f"--time-budget auto: a {time_min} min limit less {signal_delay_s} s before the stop signal "
+                          f"and a {margin:g} min margin for the job's start leaves no time to train; give a longer "
+                          "--time.")
+    return budget, (f"the {time_min} min limit less {signal_delay_s} s before the stop signal and {margin:g} min for "
+                    "the job's start")
 
 
 def parse_mem_mb(text: str) -> int:

@@ -29,7 +29,7 @@ import sys
 from pathlib import Path
 
 from ft.cli import Command, parse
-from ft.config import Config, ConfigError, load_config
+from ft.config import Config, ConfigError, default_output_dir, load_config
 from ft.constants import EXIT_PREEMPTED, EXIT_USAGE
 from launch import slurm
 from launch.plan import (
@@ -37,6 +37,7 @@ from launch.plan import (
     Plan,
     RunSpec,
     SubmitError,
+    budget_from_time_limit,
     combo_slug,
     describe_nodes,
     expand_sweep,
@@ -68,6 +69,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--qos")
     g.add_argument("--time", default="60", help="time limit per attempt: minutes or [D-]HH:MM:SS [60]; the job is "
                                                 "requeued at the limit and resumes")
+    g.add_argument("--time-budget", metavar="MINUTES|auto",
+                   help="train.max_minutes: the steps are planned to fit this many minutes; auto: the job's --time "
+                        "less the stop signal's lead and a margin for the job's start, so the run finishes (final "
+                        "checkpoint and evaluation included) before the scheduler stops it")
     g.add_argument("--mem", help="memory per node, e.g. 256G")
     g.add_argument("--cpus-per-task", type=int, help="CPUs per node (there is one task per node)")
     g.add_argument("--constraint")
@@ -109,6 +114,7 @@ COMMAND = Command(
                 "--section.key VALUE is a training override, checked (in every sweep combination) before anything "
                 "is submitted. Rehearse on one machine: slurm/dev-cluster.sh up; eval \"$(slurm/dev-cluster.sh env)\".",
     add_arguments=add_arguments,
+    training=True,
 )
 
 
@@ -139,16 +145,29 @@ def plan(cfg: Config, args: argparse.Namespace, *, check_cluster: bool | None = 
     if sig_delay >= time_min * 60:
         raise SubmitError(f"--signal {args.signal}: {sig_delay} s ahead of a {time_min} min limit leaves no time "
                           f"to train.")
+    notes = []
+    if args.time_budget is not None:  # = --train.max_minutes, or derived from the time limit
+        if "train.max_minutes" in overrides:
+            raise SubmitError("--time-budget and --train.max_minutes are the same setting; give one of them.")
+        if args.time_budget == "auto":
+            minutes, why = budget_from_time_limit(time_min, sig_delay)
+            notes.append(f"time budget: train.max_minutes {minutes:g} ({why})")
+        else:
+            try:
+                minutes = float(args.time_budget)
+            except ValueError:
+                raise SubmitError(f"--time-budget '{args.time_budget}': minutes, or auto.") from None
+        overrides = overrides | {"train.max_minutes": minutes}
     mem_mb = parse_mem_mb(args.mem) if args.mem else None
     accel = read_accelerate_config(args.accelerate_config) if args.accelerate_config else None
     dist = slurm.accelerate_distributed_type(args.accelerate_config, args.nodes, accel) if accel else None
     accel_path = str(Path(args.accelerate_config).resolve()) if accel else None
     gpus, gpu_note = resolve_gpus(args.gpus_per_node, args.cpu, cfg, accel, args.accelerate_config, args.nodes)
 
-    config = Path(args.config_path).expanduser().resolve()
+    config = Path(args.config_path).expanduser().resolve() if args.config_path else None  # None: library defaults
     root = Path(args.output_root).expanduser().absolute()
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = args.run_name or f"{config.stem}-{stamp}"
+    base = args.run_name or f"{config.stem if config else Path(default_output_dir(cfg)).name}-{stamp}"
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+=-]*", base):
         raise SubmitError(f"--run-name '{base}': use letters, digits and . _ + = - only.")
     combos = expand_sweep(args.sweep) if args.sweep else [{}]
@@ -171,12 +190,12 @@ def plan(cfg: Config, args: argparse.Namespace, *, check_cluster: bool | None = 
             where = f"sweep run {name}: " if args.sweep else ""
             raise SubmitError(f"{where}{e}") from None
         flat = [a for k, v in run_over.items() for a in (f"--{k}", str(v))]
-        specs.append(RunSpec(name=name, run_dir=str(run_dir), config=str(config), overrides=flat, nodes=args.nodes,
-                             gpus_per_node=gpus, accelerate_config=accel_path, accelerate_distributed=dist,
-                             python=python, port=args.port, max_requeues=args.max_requeues,
+        specs.append(RunSpec(name=name, run_dir=str(run_dir), config=str(config) if config else None,
+                             overrides=flat, nodes=args.nodes, gpus_per_node=gpus, accelerate_config=accel_path,
+                             accelerate_distributed=dist, python=python, port=args.port, max_requeues=args.max_requeues,
                              exit_grace_s=args.exit_grace))
     job_name = args.job_name or base
-    result = Plan(specs=specs, sweep_dir=sweep_dir, job_name=job_name, notes=[gpu_note] if gpu_note else [])
+    result = Plan(specs=specs, sweep_dir=sweep_dir, job_name=job_name, notes=([gpu_note] if gpu_note else []) + notes)
     if args.local:
         return result
 

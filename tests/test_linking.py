@@ -318,11 +318,12 @@ def test_value_hints_come_only_through_the_read_only_connection(tmp_path, monkey
         per_col[(t, c)] = per_col.get((t, c), 0) + 1
         assert len(v) <= MAX_HINT_CHARS and "\n" not in v
     assert max(per_col.values()) <= MAX_HINTS_PER_COLUMN
-    assert "-- values of shop.city: 'Paris', 'Lyon', 'Nice'" in linked.schema
-    assert "'Rennes'" not in linked.schema  # the 4th city of the same column is cut
-    assert "multi" not in linked.schema and "x" * MAX_HINT_CHARS not in linked.schema
+    assert "-- values of shop.city: 'Paris', 'Lyon', 'Nice'" in linked.hint_text
+    assert "'Rennes'" not in linked.hint_text  # the 4th city of the same column is cut
+    assert "multi" not in linked.hint_text and "x" * MAX_HINT_CHARS not in linked.hint_text
+    assert linked.schema == row.schema and "-- values" not in linked.schema  # the hints come apart from the schema
     many = link_schema(row, 10_000, words, max_value_hints=50)
-    assert "'O''Brien'" in many.schema and len(many.hints) <= 50
+    assert "'O''Brien'" in many.hint_text and len(many.hints) <= 50
     # Only values the question names; none with hints off.
     other = link_schema(dataclasses.replace(row, question="How many shops are there?"), 10_000, words)
     assert not other.hints and not link_schema(row, 10_000, words, value_hints=False).hints

@@ -93,7 +93,7 @@ def _histogram(values: list[int], bins: int = 12, width: int = 40) -> str:
 
 
 STATS = Command(name="data stats", description="counts, token lengths, truncation and padding, as training will see "
-                                                "them (the training config and overrides)")
+                                                "them (the training config and overrides)", training=True)
 
 
 def _cmd_stats(cfg, args) -> int:
@@ -128,6 +128,16 @@ def _cmd_stats(cfg, args) -> int:
           f"({t.per_device_batch_size} rows x {t.gradient_accumulation_steps} accumulation per step, 1 process)")
     if d.prefix_sharing:
         print(f"  prefix sharing: {plan.stats()}")
+    from ft.config import fixed_steps
+
+    total = fixed_steps(t, steps)
+    if t.max_minutes is not None:
+        cap = f", at most {total} steps (train.max_steps)" if total else ""
+        print(f"  length: planned when training starts, for train.max_minutes {t.max_minutes:g} (the first steps "
+              f"timed on that machine){cap}")
+    elif steps:
+        why = "train.max_steps" if t.max_steps is not None else f"train.epochs {t.epochs:g}"
+        print(f"  length: {total} optimizer steps ({why}: {total / steps:.2f} epochs of {steps} steps)")
     if steps == 0:
         print(f"  warning: {no_step_message(plan, len(encoded), d, t)}")
     for key in ("difficulty", "db_id"):

@@ -15,15 +15,17 @@ One procedure for training and inference, so the model learns on pruned schemas 
    best-scoring tables first, each with the foreign-key path that joins it to the tables already kept (through at
    most MAX_BRIDGE bridge tables), in full when it fits, else in a compact form (keys, matched and gold columns);
    then the tables next to the kept ones, then the rest, as long as they fit. Kept tables stay in schema order.
-3. **Value hints** (`data.value_hints`): text values of the database that occur in the question are shown under
-   their table as `-- values of table.column: 'Paris', 'Lyon'`; at most MAX_HINTS_PER_COLUMN per column and
-   `data.max_value_hints` in all, each at most MAX_HINT_CHARS characters. Values are read once per database file
-   through ft.sql.execute.execute (read-only URI, query_only, an authorizer that refuses writes, one SELECT).
+3. **Value hints** (`data.value_hints`): text values of the database that occur in the question are shown after
+   the schema as `-- values of table.column: 'Paris', 'Lyon'` (Row.value_hints: in the question's own part of the
+   prompt, so the questions on one schema keep sharing its prefix, ft/data/prompt.py); at most
+   MAX_HINTS_PER_COLUMN per column and `data.max_value_hints` in all, each at most MAX_HINT_CHARS characters.
+   Values are read once per database file through ft.sql.execute.execute (read-only URI, query_only, an
+   authorizer that refuses writes, one SELECT).
 
 In training (`gold=True`) the gold query's tables and columns are always kept (never dropped, whatever the
 budget); the rest of the budget goes to the linker's own best-ranked tables, the distractors the model will meet at
 inference. At inference the gold query is never looked at. Same question, same schema, same database: same output.
-A schema that fits its budget whole, with no value hints to add, is returned unchanged.
+A schema that fits its budget whole is returned unchanged, its text too (value hints, if any, come apart).
 """
 from __future__ import annotations
 
@@ -674,27 +676,30 @@ def as_counter(count) -> TokenCounter:
 
 @dataclass
 class Linked:
-    schema: str  # the pruned schema (+ value hints); the row's own text when nothing changed
+    schema: str  # the pruned schema; the row's own text when all of it is kept
     kept: list[str]  # tables kept, schema order
     dropped: list[str]
     compact: list[str]  # kept tables shown with some of their columns only
     hints: list[tuple[str, str, str]]  # (table, column, value) shown
-    tokens: int  # tokens of `schema`
+    tokens: int  # tokens of `schema` and of the hint lines
     full_tokens: int  # tokens of the whole schema
     budget: int
     changed: bool
     shown_columns: dict[str, set[str] | None] = field(default_factory=dict)  # table -> columns (None: all)
+    hint_text: str = ""  # the hints as `-- values of t.c: ...` lines, schema order (Row.value_hints)
 
 
-def _hint_lines(hints: list[tuple[str, str, str]], index: SchemaIndex) -> dict[str, list[str]]:
+def _hint_lines(hints: list[tuple[str, str, str]], index: SchemaIndex) -> str:
+    """`-- values of t.c: 'a', 'b'` lines, in schema order."""
     by_col: dict[tuple[str, str], list[str]] = {}
     for t, c, v in hints:
         by_col.setdefault((t, c), []).append("'" + v.replace("'", "''") + "'")
-    out: dict[str, list[str]] = {}
-    for (t, c), vals in by_col.items():
+    order = {t.key: i for i, t in enumerate(index.tables)}
+    lines = []
+    for (t, c), vals in sorted(by_col.items(), key=lambda kv: order[kv[0][0]]):  # (stable within a table)
         name = " ".join(f"{index.by_key[t].name}.{c}".split())  # a name can't end the comment line
-        out.setdefault(t, []).append(f"-- values of {name}: {', '.join(vals)}")
-    return out
+        lines.append(f"-- values of {name}: {', '.join(vals)}")
+    return "\n".join(lines)
 
 
 def _pick_hints(hits, kept_cols: dict[str, set[str] | None], limit: int) -> list[tuple[str, str, str]]:
@@ -832,15 +837,16 @@ def link_schema(row: Row, budget: int, count, *, gold: bool = False, value_hints
 
     def build() -> tuple[str, list[tuple[str, str, str]]]:
         hints = _pick_hints(hits, shown, hint_limit) if hint_limit > 0 else []
-        lines = _hint_lines(hints, index)
-        blocks = []
-        for t in index.tables:
-            if t.key in shown:
-                block = _render(t, shown[t.key])
-                if t.key in lines:
-                    block += "\n" + "\n".join(lines[t.key])
-                blocks.append(block)
-        return "\n\n".join(blocks), hints
+        nonlocal hint_text
+        hint_text = _hint_lines(hints, index)
+        if len(shown) == len(index.tables) and all(v is None for v in shown.values()):
+            return row.schema, hints  # all of it: the very text other questions on this schema share
+        return "\n\n".join(_render(t, shown[t.key]) for t in index.tables if t.key in shown), hints
+
+    def tokens_of(schema: str) -> int:
+        return count(schema) + (count("\n" + hint_text) if hint_text else 0)
+
+    hint_text = ""
 
     def unchanged() -> Linked:
         return Linked(row.schema, [t.name for t in index.tables], [], [], [], full_tokens, full_tokens, budget,
@@ -850,7 +856,7 @@ def link_schema(row: Row, budget: int, count, *, gold: bool = False, value_hints
     schema, hints = build()
     if whole and not hints:
         return unchanged()
-    tokens = count(schema)
+    tokens = tokens_of(schema)
     # The greedy pass counted blocks one by one (and no hints): settle on the real count of the joined text.
     # Given up first: filler tables (no match with the question), then hints, then the lowest-ranked tables.
     while tokens > budget:
@@ -861,7 +867,7 @@ def link_schema(row: Row, budget: int, count, *, gold: bool = False, value_hints
         elif hints:
             hint_limit = len(hints) - 1
             schema, hints = build()
-            tokens = count(schema)
+            tokens = tokens_of(schema)
             continue
         elif ranked_added:
             k = ranked_added[-1]
@@ -870,13 +876,13 @@ def link_schema(row: Row, budget: int, count, *, gold: bool = False, value_hints
         added.remove(k)
         del shown[k], cost[k]
         schema, hints = build()
-        tokens = count(schema)
+        tokens = tokens_of(schema)
     if len(shown) == len(index.tables) and all(v is None for v in shown.values()) and not hints:
         return unchanged()
     return Linked(schema, [t.name for t in index.tables if t.key in shown],
                   [t.name for t in index.tables if t.key not in shown],
                   [index.by_key[k].name for k, v in shown.items() if v is not None], hints, tokens, full_tokens,
-                  budget, True, dict(shown))
+                  budget, True, dict(shown), hint_text)
 
 
 # ------------------------------------------------------------------------------------- training and inference
@@ -895,6 +901,13 @@ def _budget(d, room: int) -> int:
     return min(d.schema_budget, room) if d.schema_budget > 0 else room
 
 
+def with_linked(row: Row, linked: Linked) -> Row:
+    """The row as linking leaves it: its schema pruned, its value hints apart (the row itself when unchanged)."""
+    if not linked.changed:
+        return row
+    return dataclasses.replace(row, schema=linked.schema, value_hints=linked.hint_text or None)
+
+
 def make_linker(d, tokenizer, template: str, *, training: bool = True) -> Callable[[Row], Row]:
     """The training-side linker for encode_rows(..., link=...): each row's schema pruned to fit data.max_length
     (with its answer) or data.schema_budget, the gold query's tables and columns always kept (training=True).
@@ -908,7 +921,7 @@ def make_linker(d, tokenizer, template: str, *, training: bool = True) -> Callab
         budget = _budget(d, schema_room(row, tokenizer, template, d.max_length, answer))
         linked = link_schema(row, budget, count, gold=training, value_hints=d.value_hints,
                              max_value_hints=d.max_value_hints)
-        return dataclasses.replace(row, schema=linked.schema) if linked.changed else row
+        return with_linked(row, linked)
 
     return link
 
@@ -943,7 +956,7 @@ def fit_prompt(row: Row, tokenizer, template: str, d, context_length: int, reser
     limit = min(context_length, d.max_length) if d.max_length else context_length
     budget = _budget(d, schema_room(row, tokenizer, template, limit, reserve))
     linked = link_schema(row, budget, count, gold=False, value_hints=d.value_hints, max_value_hints=d.max_value_hints)
-    out = dataclasses.replace(row, schema=linked.schema) if linked.changed else row
+    out = with_linked(row, linked)
     n = len(prompt_ids(out, tokenizer, template)[0])
     if n + reserve > context_length:
         raise DataError(

@@ -48,6 +48,11 @@ def _schema_block(row: Row, schema: str | None = None) -> str:
     return f"### Database Schema\n{body}"
 
 
+def _hints(row: Row) -> str:
+    """The question's value hints (schema linking), guarded like the schema (they are database values)."""
+    return _ddl(row.value_hints) if row.value_hints else ""
+
+
 ANSWER_HEADER = "### Answer\n```sql\n"
 # The answer's closing fence: generation stops at it, and every training answer ends with it (build_answer).
 STOP = "\n```"
@@ -60,14 +65,15 @@ def sql_from_output(text: str) -> str:
 
 def build_prompt(row: Row, template: str = "default", tokenizer=None, schema: str | None = None) -> str:
     """The text the model sees before its answer. `schema` overrides row.schema (truncation)."""
+    hints = "\n" + _hints(row) if row.value_hints else ""  # right under the schema's DDL
     if template == "default":  # the seed article's question-first format
-        return f"{_question_block(row)}\n\n{_schema_block(row, schema)}\n\n{ANSWER_HEADER}"
+        return f"{_question_block(row)}\n\n{_schema_block(row, schema)}{hints}\n\n{ANSWER_HEADER}"
     if template == "schema_first":  # shared-prefix friendly: the schema comes before anything per-question
         return "".join(prompt_parts(row, template, tokenizer, schema))
     if template == "chat":
         if tokenizer is None or not getattr(tokenizer, "chat_template", None):
             raise DataError("data.template 'chat' needs a tokenizer with a chat template.")
-        user = f"{_question_block(row)}\n\n{_schema_block(row, schema)}"
+        user = f"{_question_block(row)}\n\n{_schema_block(row, schema)}{hints}"
         messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + "```sql\n"
     raise DataError(f"Unknown prompt template '{template}' (data.template): use default, chat or schema_first.")
@@ -78,10 +84,12 @@ def prompt_parts(row: Row, template: str = "default", tokenizer=None, schema: st
 
     The two parts are tokenized separately (ft.data.prompt.prompt_ids) for training and for inference alike, so
     the tokens of one schema are the same for every question on it: the condition for sharing them (its KV
-    cache at inference, one copy per packed row in training, ft/data/prefix.py).
+    cache at inference, one copy per packed row in training, ft/data/prefix.py). A question's value hints differ
+    from question to question: they open its own part, right after the shared schema.
     """
     if template == "schema_first":
-        return f"{_schema_block(row, schema)}\n\n", f"{_question_block(row)}\n\n{ANSWER_HEADER}"
+        hints = _hints(row) + "\n\n" if row.value_hints else ""
+        return f"{_schema_block(row, schema)}\n\n", f"{hints}{_question_block(row)}\n\n{ANSWER_HEADER}"
     return "", build_prompt(row, template, tokenizer, schema)
 
 

@@ -14,6 +14,10 @@ class Row:
     evidence: str | None = None  # hints (BIRD)
     difficulty: str | None = None  # tier name, e.g. "easy" / "join" / "nested"
     macros: list[dict] | None = None  # [{"name", "params": [...], "body": SQL expression, "doc"}]
+    # Database values the question names, as `-- values of t.c: 'Paris'` lines: set by schema linking
+    # (ft/data/linking.py, data.value_hints), never read from a file; the prompt shows them after the schema, in the
+    # question's part, so questions on one schema still share its prefix.
+    value_hints: str | None = None
     origin: str | None = field(default=None, compare=False)  # "file:row" for error messages
     problem: str | None = field(default=None, compare=False)  # found while reading (e.g. bytes that aren't UTF-8)
 

@@ -62,6 +62,9 @@ class Objective(Protocol):
     """A training objective: what the one loop in ft/train.py's `fit` calls, whatever it optimises."""
 
     updates_per_step: int  # optimizer (and scheduler) steps per step of the loop
+
+    def step_weight(self, counts: StepCounts) -> float:
+        """What a step of the plan costs relative to another (train.max_minutes plans future steps from timed ones)."""
     report: dict  # what prepare kept and left out (the start-up log line's "encoding")
 
     def prepare(self, rows: list, tokenizer, world_size: int, device=None) -> Plan:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from ft import distributed as dist
 from ft import grpo
 from ft.config import Config
-from ft.data.batching import Plan
+from ft.data.batching import Plan, StepCounts
 from ft.data.rows import DataError, Row
 from ft.distributed import sum_across
 from ft.objectives.base import Learner, StepData, StepResult, backward_window, optimizer_step
@@ -56,6 +56,9 @@ class GRPO:
             raise DataError(grpo.no_step_message(len(self.rows), self.train, world_size))
         self.tokenizer = tokenizer
         return plan
+
+    def step_weight(self, counts: StepCounts) -> float:
+        return 1.0  # sampled completions dominate, and their lengths aren't known in advance
 
     def start(self, run: Learner, attn: str) -> None:
         """The policy's sampler: the bare model, in lockstep under ZeRO-3."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from ft.config import Config
-from ft.data.batching import Plan
+from ft.data.batching import Plan, StepCounts
 from ft.data.linking import make_linker
 from ft.data.prefix import no_step_message, plan_for
 from ft.data.prompt import encode_rows
@@ -52,6 +52,9 @@ class SFT:
         loss_sum, targets, window_targets = backward_window(run.model, run.accelerator, batches)
         grad_norm = optimizer_step(run, self.train.max_grad_norm)
         return StepResult(loss_sum, targets, window_targets, data.counts.tokens, grad_norm)
+
+    def step_weight(self, counts: StepCounts) -> float:
+        return float(counts.tokens)  # a step's time follows its tokens
 
     def window_metrics(self, sums: dict[str, float]) -> dict[str, float]:
         return {}
