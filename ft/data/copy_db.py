@@ -41,6 +41,7 @@ class Column:
     length: int | None = None  # varchar(n)
     not_null: bool = False
     comment: str = ""
+    mixed: bool = False  # values of other storage classes than `kind`: converted on the way
 
 
 @dataclass
@@ -59,6 +60,7 @@ class CopyReport:
     notes: list[str] = field(default_factory=list)  # what changed on the way (mixed columns, dropped keys)
     checked: int = 0
     mismatches: list[dict] = field(default_factory=list)  # {"origin", "db_id", "question", "why", "gold", "sql"}
+    types: dict = field(default_factory=dict)  # db_id -> the copy's column types (sqlglot schema), for to_dialect
 
     def to_dict(self) -> dict:
         ties = sum(m["kind"] == "ties" for m in self.mismatches)
@@ -100,23 +102,19 @@ def read_tables(conn: sqlite3.Connection, ddl: str, notes: list[str], db_id: str
         info = conn.execute(f"SELECT name, type, \"notnull\", pk FROM pragma_table_info({_lit(name)})").fetchall()
         parsed = comments.get(name.lower())
         cols, pk = [], []
-        for col, declared, not_null, pk_pos in info:
-            stats = conn.execute(f"SELECT typeof({ident(col)}), count(*), min({ident(col)}), max({ident(col)}), "
-                                 f"max(length({ident(col)})) FROM {q} GROUP BY 1").fetchall()
-            kinds = {s[0] for s in stats} - {"null"}
+        for (col, declared, not_null, pk_pos), (kinds, lo, hi, longest) in zip(
+                info, _stored_kinds(conn, q, [c[0] for c in info])):
             length = None
             if not kinds:
                 kind = {"integer": "bigint", "double": "double", "text": "text"}.get(_affinity(declared or ""), "text")
             elif kinds == {"integer"}:
-                lo, hi = next((s[2], s[3]) for s in stats if s[0] == "integer")
                 kind = "integer" if -_INT32 <= lo and hi <= _INT32 else "bigint"
             elif kinds <= {"integer", "real"}:
                 kind = "double"
             elif kinds == {"text"}:
                 kind = "text"
                 m = _VARCHAR.match(declared or "")
-                longest = next(s[4] for s in stats if s[0] == "text")
-                if m and longest is not None and longest <= int(m.group(1)):
+                if m and longest <= int(m.group(1)):
                     length = int(m.group(1))
             elif kinds == {"blob"}:
                 kind = "blob"
@@ -125,7 +123,8 @@ def read_tables(conn: sqlite3.Connection, ddl: str, notes: list[str], db_id: str
                 notes.append(f"{db_id}.{name}.{col}: values of several types ({', '.join(sorted(kinds))}) stored "
                              "as text")
             pcol = parsed.column(col) if parsed else None
-            cols.append(Column(col.lower(), col, kind, length, bool(not_null), pcol.comment if pcol else ""))
+            mixed = kind == "text" and bool(kinds - {"text"})
+            cols.append(Column(col.lower(), col, kind, length, bool(not_null), pcol.comment if pcol else "", mixed))
             if pk_pos:
                 pk.append((pk_pos, col.lower()))
         fks: dict[int, tuple[list[str], str, list[str]]] = {}
@@ -137,6 +136,23 @@ def read_tables(conn: sqlite3.Connection, ddl: str, notes: list[str], db_id: str
         tables.append(Table(name.lower(), name, cols, [c for _, c in sorted(pk)], list(fks.values()),
                             parsed.comment if parsed else ""))
     return tables
+
+
+def _stored_kinds(conn: sqlite3.Connection, table: str, columns: list[str]) -> list[tuple[set, int, int, int]]:
+    """Per column, in one scan of the table by SQLite: (storage classes seen, smallest and largest integer, longest
+    text)."""
+    parts = []
+    for c in columns:
+        q = ident(c)
+        parts += [f"group_concat(DISTINCT typeof({q}))", f"min(CASE WHEN typeof({q}) = 'integer' THEN {q} END)",
+                  f"max(CASE WHEN typeof({q}) = 'integer' THEN {q} END)",
+                  f"max(CASE WHEN typeof({q}) = 'text' THEN length({q}) END)"]
+    row = conn.execute(f"SELECT {', '.join(parts)} FROM {table}").fetchone()
+    out = []
+    for i in range(len(columns)):
+        kinds, lo, hi, longest = row[4 * i:4 * i + 4]
+        out.append((set((kinds or "").split(",")) - {"null", ""}, lo or 0, hi or 0, longest or 0))
+    return out
 
 
 def _lit(text: str) -> str:
@@ -174,13 +190,22 @@ _PG_TYPES = {"integer": "integer", "bigint": "bigint", "double": "double precisi
 _DUCK_TYPES = {"integer": "INTEGER", "bigint": "BIGINT", "double": "DOUBLE", "text": "VARCHAR", "blob": "BLOB"}
 
 
-def _convert(kind: str):
-    if kind == "double":
-        return lambda v: None if v is None else float(v)
-    if kind == "text":
-        return lambda v: v if v is None or isinstance(v, str) else (v.decode("utf-8", "replace")
-                                                                    if isinstance(v, bytes) else str(v))
-    return lambda v: v
+def _as_text(v):
+    return v if v is None or isinstance(v, str) else v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+
+
+def _rows_for(t: Table, src: sqlite3.Connection):
+    """The table's rows as the copy stores them (in rowid order where there is one): only a mixed column's values
+    are converted (to text)."""
+    select = ", ".join(ident(c.source) for c in t.columns)
+    order = " ORDER BY rowid" if _has_rowid(src, t) else ""
+    mixed = [i for i, c in enumerate(t.columns) if c.mixed]
+    for row in src.execute(f"SELECT {select} FROM {ident(t.source)}{order}"):
+        if mixed:
+            row = list(row)
+            for i in mixed:
+                row[i] = _as_text(row[i])
+        yield row
 
 
 def _column_sql(c: Column, types: dict, collate: str = "") -> str:
@@ -227,12 +252,9 @@ class PostgresWriter:
             ddl += [f"COMMENT ON COLUMN {ident(t.name)}.{ident(c.name)} IS {_lit(c.comment)}"
                     for c in t.columns if c.comment]
             cur.execute("; ".join(ddl))
-            convert = [_convert(c.kind) for c in t.columns]
-            select = ", ".join(ident(c.source) for c in t.columns)
             with cur.copy(f"COPY {ident(t.name)} ({', '.join(ident(c.name) for c in t.columns)}) FROM STDIN") as cp:
-                for row in src.execute(f"SELECT {select} FROM {ident(t.source)} ORDER BY rowid"
-                                       if _has_rowid(src, t) else f"SELECT {select} FROM {ident(t.source)}"):
-                    cp.write_row([f(v) for f, v in zip(convert, row)])
+                for row in _rows_for(t, src):
+                    cp.write_row(row)
         keys = []
         for t in tables:
             for cols, ref, ref_cols in t.foreign_keys:
@@ -342,12 +364,9 @@ class DuckDBWriter:
                                      "primary key to reference, a self reference, or rows without a parent)")
                 conn.execute(f"CREATE TABLE {ident(t.name)} ({', '.join(cols)})")
                 created.add(t.name)
-                convert = [_convert(c.kind) for c in t.columns]
-                select = ", ".join(ident(c.source) for c in t.columns)
-                data = [[f(v) for f, v in zip(convert, row)] for row in src.execute(
-                    f"SELECT {select} FROM {ident(t.source)}" + (" ORDER BY rowid" if _has_rowid(src, t) else ""))]
-                batch = pa.table({c.name: pa.array([r[i] for r in data], type=arrow[c.kind])
-                                  for i, c in enumerate(t.columns)})
+                columns = list(zip(*_rows_for(t, src))) or [()] * len(t.columns)
+                batch = pa.table({c.name: pa.array(list(values), type=arrow[c.kind])
+                                  for c, values in zip(t.columns, columns)})
                 conn.register("sqlft_batch", batch)
                 conn.execute(f"INSERT INTO {ident(t.name)} SELECT * FROM sqlft_batch")
                 conn.unregister("sqlft_batch")
@@ -477,6 +496,7 @@ def copy_rows(rows: list[Row], url: str, *, replace: bool = False, log=print) ->
             used_ids.add(db_id)
             src_db = database(path)
             src = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True)
+            src.text_factory = lambda b: b.decode("utf-8", errors="replace")  # as ft.sql.execute reads text
             try:
                 tables = read_tables(src, src_db.schema(), report.notes, db_id)
                 macros = list({m["name"]: m for r in group for m in (r.macros or [])}.values())
@@ -491,7 +511,7 @@ def copy_rows(rows: list[Row], url: str, *, replace: bool = False, log=print) ->
                 target_macros = target.functions() or None
             else:
                 target_macros = [{**m, "body": macro_body(m["body"], "duckdb")} for m in macros] or None
-            types = _sql_types(tables)
+            types = report.types[db_id] = _sql_types(tables)
             golds: dict[tuple, object] = {}
             for r in group:
                 try:

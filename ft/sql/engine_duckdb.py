@@ -7,13 +7,17 @@ Untrusted SQL, layer by layer:
      extension loading), no temp directory (nothing spills next to the database), a memory limit, and
      `lock_configuration=true` once the row's macros exist, so no SET can undo any of it;
   3. a timer interrupts the query at the time limit; at most max_rows + 1 rows are fetched;
-  4. the connection is closed after every call.
+  4. opening a DuckDB file costs more than most queries (its catalog, its threads), so a process keeps its
+     connection per file, thread and macro set while it is in use, and closes it after IDLE_S seconds without a
+     query (the file is then free for a writer); nothing a read query can do outlives it (no SET, no CREATE).
 In-house macros are DuckDB macros, created on each connection (`CREATE TEMP MACRO name(params) AS body`, the body
 a DuckDB expression over the parameter names); macros stored in the database file work as they are.
 """
 from __future__ import annotations
 
 import functools
+import json
+import os
 import re
 import threading
 import time
@@ -25,7 +29,11 @@ from .guard import check_statement
 from .values import canonical_row
 
 MEMORY_LIMIT = "1GB"
+IDLE_S = 5.0
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_POOL: dict[tuple, tuple[object, float]] = {}  # key -> (connection, when last used), only while not in use
+_POOL_LOCK = threading.Lock()
+_REAPER: list[threading.Thread] = []
 
 
 def _connect(db, macros=None):
@@ -42,11 +50,54 @@ def _connect(db, macros=None):
             if not _NAME.fullmatch(m["name"]) or len(params) != len(m.get("params", [])):
                 raise ValueError(f"macro name or parameter is not a plain identifier: {m['name']}")
             conn.execute(f"CREATE TEMP MACRO {m['name']}({', '.join(params)}) AS {m['body']}")
-        conn.execute("SET lock_configuration = true")
+        # The lock is the database instance's, which DuckDB shares between the connections of a process to a file.
+        if not conn.execute("SELECT current_setting('lock_configuration')").fetchone()[0]:
+            conn.execute("SET lock_configuration = true")
     except Exception:
         conn.close()
         raise
     return conn
+
+
+def _reap() -> None:
+    """Close connections idle for IDLE_S; stop when none is left (the next one starts another reaper)."""
+    while True:
+        time.sleep(IDLE_S / 4)
+        with _POOL_LOCK:
+            now, pid = time.monotonic(), os.getpid()
+            for key, (conn, used) in list(_POOL.items()):
+                if key[0] != pid:  # inherited across a fork: never ours to use or close
+                    del _POOL[key]
+                elif now - used > IDLE_S:
+                    del _POOL[key]
+                    conn.close()
+            if not _POOL:
+                _REAPER.clear()
+                return
+
+
+def _acquire(db, macros) -> tuple[object, tuple]:
+    """(this process's and thread's connection to the file with these macros, its pool key); opened when there is
+    none, and out of the pool until _give_back, so the reaper can't close it while it runs."""
+    st = os.stat(db.location)
+    key = (os.getpid(), threading.get_ident(), db.location, st.st_mtime_ns, st.st_size,
+           json.dumps(macros or [], sort_keys=True))
+    with _POOL_LOCK:
+        conn = _POOL.pop(key, (None, 0))[0]
+    return (conn if conn is not None else _connect(db, macros)), key
+
+
+def _give_back(conn, key: tuple) -> None:
+    try:
+        conn.execute("SELECT 1").fetchall()  # drops what is left of the last result (and any late interrupt)
+    except Exception:  # noqa: BLE001 - a connection that can't run SELECT 1 is not kept
+        conn.close()
+        return
+    with _POOL_LOCK:
+        _POOL[key] = (conn, time.monotonic())
+        if not _REAPER:
+            _REAPER.append(threading.Thread(target=_reap, name="sqlft-duckdb-idle", daemon=True))
+            _REAPER[0].start()
 
 
 def _message(e: Exception) -> str:
@@ -78,7 +129,7 @@ def execute(db, sql: str, macros, timeout_s: float, max_rows: int) -> ExecResult
     if not Path(db.location).is_file():
         return failed(f"database file not found: {db.location}")
     try:
-        conn = _connect(db, macros)
+        conn, key = _acquire(db, macros)
     except Exception as e:  # noqa: BLE001 - a locked or damaged file, a bad macro: the query's result
         return failed(f"cannot open {db.url}: {_message(e)}")
     timer = threading.Timer(timeout_s, conn.interrupt)
@@ -99,7 +150,7 @@ def execute(db, sql: str, macros, timeout_s: float, max_rows: int) -> ExecResult
         return failed(_message(e))
     finally:
         timer.cancel()
-        conn.close()
+        _give_back(conn, key)
 
 
 def compile_error(db, sql: str, macros, timeout_s: float) -> str | None:
@@ -107,7 +158,7 @@ def compile_error(db, sql: str, macros, timeout_s: float) -> str | None:
     if refusal:
         return refusal
     try:
-        conn = _connect(db, macros)
+        conn, key = _acquire(db, macros)
     except Exception as e:  # noqa: BLE001 - no verdict: the caller decides without the engine
         raise ConnectionError(f"cannot open {db.url}: {_message(e)}") from None
     timer = threading.Timer(timeout_s, conn.interrupt)
@@ -122,7 +173,7 @@ def compile_error(db, sql: str, macros, timeout_s: float) -> str | None:
         return _message(e)
     finally:
         timer.cancel()
-        conn.close()
+        _give_back(conn, key)
 
 
 def _rows(db, sql: str) -> list[tuple]:
@@ -183,7 +234,8 @@ def _builtins() -> frozenset[str]:
 
     conn = duckdb.connect(":memory:")
     try:
-        return frozenset(r[0].lower() for r in conn.execute("SELECT DISTINCT function_name FROM duckdb_functions()"))
+        rows = conn.execute("SELECT DISTINCT function_name FROM duckdb_functions()").fetchall()
+        return frozenset(r[0].lower() for r in rows)
     finally:
         conn.close()
 

@@ -123,11 +123,11 @@ def _query(db, timeout_s: float, sql: str, params=None) -> list[tuple]:
 
 _TABLES = f"""
 SELECT c.oid, n.nspname, c.relname, c.relkind, obj_description(c.oid, 'pg_class'),
-       n.nspname = current_schema(), CASE WHEN c.relkind IN ('v', 'm') THEN pg_get_viewdef(c.oid) END
+       pg_table_is_visible(c.oid), CASE WHEN c.relkind IN ('v', 'm') THEN pg_get_viewdef(c.oid) END
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND NOT c.relispartition
   AND n.nspname NOT IN {_SYSTEM_SCHEMAS} AND n.nspname NOT LIKE 'pg\\_%'
-  AND has_table_privilege(c.oid, 'SELECT')
+  AND has_table_privilege(c.oid, 'SELECT') AND pg_table_is_visible(c.oid)
 ORDER BY c.oid"""
 _COLUMNS = """
 SELECT a.attrelid, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, col_description(a.attrelid, a.attnum)
@@ -140,7 +140,7 @@ SELECT k.conrelid, k.contype, k.confrelid,
              JOIN pg_attribute a ON a.attrelid = k.confrelid AND a.attnum = u.n ORDER BY u.i)
 FROM pg_constraint k WHERE k.conrelid = ANY(%s) AND k.contype IN ('p', 'f') ORDER BY k.conrelid, k.oid"""
 _REF_NAMES = """
-SELECT c.oid, n.nspname, c.relname, n.nspname = current_schema()
+SELECT c.oid, n.nspname, c.relname, pg_table_is_visible(c.oid)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = ANY(%s)"""
 
 
@@ -149,7 +149,8 @@ def _name(schema: str, table: str, in_default: bool) -> str:
 
 
 def schema(db, timeout_s: float) -> str:
-    """Tables and views the session may read, in creation order; tables outside the default schema qualified."""
+    """Tables and views the session may read and name without a schema (those of its search_path: set it in the
+    URL, `?options=-csearch_path%3Dsales,finance`), in creation order."""
     tables = _query(db, timeout_s, _TABLES)
     oids = [t[0] for t in tables]
     if not oids:
