@@ -584,3 +584,27 @@ def test_tie_order_is_told_apart_from_a_real_difference(shop):
     with server.admin("ties") as conn:
         conn.execute("UPDATE shop.customers SET city = 'Aaa' WHERE id = 40")
     assert not _ties_only(sqlite_row.db, tied, target, None, types)
+
+
+def test_data_stats_names_the_dialect_and_flags_gold_written_for_another(tmp_path, capsys):
+    """PostgreSQL gold SQL in rows read as SQLite no longer passes silently; with data.dialect it validates."""
+    from types import SimpleNamespace
+
+    from ft.data.__main__ import _dialect_stats
+    from ft.data.sources import load_source, with_database
+
+    schema = "CREATE TABLE orders (order_id integer PRIMARY KEY, customer text, order_date date, amount numeric);"
+    gold = ["SELECT count(*) FROM orders WHERE order_date >= current_date - interval '30 days'",
+            "SELECT order_date::text, amount FROM orders",
+            "SELECT EXTRACT(YEAR FROM order_date) AS y, count(*) FROM orders GROUP BY 1",
+            "SELECT date_trunc('month', order_date) AS m, sum(amount) FROM orders GROUP BY m",
+            "SELECT customer FROM orders WHERE customer ILIKE 'an%'"]
+    path = tmp_path / "pg.jsonl"
+    path.write_text("".join(json.dumps({"question": f"q{i}", "query": q, "schema": schema}) + "\n"
+                            for i, q in enumerate(gold)))
+    rows, _ = check_rows(load_source(str(path)), skip_bad_rows=False)
+    _dialect_stats(rows)
+    assert "warning: 5 of 5 gold queries checked do not validate as SQLite" in capsys.readouterr().out
+    _dialect_stats(with_database(rows, SimpleNamespace(db=None, dialect="postgresql")))
+    out = capsys.readouterr().out
+    assert "PostgreSQL 5" in out and "the 5 gold queries checked validate as PostgreSQL" in out

@@ -199,8 +199,44 @@ def _cmd_stats(cfg, args) -> int:
     for key in ("difficulty", "db_id"):
         c = collections.Counter(getattr(r, key) for r in train)
         print(f"train by {key}: " + ", ".join(f"{k}={v}" for k, v in sorted(c.items(), key=lambda kv: str(kv[0]))))
+    _dialect_stats(train)
     _linking_stats(cfg, train)
     return 0
+
+
+GOLD_CHECKED = 200  # gold queries validated by `data stats` (the first distinct ones)
+
+
+def _dialect_stats(rows) -> None:
+    """The SQL dialect(s) the rows are read in, and how many of the first GOLD_CHECKED gold queries fail to validate
+    in it: SQL written for another engine than the rows say is seen here, before training on it."""
+    import collections
+
+    from ft.sql.engine import database, display_name
+    from ft.sql.validate import validate
+
+    dialects = collections.Counter(r.sql_dialect for r in rows)
+    print("SQL dialect (data.dialect, else each row's database): "
+          + ", ".join(f"{display_name(d)} {n}" for d, n in dialects.most_common()))
+    seen, bad = set(), []
+    for r in rows:
+        if len(seen) >= GOLD_CHECKED or r.query in seen:
+            continue
+        seen.add(r.query)
+        db = database(r.db) if r.db and r.sql_dialect != "sqlite" else None
+        try:
+            v = validate(r.query, r.schema, r.macros, dialect=r.sql_dialect, db=db)
+            if not v.ok:
+                bad.append((r, v.errors[0].message))
+        except Exception as e:  # noqa: BLE001 - a check, never a crash
+            bad.append((r, f"could not be checked ({type(e).__name__})"))
+    if bad:
+        r, why = bad[0]
+        print(f"  warning: {len(bad)} of {len(seen)} gold queries checked do not validate as "
+              f"{display_name(r.sql_dialect)} (first: {r.origin}: {why[:160]}); if the SQL is written for another "
+              "engine, set data.dialect (postgres, duckdb, ...) or give the rows their database (db)")
+    else:
+        print(f"  the {len(seen)} gold queries checked validate as {', '.join(map(display_name, dialects))}")
 
 
 def _linking_stats(cfg, train) -> None:
