@@ -8,6 +8,8 @@ Skips (with the reason) only where the PostgreSQL binaries are absent; .ci/run i
 """
 from __future__ import annotations
 
+import contextlib
+import getpass
 import glob
 import os
 import shutil
@@ -67,6 +69,38 @@ def _as_server_user(cmd: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
 
 
+@contextlib.contextmanager
+def running_postgres(bindir: Path):
+    """A PostgreSQL server for as long as the context lasts (also what bench/engines.py starts)."""
+    if os.geteuid() == 0:
+        import pwd
+
+        pw = pwd.getpwnam("postgres")  # KeyError: no postgres user to run it as
+    folder = Path(tempfile.mkdtemp(prefix="sqlft-pg-"))
+    if os.geteuid() == 0:
+        os.chown(folder, pw.pw_uid, pw.pw_gid)
+    user = "postgres" if os.geteuid() == 0 else getpass.getuser()
+    port = _free_port()
+    data, log = folder / "data", folder / "server.log"
+    try:
+        subprocess.run(_as_server_user([str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", user, "-E",
+                                        "UTF8", "--locale=C", "--no-sync"]), check=True, capture_output=True)
+        options = (f"-p {port} -k {folder} -c listen_addresses='' -c fsync=off -c full_page_writes=off "
+                   "-c synchronous_commit=off -c max_connections=50")
+        started = subprocess.run(_as_server_user([str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w",
+                                                  "-t", "60", "-o", options, "start"]), capture_output=True, text=True)
+        if started.returncode != 0:
+            detail = log.read_text()[-2000:] if log.exists() else started.stderr
+            raise RuntimeError(f"PostgreSQL did not start: {detail}")
+        try:
+            yield PgServer(folder, port, user)
+        finally:
+            subprocess.run(_as_server_user([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w",
+                                            "stop"]), capture_output=True)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def postgres():
     bindir = find_bindir()
@@ -74,31 +108,11 @@ def postgres():
         pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed; .ci/run installs them "
                     "(apt-get install postgresql)")
     if os.geteuid() == 0:
-        try:
-            import pwd
+        import pwd
 
-            pw = pwd.getpwnam("postgres")
+        try:
+            pwd.getpwnam("postgres")
         except KeyError:
             pytest.skip("running as root and there is no postgres user to run the server as")
-    folder = Path(tempfile.mkdtemp(prefix="sqlft-pg-"))
-    if os.geteuid() == 0:
-        os.chown(folder, pw.pw_uid, pw.pw_gid)
-    user = "postgres" if os.geteuid() == 0 else __import__("getpass").getuser()
-    port = _free_port()
-    data, log = folder / "data", folder / "server.log"
-    subprocess.run(_as_server_user([str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", user, "-E", "UTF8",
-                                    "--locale=C", "--no-sync"]), check=True, capture_output=True)
-    options = (f"-p {port} -k {folder} -c listen_addresses='' -c fsync=off -c full_page_writes=off "
-               "-c synchronous_commit=off -c max_connections=50")
-    started = subprocess.run(_as_server_user([str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w",
-                                              "-t", "60", "-o", options, "start"]), capture_output=True, text=True)
-    if started.returncode != 0:
-        detail = log.read_text()[-2000:] if log.exists() else started.stderr
-        shutil.rmtree(folder, ignore_errors=True)
-        raise RuntimeError(f"PostgreSQL did not start: {detail}")
-    try:
-        yield PgServer(folder, port, user)
-    finally:
-        subprocess.run(_as_server_user([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]),
-                       capture_output=True)
-        shutil.rmtree(folder, ignore_errors=True)
+    with running_postgres(bindir) as server:
+        yield server

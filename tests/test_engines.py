@@ -608,3 +608,32 @@ def test_data_stats_names_the_dialect_and_flags_gold_written_for_another(tmp_pat
     _dialect_stats(with_database(rows, SimpleNamespace(db=None, dialect="postgresql")))
     out = capsys.readouterr().out
     assert "PostgreSQL 5" in out and "the 5 gold queries checked validate as PostgreSQL" in out
+
+
+def test_a_postgres_user_end_to_end(shop, tiny_model, tmp_path):
+    """The README's path for a PostgreSQL user: rows of question + SQL -> `sqlft data from-db` -> train -> the
+    end-of-training evaluation executes on the live database (no gold query fails there)."""
+    import yaml
+    from conftest import make_rows
+
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text("".join(json.dumps({"question": r["question"], "query": r["query"]}) + "\n"
+                                 for r in make_rows(16)))
+    rows = tmp_path / "rows.jsonl"
+    out = subprocess.run([sys.executable, "-m", "ft.data", "from-db", shop["postgres"].db, str(questions), "--out",
+                          str(rows)], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0 and "gold queries fail" not in out.stderr, out.stderr[-2000:]
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "model": {"name_or_path": str(tiny_model), "gradient_checkpointing": False},
+        "quantization": {"mode": "none", "dtype": "float32", "compute_dtype": "float32"},
+        "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
+        "data": {"source": str(rows), "eval_fraction": 0.25, "max_length": 512},
+        "train": {"output_dir": str(tmp_path / "run"), "max_steps": 2, "per_device_batch_size": 4, "seed": 0},
+        "tracking": {"wandb": False}, "eval": {"at_end": True, "max_new_tokens": 8, "batch_size": 4}}))
+    run = subprocess.run([sys.executable, str(REPO / "ft" / "train.py"), "--config", str(config)],
+                         capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert run.returncode == 0, run.stderr[-4000:]
+    preds = [json.loads(line) for line in (tmp_path / "run" / "eval" / "finetuned_predictions.jsonl")
+             .read_text().splitlines()]
+    assert len(preds) == 4 and all(p["outcome"] in ("correct", "wrong", "invalid") for p in preds)
