@@ -104,7 +104,9 @@ def _answers(args, rows) -> tuple[list[str], dict]:
     from ft.eval.scoring import evaluate
     from ft.inference import load_for_inference, prefer_unquantized_on_cpu, resolve_adapter
 
-    base = resolve_adapter(args.adapter)[1] if args.adapter else None
+    from ft.constants import DEFAULT_CONFIG
+
+    base = resolve_adapter(args.adapter)[1] if args.adapter else DEFAULT_CONFIG  # the demo's settings (linking)
     overrides = {} if args.adapter else {"model.name_or_path": args.model}
     cfg = load_config(base, overrides)
     note = prefer_unquantized_on_cpu(cfg, explicit=False)

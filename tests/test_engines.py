@@ -138,6 +138,7 @@ PG_REFUSED = [
     "SELECT set_config('statement_timeout', '0', false)", "SELECT query_to_xml('DELETE FROM orders', true, true, '')",
     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity", "SELECT pg_reload_conf()",
     "SELECT length(repeat('x', 200000000))", "PREPARE p AS DELETE FROM orders", "LISTEN ch", "CALL nothing()",
+    "SELECT rolname, rolpassword FROM pg_authid", "SELECT query FROM pg_catalog.pg_stat_activity",
 ]
 PG_STOPPED = [  # runs, and the time limit ends it
     "SELECT pg_sleep(30)",
@@ -157,6 +158,7 @@ DUCK_REFUSED = [
     "FROM read_csv_auto('/etc/passwd')", "SELECT * FROM '/etc/passwd'", "SELECT * FROM 'https://example.com/x.csv'",
     "SELECT * FROM query('DELETE FROM orders')", "SELECT * FROM query('SELECT * FROM read_text(''/etc/passwd'')')",
     "SELECT length(repeat('x', 200000000))", "SELECT * FROM sqlite_scan('/tmp/x.sqlite', 't')",
+    "SELECT * FROM duckdb_secrets()",
 ]
 DUCK_STOPPED = [
     "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c",

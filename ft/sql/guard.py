@@ -43,6 +43,12 @@ load_extension readfile writefile edit fts3_tokenizer
 """.split())
 DENIED_PREFIXES = ("lo_", "dblink", "pg_advisory", "pg_try_advisory", "pg_replication_", "pg_create_",
                    "pg_drop_", "pg_ls_", "pg_read_", "pg_file_")
+# Catalogs that hold secrets or other sessions' SQL (password hashes, user mappings, queries in flight): only a
+# superuser reads most of them, and answers are written to files and logs.
+DENIED_RELATIONS = frozenset("""
+pg_authid pg_shadow pg_user_mapping pg_user_mappings pg_stat_activity pg_hba_file_rules pg_ident_file_mappings
+pg_file_settings duckdb_secrets
+""".split())
 # Functions that build a value as large as their argument says: a literal above this size is refused (SQLite
 # bounds values itself; PostgreSQL allows 1 GB and DuckDB's memory limit doesn't count strings).
 SIZED_FUNCTIONS = frozenset({"repeat", "lpad", "rpad", "zeroblob", "randomblob", "space", "replicate"})
@@ -55,9 +61,9 @@ def check_statement(sql: str, dialect: str) -> tuple[str | None, str | None]:
     """(the one read statement without its trailing ';', None) or (None, why it is refused).
 
     One statement (only whitespace, comments and empty statements may follow the first ';'), starting like a read
-    (SELECT / WITH / VALUES; DuckDB's FROM-first and TABLE too), calling no denied function, and building no
-    value over MAX_VALUE_BYTES from a literal size. SQL that can't be tokenized is refused: what this layer can't
-    read it can't check."""
+    (SELECT / WITH / VALUES; DuckDB's FROM-first and TABLE too), naming no denied catalog, calling no denied
+    function, and building no value over MAX_VALUE_BYTES from a literal size. SQL that can't be tokenized is
+    refused: what this layer can't read it can't check."""
     sql = sql or ""
     first = first_statement(sql)
     try:
@@ -71,6 +77,9 @@ def check_statement(sql: str, dialect: str) -> tuple[str | None, str | None]:
     keyword = tokens[0].text.upper()
     if keyword not in _READ_KEYWORDS | _MORE_READ_KEYWORDS.get(dialect, set()):
         return None, f"only read queries (SELECT) are allowed, got {keyword}"
+    for tok in tokens:
+        if tok.token_type != TokenType.STRING and tok.text.lower() in DENIED_RELATIONS:
+            return None, f"{tok.text} is not readable here (it holds secrets or other sessions' SQL)"
     for i, tok in enumerate(tokens[:-1]):
         if tokens[i + 1].token_type != TokenType.L_PAREN or tok.token_type == TokenType.STRING:
             continue
