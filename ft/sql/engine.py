@@ -20,6 +20,7 @@ across engines. Every call opens its own connection and closes it: nothing is sh
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,7 +148,12 @@ def database(name, base_dir=None) -> Database:
     (a data file's folder), else the working directory. Raises DatabaseError with the name redacted."""
     if isinstance(name, Database):
         return name
-    text = str(name or "").strip()
+    return _database(str(name or "").strip(), None if base_dir is None else str(base_dir), os.getcwd())
+
+
+@functools.lru_cache(maxsize=4096)
+def _database(text: str, base_dir: str | None, cwd: str) -> Database:
+    # Cached: a million rows name a handful of databases (the working directory is part of the key).
     if not text:
         raise DatabaseError("empty database name")
     scheme = text.split("://", 1)[0].lower() if "://" in text else ""
