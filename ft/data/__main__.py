@@ -223,7 +223,7 @@ def _dialect_stats(rows) -> None:
         if len(seen) >= GOLD_CHECKED or r.query in seen:
             continue
         seen.add(r.query)
-        db = database(r.db) if r.db and r.sql_dialect != "sqlite" else None
+        db = database(r.db) if r.db else None
         try:
             v = validate(r.query, r.schema, r.macros, dialect=r.sql_dialect, db=db)
             if not v.ok:

@@ -501,7 +501,13 @@ def copy_rows(rows: list[Row], url: str, *, replace: bool = False, log=print) ->
                 tables = read_tables(src, src_db.schema(), report.notes, db_id)
                 macros = list({m["name"]: m for r in group for m in (r.macros or [])}.values())
                 log(f"copying {db_id} ({len(tables)} tables) to {target_root.display} ...")
-                writer.write(db_id, tables, src, macros, report.notes)
+                try:
+                    writer.write(db_id, tables, src, macros, report.notes)
+                except DataError:
+                    raise
+                except Exception as e:  # noqa: BLE001 - the engine's refusal, as one line naming the database
+                    raise DataError(f"copying '{db_id}' ({path}) to {target_root.url} failed: "
+                                    f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
             finally:
                 src.close()
             target = database(writer.target(db_id))
@@ -510,7 +516,13 @@ def copy_rows(rows: list[Row], url: str, *, replace: bool = False, log=print) ->
             if target.engine == "postgres":
                 target_macros = target.functions() or None
             else:
-                target_macros = [{**m, "body": macro_body(m["body"], "duckdb")} for m in macros] or None
+                target_macros = []
+                for m in macros:
+                    try:
+                        target_macros.append({**m, "body": macro_body(m["body"], "duckdb")})
+                    except ValueError as e:
+                        report.notes.append(f"{db_id}: macro {m['name']} not transpiled ({e})")
+                target_macros = target_macros or None
             types = report.types[db_id] = _sql_types(tables)
             golds: dict[tuple, object] = {}
             for r in group:

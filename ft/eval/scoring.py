@@ -96,8 +96,7 @@ def check_answer(row: Row, raw: str, timeout_s: float, max_rows: int, *, logprob
     """Extract, validate and (when the row has a database) execute one model answer. Never raises."""
     try:
         sql = sql_from_output(raw)
-        v = validate(sql, row.schema, row.macros, dialect=row.sql_dialect,
-                     db=database(row.db) if row.db and row.sql_dialect != "sqlite" else None)
+        v = validate(sql, row.schema, row.macros, dialect=row.sql_dialect, db=database(row.db) if row.db else None)
         errors = [i.message + (f" (did you mean {i.suggestion}?)" if i.suggestion else "") for i in v.errors]
         hallucinated = [i.name for i in v.errors if i.kind in ("unknown_table", "unknown_column")]
     except Exception as e:  # noqa: BLE001 - model output is hostile input: it is invalid, not a crash
