@@ -200,6 +200,9 @@ def test_duckdb_refuses_or_stops_untrusted_sql_and_nothing_changes(shop):
     path = Path(db.location)
     before = file_state(path)
     assert db.execute("SELECT count(*) FROM customers").rows == [(40,)]
+    settings = db.execute("SELECT current_setting('memory_limit'), current_setting('enable_external_access'), "
+                          "current_setting('temp_directory'), current_setting('lock_configuration')").rows
+    assert settings == [("953.6 MiB", 0, "", 1)]  # 1 GB, no files or network, nothing spilled to disk, locked
     for sql in DUCK_REFUSED + DUCK_STOPPED:
         res = db.execute(sql, timeout_s=0.5, max_rows=100)
         assert not res.ok and res.rows is None, (sql, res)
@@ -358,7 +361,7 @@ def _mutated(sql: str) -> str:
     return tree.sql("sqlite")
 
 
-def outcomes_by_engine(bundled, every: int = 2, override: dict | None = None) -> dict[str, dict]:
+def outcomes_by_engine(bundled, every: int = 3, override: dict | None = None) -> dict[str, dict]:
     """The outcome of the same answers (a wrong one and an invalid one per question, written for SQLite and
     transpiled as `convert --to-db` transpiles gold) on each engine's copy."""
     from ft.eval.scoring import check_answer, gold_result, judge
