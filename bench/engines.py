@@ -24,6 +24,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -100,11 +101,10 @@ def _answers(args, rows) -> tuple[list[str], dict]:
     import torch
 
     from ft.config import load_config, resolve
+    from ft.constants import DEFAULT_CONFIG
     from ft.data.linking import make_fitter
     from ft.eval.scoring import evaluate
     from ft.inference import load_for_inference, prefer_unquantized_on_cpu, resolve_adapter
-
-    from ft.constants import DEFAULT_CONFIG
 
     base = resolve_adapter(args.adapter)[1] if args.adapter else DEFAULT_CONFIG  # the demo's settings (linking)
     overrides = {} if args.adapter else {"model.name_or_path": args.model}
@@ -137,6 +137,8 @@ def main() -> int:
     ap.add_argument("--pg", help="an empty PostgreSQL database to copy into (default: start a server here)")
     ap.add_argument("--repeats", type=int, default=5, help="runs of each gold query for its time")
     ap.add_argument("--vote-questions", type=int, default=60, help="questions the voting cost is measured on")
+    ap.add_argument("--limit", type=int, default=0, help="answer only this many questions (a seeded sample; 0: all); "
+                                                          "gold agreement and timings always cover the whole split")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--no-timing", action="store_true", help="agreement and EX only (a busy machine)")
@@ -155,7 +157,11 @@ def main() -> int:
                     "split": "bundled eval (held-out split, 244 questions, 8 databases)", "machine": _machine(),
                     "versions": _versions(), "load_avg_before": os.getloadavg()}
     rows, _ = check_rows(load_source("bundled", "bundled", "eval"), skip_bad_rows=False)
-    answers, result["answers"] = _answers(args, rows)
+    answered = sorted(random.Random(0).sample(range(len(rows)), args.limit)) if args.limit else list(range(len(rows)))
+    some, result["answers"] = _answers(args, [rows[i] for i in answered])
+    answers = [""] * len(rows)  # a question left out gets the gold query as its candidate in the voting timing
+    for i, sql in zip(answered, some):
+        answers[i] = sql
     with _postgres(args.pg) as (pg_url, pg_version), tempfile.TemporaryDirectory(prefix="sqlft-duck-") as duck_dir:
         result["versions"]["postgresql_server"] = pg_version
         copies, reports = {"sqlite": rows}, {}
@@ -176,7 +182,8 @@ def main() -> int:
         for engine in ENGINES:
             golds: dict = {}
             outcomes[engine] = []
-            for src, row, sql in zip(rows, copies[engine], answers):
+            for i in answered:
+                src, row, sql = rows[i], copies[engine][i], answers[i]
                 types = reports[engine].types.get((src.db_id or "").lower()) if engine != "sqlite" else None
                 try:
                     text = to_dialect(sql, engine, types) if engine != "sqlite" else sql
@@ -184,13 +191,14 @@ def main() -> int:
                     text = sql  # the engine then judges it as written (usually invalid, as on SQLite)
                 p = judge(row, check_answer(row, text + "\n```", 5, 10000), gold_result(row, 5, 10000, golds))
                 outcomes[engine].append(p.outcome)
-        same = sum(len({outcomes[e][i] for e in ENGINES}) == 1 for i in range(len(rows)))
+        n = len(answered)
+        same = sum(len({outcomes[e][k] for e in ENGINES}) == 1 for k in range(n))
         result["answers_scored"] = {
-            "ex": {e: round(sum(o == "correct" for o in outcomes[e]) / len(rows), 4) for e in ENGINES},
+            "ex": {e: round(sum(o == "correct" for o in outcomes[e]) / n, 4) for e in ENGINES},
             "outcomes": {e: {k: outcomes[e].count(k) for k in sorted(set(outcomes[e]))} for e in ENGINES},
-            "same_outcome_on_all_engines": same, "questions": len(rows),
-            "differing": [{"question": rows[i].question, "sql": answers[i], **{e: outcomes[e][i] for e in ENGINES}}
-                          for i in range(len(rows)) if len({outcomes[e][i] for e in ENGINES}) > 1]}
+            "same_outcome_on_all_engines": same, "questions": n,
+            "differing": [{"question": rows[i].question, "sql": answers[i], **{e: outcomes[e][k] for e in ENGINES}}
+                          for k, i in enumerate(answered) if len({outcomes[e][k] for e in ENGINES}) > 1]}
         print("answers", {k: v for k, v in result["answers_scored"].items() if k != "differing"}, flush=True)
 
         # 3 and 4. timings
@@ -216,7 +224,7 @@ def main() -> int:
                 vote = []
                 for i, (src, row) in enumerate(zip(rows[:args.vote_questions], db_rows)):
                     types = reports[engine].types.get((src.db_id or "").lower()) if engine != "sqlite" else None
-                    answer = answers[i] if _transpiles(answers[i], engine, types) else src.query
+                    answer = answers[i] if answers[i] and _transpiles(answers[i], engine, types) else src.query
                     texts = [to_dialect(c, engine, types) if engine != "sqlite" else c
                              for c in [answer, src.query] + [answer] * 7]
                     t0 = time.perf_counter()

@@ -173,6 +173,7 @@ def test_postgres_refuses_or_stops_untrusted_sql_and_nothing_changes(shop):
     for url in (shop["postgres"].db, shop["postgres"].db.replace(f"{server.user}@", "sqlft_reader@")):
         db = database(url)
         assert db.execute("SELECT count(*) FROM customers").rows == [(40,)]  # works as the read-only role too
+        assert db.schema().count("CREATE TABLE") == 3 and db.compile_error("SELECT name FROM customers") is None
         for sql in PG_REFUSED + PG_STOPPED:
             res = db.execute(sql, timeout_s=0.5, max_rows=100)
             assert not res.ok and res.rows is None, (url, sql, res)
