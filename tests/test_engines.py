@@ -320,6 +320,7 @@ def bundled(tmp_path_factory, postgres):  # noqa: F811 - the fixture
             "reports": {"postgres": pg_report, "duckdb": duck_report}}
 
 
+@pytest.mark.slow
 def test_every_gold_query_returns_the_sqlite_rows_on_each_engine(bundled):
     for engine, report in bundled["reports"].items():
         summary = report.to_dict()
@@ -334,6 +335,7 @@ def test_every_gold_query_returns_the_sqlite_rows_on_each_engine(bundled):
     assert all(r.sql_dialect == "duckdb" for r in bundled["duckdb"])
 
 
+@pytest.mark.slow
 def test_gold_scores_100_percent_on_each_engine(bundled):
     """Each engine's gold SQL as the model's answer, through the evaluation's own path (validation in the engine's
     dialect with the engine as the final word, safe execution, comparison): all correct, none invalid."""
@@ -390,6 +392,7 @@ def disagreements(outcomes: dict[str, dict]) -> list:
             if got[key] != base[key]]
 
 
+@pytest.mark.slow
 def test_the_same_answers_get_the_same_outcomes_on_every_engine(bundled):
     outcomes = outcomes_by_engine(bundled)
     assert disagreements(outcomes) == []
@@ -403,6 +406,7 @@ def test_the_same_answers_get_the_same_outcomes_on_every_engine(bundled):
         [("duckdb", (i, "wrong"), "wrong", "correct")]
 
 
+@pytest.mark.slow
 def test_the_warehouse_in_postgres_feeds_the_linker(bundled):
     """170 tables introspected from PostgreSQL (comments included) link as well as the SQLite DDL does, and the
     value hints are read from PostgreSQL."""
@@ -469,6 +473,7 @@ def warm(tiny_model, shop, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_voting_evaluation_and_a_grpo_step_against_postgres(warm, shop, monkeypatch):
     import torch
 
@@ -526,6 +531,7 @@ def test_voting_evaluation_and_a_grpo_step_against_postgres(warm, shop, monkeypa
     assert any(not torch.equal(a, b) for a, b in zip(before, after)) or not any(grp.active for grp in window["groups"])
 
 
+@pytest.mark.slow
 def test_generate_with_only_a_postgres_url_returns_rows(warm, shop):
     out = subprocess.run([sys.executable, "-m", "ft.generate", "--model", str(warm), "--db", shop["postgres"].db,
                           "--question", QUESTION, "--max-new-tokens", "16", "--quantization", "none",
@@ -616,6 +622,7 @@ def test_data_stats_names_the_dialect_and_flags_gold_written_for_another(tmp_pat
     assert "PostgreSQL 5" in out and "the 5 gold queries checked validate as PostgreSQL" in out
 
 
+@pytest.mark.slow
 def test_a_postgres_user_end_to_end(shop, tiny_model, tmp_path):
     """The README's path for a PostgreSQL user: rows of question + SQL -> `sqlft data from-db` -> train -> the
     end-of-training evaluation executes on the live database (no gold query fails there)."""
