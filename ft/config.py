@@ -99,6 +99,12 @@ class DataConfig:
     schema_budget: int = 0  # most tokens of schema text; 0: what max_length (and at inference the context) leaves
     value_hints: bool = True  # with schema_linking: database values named in the question, as DDL comments
     max_value_hints: int = 8  # values shown per prompt (at most 3 per column, each at most 48 characters)
+    # The database rows that name none run on (ft/sql/engine.py): a SQLite / DuckDB file or a URL such as
+    # postgresql://user@host:5432/db (never a password: PGPASSWORD or ~/.pgpass hold it).
+    db: str | None = None
+    # The SQL's dialect: validation, SQL normalisation and the prompt follow it. auto: each row's database engine
+    # (SQLite when it has none); or a sqlglot dialect name (sqlite, postgres, duckdb, mysql, snowflake, ...).
+    dialect: str = "auto"
 
 
 @dataclass
@@ -385,6 +391,25 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | di
     return cfg
 
 
+# data.dialect: auto, or sqlglot's names (and the spellings people use for them).
+DIALECTS = ["auto", "sqlite", "postgres", "postgresql", "duckdb", "mysql", "snowflake", "bigquery", "tsql", "oracle",
+            "trino", "presto", "spark", "databricks", "redshift", "clickhouse"]
+
+
+def _has_password(url: str) -> bool:
+    """Whether a database URL carries a password (user:secret@ or password=...), without printing it anywhere."""
+    from urllib.parse import parse_qs, urlsplit
+
+    if "://" not in url:
+        return False
+    parts = urlsplit(url)
+    try:
+        has_user_password = bool(parts.password)
+    except ValueError:
+        has_user_password = False
+    return has_user_password or "password" in {k.lower() for k in parse_qs(parts.query)}
+
+
 def _check(cond: bool, key: str, value, why: str) -> None:
     if not cond:
         raise ConfigError(f"Config key '{key}' has a bad value {value!r}: {why}.")
@@ -432,6 +457,10 @@ def validate(cfg: Config) -> None:
     _check(d.schema_budget == 0 or d.schema_budget >= 16, "data.schema_budget", d.schema_budget,
            "must be 0 (automatic) or at least 16 tokens")
     _check(d.max_value_hints >= 0, "data.max_value_hints", d.max_value_hints, "must be >= 0 (0: no value hints)")
+    _one_of("data.dialect", d.dialect, DIALECTS)
+    if d.db and _has_password(d.db):
+        raise ConfigError("Config key 'data.db' holds a password; sqlft never stores or logs one: take it out of the "
+                          "URL and put it in PGPASSWORD or ~/.pgpass (libpq's rules).")
     for key, src, fmt in (("data.source", d.source, d.format), ("data.eval_source", d.eval_source, d.eval_format)):
         if src and src != "bundled" and fmt not in ("hf",) and (src.startswith((".", "/", "~")) or Path(src).suffix):
             _check(Path(src).expanduser().exists(), key, src, "file or folder does not exist")

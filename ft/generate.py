@@ -2,6 +2,9 @@
 
     sqlft generate --adapter runs/demo/adapter --schema schema.sql --question "Total sales per category?"
     sqlft generate --model smollm2-135m-instruct --schema schema.sql --question "..." --db shop.sqlite --retries 4
+    sqlft generate --adapter runs/pg/adapter --db postgresql://analyst@warehouse/sales --question "..." --samples 8
+
+With --db alone the schema (and the database's own functions) come from the live database; --schema overrides it.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from ft.data.rows import DataError, Row
 from ft.eval.generation import Generator
 from ft.eval.scoring import Candidate, check_answer, first_valid, vote
 from ft.model import ModelError
+from ft.sql.engine import DatabaseError, database
 from ft.system import set_process_defaults
 
 
@@ -41,11 +45,12 @@ def answer(model, tokenizer, row: Row, template: str, e, prompt: Row | None = No
 
 def _own(p) -> None:
     p.add_argument("--adapter", help="LoRA adapter, checkpoint or run folder")
-    p.add_argument("--schema", required=True, help="file with CREATE TABLE statements")
+    p.add_argument("--schema", help="file with CREATE TABLE statements [with --db: read from the database]")
     p.add_argument("--question", required=True)
     p.add_argument("--evidence", help="hint text (as in BIRD)")
     p.add_argument("--macros", help="JSON file with in-house macros [{name, params, body, doc}]")
-    p.add_argument("--db", help="SQLite file: run the SQL (read-only) and print the rows")
+    p.add_argument("--db", help="database to run the SQL on (read-only) and print the rows: a SQLite or DuckDB file, "
+                                "duckdb:///FILE or postgresql://user@host:port/db [data.db]")
 
 
 COMMAND = Command(
@@ -69,12 +74,24 @@ def generate_command(cfg, args) -> int:
     from ft.data.linking import fit_prompt
     from ft.inference import load_for_inference, prefer_unquantized_on_cpu
 
-    schema_path = Path(args.schema)
-    if not schema_path.is_file():
-        raise DataError(f"Schema file '{schema_path}' (--schema) does not exist.")
-    macros = json.loads(Path(args.macros).read_text()) if args.macros else None
-    row = Row(question=args.question, query="", schema=schema_path.read_text(), evidence=args.evidence, macros=macros,
-              db_path=args.db)
+    url = args.db or cfg.data.db
+    db = database(url) if url else None
+    if db is not None and (problem := db.problem()):
+        raise DataError(f"--db: {problem}")
+    if args.schema:
+        schema_path = Path(args.schema)
+        if not schema_path.is_file():
+            raise DataError(f"Schema file '{schema_path}' (--schema) does not exist.")
+        schema = schema_path.read_text()
+    elif db is not None:
+        schema = db.schema()
+        if not schema.strip():
+            raise DataError(f"--db {db.url} has no table this role can read, and no --schema was given.")
+    else:
+        raise DataError("Give the schema: --schema FILE, or --db DATABASE to read it from the database.")
+    macros = json.loads(Path(args.macros).read_text()) if args.macros else (db.functions() if db else None) or None
+    row = Row(question=args.question, query="", schema=schema, evidence=args.evidence, macros=macros,
+              db=db.url if db else None, dialect=None if cfg.data.dialect == "auto" else cfg.data.dialect)
     if note := prefer_unquantized_on_cpu(cfg, explicit="quantization.mode" in args.overrides):
         print(note, file=sys.stderr)
     cfg = resolve(cfg)
@@ -82,6 +99,7 @@ def generate_command(cfg, args) -> int:
     # Never over the model's context: the schema linked to fit (data.schema_linking), or an error saying how.
     prompt = fit_prompt(row, tokenizer, cfg.data.template, cfg.data, model.config.max_position_embeddings,
                         reserve=cfg.eval.max_new_tokens)
+    print(_tables_shown(row, prompt), file=sys.stderr)
     chosen, sampled = answer(model, tokenizer, row, cfg.data.template, cfg.eval, prompt=prompt)
     print(chosen.sql)
     if chosen.validation_errors:
@@ -89,7 +107,7 @@ def generate_command(cfg, args) -> int:
         print(f"\n-- validation failed{also}:", file=sys.stderr)
         for message in chosen.validation_errors:
             print(f"--   {message}", file=sys.stderr)
-    if args.db:
+    if db is not None:
         res = chosen.result
         if res.error:
             print(f"\n-- execution error: {res.error}", file=sys.stderr)
@@ -102,10 +120,25 @@ def generate_command(cfg, args) -> int:
     return 1 if chosen.validation_errors else 0
 
 
+def _tables_shown(row: Row, prompt: Row) -> str:
+    """One line saying which tables the model was shown (all, or those schema linking kept)."""
+    from ft.sql.parse import split_ddl
+
+    try:
+        every, shown = [n for n, _ in split_ddl(row.schema)], [n for n, _ in split_ddl(prompt.schema)]
+    except ValueError:
+        return "-- schema: shown as given"
+    where = f" of {database(row.db).display} database {row.db}" if row.db else ""
+    if prompt.schema == row.schema:
+        return f"-- schema{where}: all {len(every)} tables shown to the model"
+    listed = ", ".join(shown[:20]) + (f", ... ({len(shown) - 20} more)" if len(shown) > 20 else "")
+    return f"-- schema{where}: {len(shown)} of {len(every)} tables shown to the model (schema linking): {listed}"
+
+
 def main(argv: list[str] | None = None) -> int:
     set_process_defaults()
     return run(COMMAND, generate_command, argv,
-               errors=(DataError, ModelError, FileNotFoundError, json.JSONDecodeError))
+               errors=(DataError, DatabaseError, ModelError, FileNotFoundError, json.JSONDecodeError))
 
 
 if __name__ == "__main__":

@@ -69,15 +69,16 @@ TABLE_COLUMNS = ["question", "gold", "sample", "reward", "outcome"]
 def prompt_rows(rows: list[Row], tokenizer, template: str, max_length: int, max_new_tokens: int,
                 source: str) -> tuple[list[Row], list[int], dict]:
     """(the rows GRPO samples for, their prompt lengths, counts). Every row needs a database to run its answers on:
-    rows without db_path are refused, naming the source; prompts that leave no room for grpo.max_new_tokens within
-    data.max_length are skipped and counted."""
-    missing = [r for r in rows if not r.db_path]
+    rows without a database (db / db_path) are refused, naming the source; prompts that leave no room for
+    grpo.max_new_tokens within data.max_length are skipped and counted."""
+    missing = [r for r in rows if not r.db]
     if missing:
         first = missing[0].origin or repr(missing[0].question[:60])
         raise DataError(
             f"train.objective grpo rewards answers by running them on their database, but {len(missing)} of "
-            f"{len(rows)} training rows from '{source}' have no db_path (first: {first}). Give every row a SQLite "
-            f"file (db_path, relative to the data file), or leave those rows out, or train with train.objective sft.")
+            f"{len(rows)} training rows from '{source}' have no db_path or db (first: {first}). Give every row a "
+            f"database (db_path: a SQLite file relative to the data file; db: a URL such as postgresql://... or "
+            f"duckdb:///...; or data.db for all), or leave those rows out, or train with train.objective sft.")
     kept, lengths = [], []
     for r in rows:
         n = len(prompt_ids(r, tokenizer, template)[0])

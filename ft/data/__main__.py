@@ -4,6 +4,8 @@
     sqlft data stats [--config configs/demo.yaml] [--data.max_length 512 ...]
     sqlft data show -n 3
     sqlft data convert b-mc2/sql-create-context --format hf --columns query=answer,schema=context --out scc.jsonl
+    sqlft data convert bundled --split eval --to-db postgresql://me@localhost/sqlft --out eval_pg.jsonl
+    sqlft data from-db postgresql://analyst@warehouse/sales questions.jsonl --out rows.jsonl
 
 stats and show see the data exactly as training will (same config, tokenizer and encoder). Errors are printed to
 stderr as one paragraph, without a traceback, and exit with code 2.
@@ -15,6 +17,7 @@ import sys
 from ft.cli import Alias, Command, run
 from ft.constants import EXIT_USAGE
 from ft.data.rows import DataError
+from ft.sql.engine import DatabaseError
 
 
 def _parse_columns(text: str) -> dict[str, str]:
@@ -34,6 +37,10 @@ def _parse_columns(text: str) -> dict[str, str]:
 def _convert_args(p) -> None:
     p.add_argument("source", help="file, folder, Hugging Face dataset name, or 'bundled'")
     p.add_argument("--out", required=True, help="output .jsonl (written atomically)")
+    p.add_argument("--to-db", help="copy the rows' SQLite databases to this PostgreSQL URL (a schema per database) "
+                                   "or DuckDB folder / file, transpile the gold SQL and check every gold query "
+                                   "returns the same rows there (a report of those that don't)")
+    p.add_argument("--replace", action="store_true", help="with --to-db: overwrite copies made before")
 
 
 CONVERT = Command(
@@ -55,9 +62,70 @@ def _cmd_convert(cfg, args) -> int:
     d = cfg.data
     rows = load_source(args.source, d.format, d.split, d.columns, d.cache_dir)
     rows, report = check_rows(rows, skip_bad_rows=d.skip_bad_rows, source_name=args.source)
+    if args.to_db:
+        return _convert_to_db(rows, report, args)
     path = write_jsonl(rows, args.out)
     print(f"wrote {len(rows)} rows to {path} (read {report['rows_in']}, skipped {report['bad_rows']} bad, "
           f"{report['unparsable_gold']} with gold SQL sqlglot cannot parse)")
+    return 0
+
+
+def _convert_to_db(rows, report, args) -> int:
+    """Copy, transpile, check; the rows are all written, and the gold queries whose rows differ are listed in
+    OUT.report.json (exit 1 when any differs other than in the order of tied rows: nothing wrong passes as right)."""
+    import json
+    from pathlib import Path
+
+    from ft.data.copy_db import copy_rows
+    from ft.data.sources import write_jsonl
+
+    copied, copy_report = copy_rows(rows, args.to_db, replace=args.replace)
+    path = write_jsonl(copied, args.out)
+    record = Path(str(path) + ".report.json")
+    record.write_text(json.dumps(copy_report.to_dict(), indent=1, ensure_ascii=False) + "\n")
+    for note in copy_report.notes:
+        print(f"note: {note}")
+    n, bad = copy_report.checked, copy_report.mismatches
+    differ = [m for m in bad if m["kind"] == "differ"]
+    ties = len(bad) - len(differ)
+    print(f"wrote {len(copied)} rows to {path} (read {report['rows_in']}, skipped {report['bad_rows']} bad); "
+          f"databases: {', '.join(f'{k} -> {v}' for k, v in copy_report.databases.items())}")
+    print(f"gold queries returning the same rows as on SQLite: {n - len(bad)} of {n}"
+          + (f"; {ties} only in another order of rows whose ORDER BY values tie" if ties else "")
+          + (f"; {len(differ)} differ (first: {differ[0]['origin']}: {differ[0]['why'][:200]})" if differ else "")
+          + f"; every case is listed in {record}")
+    return 1 if differ else 0  # tie order is the engine's free choice, not a fault of the copy
+
+
+# ---- from-db: schema (and db, functions) from a live database for rows of question + SQL ----------------------
+
+
+def _from_db_args(p) -> None:
+    p.add_argument("db", help="the database: postgresql://user@host:port/db, duckdb:///FILE or a SQLite file")
+    p.add_argument("source", help="rows with question and query (JSONL, JSON, CSV or Parquet); a row's own db or "
+                                  "schema is kept")
+    p.add_argument("--out", required=True, help="output .jsonl (written atomically)")
+
+
+FROM_DB = Command(name="data from-db", description="fill schema and db of question + SQL rows from a live database",
+                  add_arguments=_from_db_args,
+                  aliases=[Alias("--columns", "data.columns", "column mapping our_field=their_column,...",
+                                 convert=_parse_columns)])
+
+
+def _cmd_from_db(cfg, args) -> int:
+    from ft.data.copy_db import rows_from_db
+    from ft.data.sources import read_question_rows, write_jsonl
+
+    rows = read_question_rows(args.source, cfg.data.columns)
+    filled, report = rows_from_db(rows, args.db)
+    path = write_jsonl(filled, args.out)
+    failed = report["gold_failed"]
+    print(f"wrote {len(filled)} rows to {path}; schema from {', '.join(report['databases'])}")
+    if failed:
+        first = failed[0]
+        print(f"warning: {len(failed)} of {len(filled)} gold queries fail on the database (first: {first['origin']}: "
+              f"{first['error'][:200]})", file=sys.stderr)
     return 0
 
 
@@ -143,8 +211,44 @@ def _cmd_stats(cfg, args) -> int:
     for key in ("difficulty", "db_id"):
         c = collections.Counter(getattr(r, key) for r in train)
         print(f"train by {key}: " + ", ".join(f"{k}={v}" for k, v in sorted(c.items(), key=lambda kv: str(kv[0]))))
+    _dialect_stats(train)
     _linking_stats(cfg, train)
     return 0
+
+
+GOLD_CHECKED = 200  # gold queries validated by `data stats` (the first distinct ones)
+
+
+def _dialect_stats(rows) -> None:
+    """The SQL dialect(s) the rows are read in, and how many of the first GOLD_CHECKED gold queries fail to validate
+    in it: SQL written for another engine than the rows say is seen here, before training on it."""
+    import collections
+
+    from ft.sql.engine import database, display_name
+    from ft.sql.validate import validate
+
+    dialects = collections.Counter(r.sql_dialect for r in rows)
+    print("SQL dialect (data.dialect, else each row's database): "
+          + ", ".join(f"{display_name(d)} {n}" for d, n in dialects.most_common()))
+    seen, bad = set(), []
+    for r in rows:
+        if len(seen) >= GOLD_CHECKED or r.query in seen:
+            continue
+        seen.add(r.query)
+        db = database(r.db) if r.db else None
+        try:
+            v = validate(r.query, r.schema, r.macros, dialect=r.sql_dialect, db=db)
+            if not v.ok:
+                bad.append((r, v.errors[0].message))
+        except Exception as e:  # noqa: BLE001 - a check, never a crash
+            bad.append((r, f"could not be checked ({type(e).__name__})"))
+    if bad:
+        r, why = bad[0]
+        print(f"  warning: {len(bad)} of {len(seen)} gold queries checked do not validate as "
+              f"{display_name(r.sql_dialect)} (first: {r.origin}: {why[:160]}); if the SQL is written for another "
+              "engine, set data.dialect (postgres, duckdb, ...) or give the rows their database (db)")
+    else:
+        print(f"  the {len(seen)} gold queries checked validate as {', '.join(map(display_name, dialects))}")
 
 
 def _linking_stats(cfg, train) -> None:
@@ -183,7 +287,8 @@ def _cmd_show(cfg, args) -> int:
     return 0
 
 
-COMMANDS = {"convert": (CONVERT, _cmd_convert), "stats": (STATS, _cmd_stats), "show": (SHOW, _cmd_show)}
+COMMANDS = {"convert": (CONVERT, _cmd_convert), "stats": (STATS, _cmd_stats), "show": (SHOW, _cmd_show),
+            "from-db": (FROM_DB, _cmd_from_db)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{', '.join(COMMANDS)} (sqlft data COMMAND --help)", file=sys.stderr)
         return EXIT_USAGE
     cmd, body = COMMANDS[argv[0]]
-    return run(cmd, body, argv[1:], errors=(DataError, OSError))
+    return run(cmd, body, argv[1:], errors=(DataError, DatabaseError, OSError))
 
 
 if __name__ == "__main__":

@@ -19,8 +19,8 @@ One procedure for training and inference, so the model learns on pruned schemas 
    the schema as `-- values of table.column: 'Paris', 'Lyon'` (Row.value_hints: in the question's own part of the
    prompt, so the questions on one schema keep sharing its prefix, ft/data/prompt.py); at most
    MAX_HINTS_PER_COLUMN per column and `data.max_value_hints` in all, each at most MAX_HINT_CHARS characters.
-   Values are read once per database file through ft.sql.execute.execute (read-only URI, query_only, an
-   authorizer that refuses writes, one SELECT).
+   Values are read once per database through the engine's read-only execution (ft.sql.engine: SQLite, DuckDB or
+   PostgreSQL; one SELECT per table).
 
 In training (`gold=True`) the gold query's tables and columns are always kept (never dropped, whatever the
 budget); the rest of the budget goes to the linker's own best-ranked tables, the distractors the model will meet at
@@ -507,10 +507,6 @@ def gold_columns(query: str, schema: str | SchemaIndex) -> tuple[set[str], set[t
 # --------------------------------------------------------------------------------------------- database values
 
 
-def _quoted(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _hintable(v) -> bool:
     return (isinstance(v, str) and 0 < len(v) <= MAX_HINT_CHARS and v == v.strip() and v.isprintable()
             and "`" not in v and any(ch.isalpha() for ch in v) and not re.fullmatch(r"\d{4}-\d\d(-\d\d)?.*", v))
@@ -522,22 +518,28 @@ class ValueIndex:
 
     phrases: dict[tuple[str, ...], list[tuple[str, str, str]]]
     max_words: int
-    queries: int = 0  # read queries it took (each through ft.sql.execute.execute)
+    queries: int = 0  # read queries it took (each through the engine's read-only execution)
 
 
 _VALUE_CACHE: dict[tuple, ValueIndex] = {}
 
 
-def value_index(db_path: str, schema: SchemaIndex) -> ValueIndex | None:
-    """Read the text columns' distinct values once per database file (and schema), through the read-only
-    execute(): one SELECT per table, identifiers quoted, so no name can make it anything but a read."""
-    from ft.sql.execute import execute
+def value_index(db: str, schema: SchemaIndex) -> ValueIndex | None:
+    """Read the text columns' distinct values once per database (and schema), through the engine's read-only
+    execution (ft.sql.engine: SQLite, DuckDB or PostgreSQL): one SELECT per table, identifiers quoted, so no name can
+    make it anything but a read. A file is read again when it changes; a server once per process."""
+    from ft.sql.engine import DatabaseError, database
 
     try:
-        st = os.stat(db_path)
-    except OSError:
+        target = database(db)
+        if target.is_file:
+            st = os.stat(target.location)
+            version = (os.path.realpath(target.location), st.st_mtime_ns, st.st_size)
+        else:
+            version = (target.url,)
+    except (OSError, DatabaseError):
         return None
-    key = (os.path.realpath(db_path), st.st_mtime_ns, st.st_size, tuple(t.key for t in schema.tables))
+    key = (*version, tuple(t.key for t in schema.tables))
     if key in _VALUE_CACHE:
         return _VALUE_CACHE[key]
     phrases: dict[tuple[str, ...], list[tuple[str, str, str]]] = {}
@@ -546,13 +548,10 @@ def value_index(db_path: str, schema: SchemaIndex) -> ValueIndex | None:
         cols = [c for c in t.columns if c.is_text and not c.pk]
         if not cols:
             continue
-        parts = [f"SELECT {k}, v FROM (SELECT DISTINCT {_quoted(c.name)} AS v FROM {_quoted(t.name)} "
-                 f"WHERE {_quoted(c.name)} IS NOT NULL LIMIT {VALUES_PER_COLUMN})" for k, c in enumerate(cols)]
         queries += 1
-        res = execute(db_path, " UNION ALL ".join(parts), timeout_s=VALUE_READ_TIMEOUT_S,
-                      max_rows=VALUES_PER_COLUMN * len(cols))
+        res = target.distinct_values(t.name, [c.name for c in cols], VALUES_PER_COLUMN, VALUE_READ_TIMEOUT_S)
         if not res.ok:
-            continue  # a table the DDL names but the file lacks, a timeout...: no hints from it
+            continue  # a table the DDL names but the database lacks, a timeout...: no hints from it
         for k, v in res.rows:
             if _hintable(v):
                 words = tuple(_WORD.findall(v.lower()))
@@ -734,7 +733,7 @@ def link_schema(row: Row, budget: int, count, *, gold: bool = False, value_hints
     hinting = value_hints and max_value_hints > 0
     if full_tokens <= budget and not hinting:
         return Linked(row.schema, [t.name for t in index.tables], [], [], [], full_tokens, full_tokens, budget, False)
-    values = value_index(row.db_path, index) if row.db_path and index.tables else None
+    values = value_index(row.db, index) if row.db and index.tables else None
     hits = match_values(text, values) if values else []
     if full_tokens <= budget and not (hinting and hits):
         return Linked(row.schema, [t.name for t in index.tables], [], [], [], full_tokens, full_tokens, budget, False)

@@ -10,11 +10,22 @@ import re
 from dataclasses import dataclass
 
 from ft.data.rows import DataError, Row
+from ft.sql.engine import display_name
 from ft.sql.macros import describe_macros
 from ft.sql.parse import extract_sql
 
 TASK = "Generate a SQL query to answer the following question:"
 SYSTEM = "You are an expert SQL assistant. Answer with one SQLite query in a ```sql fenced block."
+
+
+def task_line(row: Row) -> str:
+    """The task sentence, naming the SQL's dialect (SQLite keeps the wording adapters were trained on)."""
+    dialect = row.sql_dialect
+    return TASK if dialect == "sqlite" else TASK.replace("a SQL query", f"a {display_name(dialect)} query")
+
+
+def system_line(row: Row) -> str:
+    return SYSTEM.replace("SQLite", display_name(row.sql_dialect))
 
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
@@ -34,7 +45,7 @@ def _ddl(text: str) -> str:
 
 
 def _question_block(row: Row) -> str:
-    text = f"### Task\n{TASK} `{_inline(row.question)}`"
+    text = f"### Task\n{task_line(row)} `{_inline(row.question)}`"
     if row.evidence:
         text += f"\nHint: {_inline(row.evidence)}"
     return text
@@ -74,7 +85,7 @@ def build_prompt(row: Row, template: str = "default", tokenizer=None, schema: st
         if tokenizer is None or not getattr(tokenizer, "chat_template", None):
             raise DataError("data.template 'chat' needs a tokenizer with a chat template.")
         user = f"{_question_block(row)}\n\n{_schema_block(row, schema)}{hints}"
-        messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
+        messages = [{"role": "system", "content": system_line(row)}, {"role": "user", "content": user}]
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + "```sql\n"
     raise DataError(f"Unknown prompt template '{template}' (data.template): use default, chat or schema_first.")
 
@@ -130,7 +141,7 @@ def _drop_unused_tables(row: Row) -> str | None:
     from ft.sql.parse import split_ddl, tables_in_query
 
     try:
-        used = tables_in_query(row.query)
+        used = tables_in_query(row.query, row.sql_dialect)
         blocks = split_ddl(row.schema)
     except Exception:
         return None

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from ft.data.rows import REQUIRED_FIELDS, ROW_FIELDS, DataError, Row
 from ft.files import share
+from ft.sql.engine import DatabaseError, database, redact
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ _SUFFIX_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv
                    ".pq": "parquet"}
 # Formats whose column names come from the user's data; the others have a fixed layout.
 _MAPPABLE = ("jsonl", "json", "csv", "parquet", "hf")
-_OPTIONAL_STR_FIELDS = ("db_id", "db_path", "evidence", "difficulty")
+_OPTIONAL_STR_FIELDS = ("db_id", "db_path", "evidence", "difficulty", "db", "dialect")
 _HF_DISK_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
 
 
@@ -252,13 +253,40 @@ def _make_row(rec: dict, columns: dict, origin: str, base_dir: Path | None) -> R
     vals["macros"] = macros
     if isinstance(vals["db_path"], str) and base_dir is not None and not problem:
         vals["db_path"] = _resolve(vals["db_path"], base_dir)
+    if isinstance(vals["db"], str) and not problem:
+        vals["db"] = _resolve_db(vals["db"], base_dir)
     return Row(**vals, origin=origin, problem=problem)
+
+
+def _resolve_db(name: str, base_dir: Path | None) -> str:
+    """A database name with its file (if it is one) resolved against the data file's folder, as ft.sql.engine
+    spells it; a name that isn't valid is kept as written for check_rows to report."""
+    try:
+        return database(name, base_dir).url
+    except DatabaseError:
+        return name
 
 
 def _resolve(path: str, base_dir: Path) -> str:
     """Relative db paths are relative to the data file's folder, not the working directory."""
     p = Path(path).expanduser()
     return str(p if p.is_absolute() else (base_dir / p).resolve())
+
+
+def read_question_rows(source: str, columns: dict | None = None) -> list[Row]:
+    """Rows of a local file that may hold only question and query (`sqlft data from-db` fills in the schema)."""
+    fmt = detect_format(source)
+    readers = {"jsonl": _read_jsonl, "json": _read_json, "csv": _read_csv, "parquet": _read_parquet}
+    if fmt not in readers:
+        raise DataError(f"'{source}': from-db reads a local file of rows (JSONL, JSON, CSV or Parquet), not {fmt}.")
+    columns = dict(columns or {})
+    path = Path(source).expanduser()
+    records = readers[fmt](path)
+    for n, rec in records:
+        absent = [f for f in ("question", "query") if not rec.get(columns.get(f, f))]
+        if absent:
+            raise DataError(f"{source}:{n}: no {' and no '.join(absent)} (map other column names with --columns).")
+    return [_make_row(rec, columns, f"{source}:{n}", path.parent) for n, rec in records]
 
 
 def _load_bundled(split: str | None, cache_dir: str) -> list[Row]:
@@ -495,28 +523,19 @@ def _macros_problem(macros) -> str | None:
     if not isinstance(macros, list):
         return f"expected a list of macro objects, got {type(macros).__name__}"
     for m in macros:
-        if not isinstance(m, dict) or not isinstance(m.get("name"), str) or not isinstance(m.get("body"), str):
-            return "each macro needs a string 'name' and 'body'"
+        if not isinstance(m, dict) or not isinstance(m.get("name"), str) or not isinstance(m.get("body", ""), str):
+            return "each macro needs a string 'name' and a string 'body' (or none: a function the database holds)"
         if not isinstance(m.get("params", []), list):
             return f"macro '{m['name']}': 'params' must be a list"
     return None
 
 
-_SQLITE_HEADER = b"SQLite format 3\x00"
-
-
-def _db_problem(path: str) -> str | None:
-    p = Path(path)
-    if not p.is_file():
-        return f"db_path '{path}' does not exist" if not p.exists() else f"db_path '{path}' is not a file"
+def _db_problem(name: str) -> str | None:
+    """Why the row's database can't be used (checked once per database), or None."""
     try:
-        with open(p, "rb") as f:
-            head = f.read(len(_SQLITE_HEADER))
-    except OSError as e:
-        return f"db_path '{path}' cannot be read ({e.strerror})"
-    if head != _SQLITE_HEADER and p.stat().st_size > 0:  # an empty file is an empty SQLite database
-        return f"db_path '{path}' is not a SQLite database"
-    return None
+        return database(name).problem()
+    except DatabaseError as e:
+        return str(e)
 
 
 def _row_problem(row: Row, schema_cache: dict, db_cache: dict | None = None) -> tuple[str, str] | None:
@@ -543,11 +562,16 @@ def _row_problem(row: Row, schema_cache: dict, db_cache: dict | None = None) -> 
     bad = schema_cache[row.schema]
     if bad:
         return bad[0], f"{bad[0]}: {bad[1]}"
-    if row.db_path and db_cache is not None:
-        if row.db_path not in db_cache:
-            db_cache[row.db_path] = _db_problem(row.db_path)
-        if db_cache[row.db_path]:
-            return "bad db_path", db_cache[row.db_path]
+    if row.db and db_cache is not None:
+        if row.db not in db_cache:
+            db_cache[row.db] = _db_problem(row.db)
+        if db_cache[row.db]:
+            field_name = "db_path" if row.db_path else "db"  # the field the row named it by
+            return f"bad {field_name}", f"{field_name} {redact(db_cache[row.db])}"
+        if row.sql_dialect == "postgres" and any(isinstance(m, dict) and m.get("body") for m in row.macros or []):
+            return "macros PostgreSQL can't run", ("PostgreSQL runs the functions the database holds: create each "
+                                                   "macro there as a function (sqlft data convert --to-db does) and "
+                                                   "leave out its body")
     return None
 
 
@@ -651,9 +675,23 @@ def _load_eval_source(cfg, train_fmt: str | None) -> tuple[list[Row], dict]:
     eval_fmt = detect_format(cfg.eval_source) if cfg.eval_format == "auto" else cfg.eval_format
     # One `columns` setting serves both sources only when they are laid out alike.
     eval_columns = cfg.columns if eval_fmt == train_fmt and eval_fmt in _MAPPABLE else None
-    rows = load_source(cfg.eval_source, cfg.eval_format, cfg.eval_split, eval_columns, cfg.cache_dir)
+    rows = with_database(load_source(cfg.eval_source, cfg.eval_format, cfg.eval_split, eval_columns, cfg.cache_dir),
+                         cfg)
     return check_rows(rows, skip_bad_rows=cfg.skip_bad_rows, drop_unparsable_gold=cfg.drop_unparsable_gold,
                       source_name=cfg.eval_source)
+
+
+def with_database(rows: list[Row], cfg) -> list[Row]:
+    """data.db for the rows that name no database, data.dialect (unless auto) for every row; in place."""
+    db = _resolve_db(cfg.db, Path.cwd()) if getattr(cfg, "db", None) else None
+    dialect = getattr(cfg, "dialect", "auto")
+    for r in rows:
+        if db and not r.db:
+            r.db = db
+            r.__post_init__()  # keeps db_path in step for a SQLite file
+        if dialect != "auto":
+            r.dialect = dialect
+    return rows
 
 
 def load_eval_rows(cfg, seed: int) -> list[Row]:
@@ -671,7 +709,7 @@ def load_splits(cfg, seed: int, min_eval: int = 1) -> tuple[list[Row], list[Row]
 
     `min_eval`: the fewest rows a default held-out split gets (training passes its batch size: one full batch)."""
     train_fmt = detect_format(cfg.source) if cfg.format == "auto" else cfg.format
-    rows = load_source(cfg.source, cfg.format, cfg.split, cfg.columns, cfg.cache_dir)
+    rows = with_database(load_source(cfg.source, cfg.format, cfg.split, cfg.columns, cfg.cache_dir), cfg)
     train, train_check = check_rows(rows, skip_bad_rows=cfg.skip_bad_rows,
                                     drop_unparsable_gold=cfg.drop_unparsable_gold, source_name=cfg.source)
     report: dict = {"train_source": cfg.source, "checks": {"train": train_check}}
@@ -680,7 +718,7 @@ def load_splits(cfg, seed: int, min_eval: int = 1) -> tuple[list[Row], list[Row]
         eval_, report["checks"]["eval"] = _load_eval_source(cfg, train_fmt)
         report["eval_from"] = f"eval_source {cfg.eval_source}"
     elif train_fmt == "bundled" and not cfg.eval_fraction and not cfg.eval_dbs:
-        eval_rows = load_source("bundled", "bundled", "eval", None, cfg.cache_dir)
+        eval_rows = with_database(load_source("bundled", "bundled", "eval", None, cfg.cache_dir), cfg)
         eval_, report["checks"]["eval"] = check_rows(eval_rows, skip_bad_rows=cfg.skip_bad_rows,
                                                      drop_unparsable_gold=cfg.drop_unparsable_gold,
                                                      source_name="bundled eval")

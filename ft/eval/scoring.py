@@ -25,7 +25,8 @@ from typing import Callable
 from ft.data.prompt import sql_from_output
 from ft.data.rows import Row
 from ft.eval.generation import Generator
-from ft.sql.execute import ExecResult, execute, query_has_order_by, results_match
+from ft.sql.engine import DatabaseError, database
+from ft.sql.execute import ExecResult, query_has_order_by, results_match
 from ft.sql.parse import normalize_sql
 from ft.sql.validate import validate
 
@@ -80,27 +81,36 @@ class Candidate:
         return not self.validation_errors and self.runs and not self.result.truncated
 
 
+def _run(row: Row, sql: str, timeout_s: float, max_rows: int) -> ExecResult | None:
+    """`sql` run on the row's database (ft.sql.engine: SQLite, DuckDB or PostgreSQL), None when it has none."""
+    if not row.db:
+        return None
+    try:
+        return database(row.db).execute(sql, row.macros, timeout_s=timeout_s, max_rows=max_rows)
+    except DatabaseError as e:
+        return ExecResult(None, None, str(e), 0.0)
+
+
 def check_answer(row: Row, raw: str, timeout_s: float, max_rows: int, *, logprob: float = 0.0,
                  greedy: bool = False) -> Candidate:
     """Extract, validate and (when the row has a database) execute one model answer. Never raises."""
     try:
         sql = sql_from_output(raw)
-        v = validate(sql, row.schema, row.macros)
+        v = validate(sql, row.schema, row.macros, dialect=row.sql_dialect, db=database(row.db) if row.db else None)
         errors = [i.message + (f" (did you mean {i.suggestion}?)" if i.suggestion else "") for i in v.errors]
         hallucinated = [i.name for i in v.errors if i.kind in ("unknown_table", "unknown_column")]
     except Exception as e:  # noqa: BLE001 - model output is hostile input: it is invalid, not a crash
         sql, errors, hallucinated = raw.strip()[:2000], [f"could not analyse the answer ({type(e).__name__})"], []
-    result = execute(row.db_path, sql, row.macros, timeout_s=timeout_s, max_rows=max_rows) if row.db_path else None
-    return Candidate(raw, sql, errors, hallucinated, result, logprob, greedy)
+    return Candidate(raw, sql, errors, hallucinated, _run(row, sql, timeout_s, max_rows), logprob, greedy)
 
 
 def gold_result(row: Row, timeout_s: float, max_rows: int, cache: dict | None = None) -> ExecResult | None:
     """The gold query's result (once per question and database), None when the row has no database."""
-    if not row.db_path:
+    if not row.db:
         return None
-    key = (row.db_path, row.query, str(row.macros))
+    key = (row.db, row.query, str(row.macros))
     if cache is None or key not in cache:
-        res = execute(row.db_path, row.query, row.macros, timeout_s=timeout_s * 4, max_rows=max_rows)
+        res = _run(row, row.query, timeout_s * 4, max_rows)
         if cache is None:
             return res
         cache[key] = res
@@ -111,7 +121,7 @@ def judge(row: Row, cand: Candidate, gold: ExecResult | None, seconds: float = 0
           train_dbs: set[str] | None = None) -> Prediction:
     """The Prediction for a chosen candidate: its one outcome against the gold result."""
     try:
-        em = bool(cand.sql) and normalize_sql(cand.sql) == normalize_sql(row.query)
+        em = bool(cand.sql) and normalize_sql(cand.sql, row.sql_dialect) == normalize_sql(row.query, row.sql_dialect)
     except Exception:  # noqa: BLE001 - normalize_sql has its own fallback; this is the last line
         em = False
     p = Prediction(question=row.question, gold=row.query, predicted=cand.sql, tier=row.difficulty, db_id=row.db_id,
@@ -121,7 +131,7 @@ def judge(row: Row, cand: Candidate, gold: ExecResult | None, seconds: float = 0
     got = cand.result
     if gold is None or not gold.ok:
         p.outcome = "gold_failed"
-        p.error = ("gold query failed: " + gold.error) if gold is not None else "no database to execute on (no db_path)"
+        p.error = ("gold query failed: " + gold.error) if gold is not None else "no database to execute on (no db)"
         return p
     p.latency_s += got.elapsed_s if got is not None else 0.0
     p.valid, p.error = got.ok, got.error

@@ -1,7 +1,8 @@
-"""Parsing helpers for SQLite SQL: schema catalogs, table references, canonical forms, and pulling
-the SQL out of a model's free-form output.
+"""Parsing helpers: schema catalogs, table references, canonical forms, and pulling the SQL out of a model's
+free-form output.
 
-All SQL parsing goes through sqlglot with the "sqlite" dialect.
+All SQL parsing goes through sqlglot, in the row's dialect (`dialect`: sqlglot's name, "sqlite" unless the data says
+otherwise: ft.sql.engine.dialect_name).
 """
 from __future__ import annotations
 
@@ -62,20 +63,20 @@ def _quiet_sqlglot():
         _parsing.active = False
 
 
-def parse_statements(sql: str) -> list[exp.Expr]:
+def parse_statements(sql: str, dialect: str = DIALECT) -> list[exp.Expr]:
     """All non-empty statements in `sql` (raises sqlglot's ParseError / TokenError).
 
     A statement sqlglot has no grammar for comes back as an `exp.Command`.
     """
     with _quiet_sqlglot():
-        statements = sqlglot.parse(sql, read=DIALECT)
+        statements = sqlglot.parse(sql, read=dialect)
     # Empty statements: None, or a Semicolon node holding a trailing comment ("SELECT 1; -- done").
     return [s for s in statements if s is not None and not isinstance(s, exp.Semicolon)]
 
 
-def parse_one(sql: str) -> exp.Expr:
+def parse_one(sql: str, dialect: str = DIALECT) -> exp.Expr:
     """Exactly one statement; ValueError when there are several (or none)."""
-    statements = parse_statements(sql)
+    statements = parse_statements(sql, dialect)
     if len(statements) != 1:
         raise ValueError(f"expected one SQL statement, found {len(statements)}")
     return statements[0]
@@ -85,9 +86,9 @@ def parse_one(sql: str) -> exp.Expr:
 # DDL
 
 
-def tokenize(sql: str):
-    """sqlglot tokens of `sql` (SQLite dialect); raises TokenError on e.g. an unterminated string."""
-    return sqlglot.Dialect.get_or_raise(DIALECT).tokenize(sql)
+def tokenize(sql: str, dialect: str = DIALECT):
+    """sqlglot tokens of `sql`; raises TokenError on e.g. an unterminated string."""
+    return sqlglot.Dialect.get_or_raise(dialect).tokenize(sql)
 
 
 def _statement_spans(sql: str) -> list[tuple[int, int]]:
@@ -203,7 +204,7 @@ def _column_names_sqlite(statement: str, name: str) -> list[str]:
         conn.close()
 
 
-def schema_catalog(ddl: str) -> dict[str, list[str]]:
+def schema_catalog(ddl: str, dialect: str = DIALECT) -> dict[str, list[str]]:
     """table -> column names (case preserved) from the CREATE TABLE / VIEW statements in `ddl`.
 
     A statement sqlglot can't parse is handed to SQLite in a scratch in-memory database (SQLite
@@ -212,7 +213,7 @@ def schema_catalog(ddl: str) -> dict[str, list[str]]:
     catalog: dict[str, list[str]] = {}
     for name, text in split_ddl(ddl):
         try:
-            create = parse_one(text)
+            create = parse_one(text, dialect)
             if not isinstance(create, exp.Create):  # e.g. a Command: syntax sqlglot doesn't model
                 raise ValueError("sqlglot cannot parse this statement")
             cols = _column_names_sqlglot(create, catalog)
@@ -227,14 +228,14 @@ def schema_catalog(ddl: str) -> dict[str, list[str]]:
     return catalog
 
 
-def tables_in_query(sql: str) -> set[str]:
+def tables_in_query(sql: str, dialect: str = DIALECT) -> set[str]:
     """Lowercased names of the schema tables a query reads; CTE names are not included.
 
     Raises ValueError when the query doesn't parse (a caller pruning a prompt should then keep
     every table).
     """
     try:
-        tree = parse_one(sql)
+        tree = parse_one(sql, dialect)
     except SQLGLOT_ERRORS as e:
         raise ValueError(f"cannot parse SQL: {str(e).splitlines()[0]}") from None
     names = set()
@@ -274,15 +275,15 @@ def _fallback_normalize(sql: str) -> str:
     return _clean("".join(parts))
 
 
-def normalize_sql(sql) -> str:
-    """Canonical text for exact-match: sqlglot round trip with lowercased identifiers.
+def normalize_sql(sql, dialect: str = DIALECT) -> str:
+    """Canonical text for exact-match: sqlglot round trip (in `dialect`) with lowercased identifiers.
 
     Keywords come out upper-case, whitespace single-spaced, string literals untouched. If sqlglot
     can't parse `sql`, falls back to lowercasing (outside string literals) and collapsing spaces.
     """
     sql = str(sql or "")
     try:
-        return parse_one(sql).transform(_lower_identifier).sql(dialect=DIALECT)
+        return parse_one(sql, dialect).transform(_lower_identifier).sql(dialect=dialect)
     except Exception:  # noqa: BLE001 - any failure: parse errors, and sqlglot's own bugs on odd input (a KeyError
         # in its SQLite generator for `CREATE TABLE t (a INT, PRIMARY KEY (b))`); model output must never crash us
         return _fallback_normalize(sql)
@@ -292,7 +293,7 @@ def normalize_sql(sql) -> str:
 # Pulling SQL out of model output
 
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*(?:\n|$)(.*?)(```|\Z)", re.S)
-_SQL_FENCE_LANGS = {"sql", "sqlite", "sqlite3"}
+_SQL_FENCE_LANGS = {"sql", "sqlite", "sqlite3", "postgres", "postgresql", "psql", "pgsql", "plpgsql", "duckdb"}
 # A statement starts at SQL's first keyword; prose before it is skipped. WITH must look like a CTE
 # ("WITH name AS (" / "WITH name(") so that prose such as "With the schema above, ..." is not taken.
 _WITH_CTE = r"WITH\s+(?:RECURSIVE\s+)?[\w\"`\[\]]+\s*(?:\(|AS\s*\()"

@@ -1,12 +1,13 @@
 """Static checks of generated SQL against a schema: unknown tables / columns / functions, wrong macro
 arity, non-read statements, syntax errors, each with the nearest valid name as a suggestion.
 
-Two passes:
+Two passes, in the SQL's dialect (sqlglot's name: sqlite, postgres, duckdb, ...):
   1. A name resolver over sqlglot's scopes reports every problem it finds, with suggestions.
-  2. SQLite itself compiles the query (EXPLAIN, nothing runs) against an empty in-memory copy of
-     the schema. SQLite is the ground truth: if it compiles the query, the query is valid and
-     pass-1 findings are dropped (so resolver blind spots can't give false positives); if it
-     doesn't and pass 1 found nothing, SQLite's error becomes the issue.
+  2. The engine itself compiles the query (EXPLAIN, nothing runs): SQLite against an empty in-memory copy of
+     the schema; PostgreSQL and DuckDB on the live database when there is one (`db`). The engine is the ground
+     truth: if it compiles the query, the query is valid and pass-1 findings are dropped (so resolver blind spots
+     can't give false positives); if it doesn't and pass 1 found nothing, its error becomes the issue. Without an
+     engine to ask (another dialect, no database) pass 1 decides.
 
 Double-quoted names: SQLite reads an unqualified "x" that matches no column as the string 'x'
 (its legacy double-quoted-string behaviour, on in Python's sqlite3). So an unqualified
@@ -23,9 +24,10 @@ from dataclasses import asdict, dataclass, field
 from sqlglot import exp
 from sqlglot.optimizer.scope import Scope, traverse_scope
 
+from .engine_sqlite import sqlite_functions
 from .execute import install_read_only_authorizer
 from .macros import register_macros
-from .parse import parse_statements, schema_catalog
+from .parse import DIALECT, parse_statements, schema_catalog
 
 ISSUE_KINDS = ("parse", "unknown_table", "unknown_column", "ambiguous_column", "unknown_function",
                "macro_arity", "not_select")
@@ -35,8 +37,6 @@ _WRITE_NODES = (exp.Insert, exp.Update, exp.Delete, exp.Merge, exp.Create, exp.D
                 exp.Rollback)
 _ROWID_NAMES = frozenset({"rowid", "oid", "_rowid_"})
 _MISSING = object()
-# Table-valued functions SQLite has built in (they don't show up in pragma_function_list).
-_TABLE_FUNCTIONS = frozenset({"json_each", "json_tree"})
 
 
 @dataclass
@@ -63,24 +63,6 @@ class Validation:
 # Helpers
 
 
-@functools.lru_cache(maxsize=1)
-def sqlite_functions() -> frozenset[str]:
-    """Lowercased names of the functions this SQLite build provides (it varies by version)."""
-    conn = sqlite3.connect(":memory:")
-    try:
-        names = {r[0].lower() for r in conn.execute("SELECT name FROM pragma_function_list")}
-    except sqlite3.Error:  # very old SQLite: fall back to the long-standing core set
-        names = set("""abs avg changes char coalesce count date datetime glob group_concat hex
-            ifnull iif instr julianday last_insert_rowid length like likelihood likely lower ltrim
-            max min nullif printf quote random randomblob replace round rtrim sign soundex
-            sqlite_version strftime substr substring sum time total total_changes trim typeof
-            unicode unixepoch unlikely upper zeroblob row_number rank dense_rank percent_rank
-            cume_dist ntile lag lead first_value last_value nth_value""".split())
-    finally:
-        conn.close()
-    return frozenset(names | _TABLE_FUNCTIONS)
-
-
 def _suggest(name: str, candidates) -> str | None:
     """Nearest candidate (original spelling) to `name`, compared case-insensitively."""
     by_lower = {}
@@ -91,15 +73,15 @@ def _suggest(name: str, candidates) -> str | None:
 
 
 @functools.lru_cache(maxsize=256)
-def _catalog_from_ddl(ddl: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+def _catalog_from_ddl(ddl: str, dialect: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
     # Cached: an eval set validates many queries against the same few schemas.
-    return tuple((t, tuple(cols)) for t, cols in schema_catalog(ddl).items())
+    return tuple((t, tuple(cols)) for t, cols in schema_catalog(ddl, dialect).items())
 
 
-def _as_catalog(schema: str | dict) -> dict[str, list[str]]:
+def _as_catalog(schema: str | dict, dialect: str = DIALECT) -> dict[str, list[str]]:
     if isinstance(schema, dict):
         return {t: list(cols) for t, cols in schema.items()}
-    return {t: list(cols) for t, cols in _catalog_from_ddl(schema)}
+    return {t: list(cols) for t, cols in _catalog_from_ddl(schema, dialect)}
 
 
 # What to use in SQLite instead of functions other dialects have (difflib would suggest e.g.
@@ -117,10 +99,20 @@ _SQLITE_EQUIVALENTS = {
 }
 
 
-def _function_suggestion(name: str, macros: dict) -> str | None:
-    known = sqlite_functions() | set(macros)
-    equivalent = _SQLITE_EQUIVALENTS.get(name.lower())
-    if equivalent and (equivalent == "||" or equivalent in known):
+# ... and in PostgreSQL / DuckDB instead of SQLite's own (what a model trained on SQLite reaches for).
+_EQUIVALENTS = {
+    "sqlite": _SQLITE_EQUIVALENTS,
+    "postgres": {"strftime": "to_char", "julianday": "extract", "ifnull": "coalesce", "group_concat": "string_agg",
+                 "instr": "strpos", "iif": "CASE", "datetime": "to_timestamp", "printf": "format", "date": "CAST"},
+    "duckdb": {"julianday": "julian", "group_concat": "string_agg", "iif": "if", "to_char": "strftime"},
+}
+
+
+def _function_suggestion(name: str, macros: dict, functions: frozenset[str] | None = None,
+                         dialect: str = DIALECT) -> str | None:
+    known = (sqlite_functions() if functions is None else functions) | set(macros)
+    equivalent = _EQUIVALENTS.get(dialect, {}).get(name.lower())
+    if equivalent and (equivalent in ("||", "CASE", "CAST") or equivalent in known):
         return equivalent
     return _suggest(name, sorted(known))
 
@@ -140,9 +132,13 @@ Columns = dict[str, str] | None
 class _Resolver:
     """Resolves every table, column and function name in a parsed read query."""
 
-    def __init__(self, catalog: dict[str, list[str]], macros: list[dict]):
+    def __init__(self, catalog: dict[str, list[str]], macros: list[dict], dialect: str = DIALECT,
+                 functions: frozenset[str] | None = None):
         self.tables = {t.lower(): (t, {c.lower(): c for c in cols}) for t, cols in catalog.items()}
         self.macros = {m["name"].lower(): m for m in macros}
+        self.dialect = dialect
+        # Functions the engine knows (None: unknown, so unknown names are left to the engine, if any).
+        self.functions = functions
         self.issues: list[Issue] = []
         self._seen: set[tuple[str, str]] = set()
         self._outputs: dict[int, dict[str, str] | None] = {}
@@ -272,8 +268,8 @@ class _Resolver:
                 cols = sources[qualifier] if qualifier in sources else self._outer_source(scope, qualifier)
                 if cols is _MISSING:
                     self.add("unknown_table", col.table, _suggest(col.table, list(sources)),
-                             f"no such table or alias: {col.table} (in {col.sql('sqlite')})")
-                elif cols is not None and name not in cols and name not in _ROWID_NAMES:
+                             f"no such table or alias: {col.table} (in {col.sql(self.dialect)})")
+                elif cols is not None and name not in cols and not self._rowid(name):
                     self.add("unknown_column", col.name, _suggest(col.name, cols.values()),
                              f"no such column: {col.table}.{col.name}")
                 continue
@@ -286,14 +282,17 @@ class _Resolver:
                 continue
             if hits or name in aliases or any(cols is None for cols in sources.values()):
                 continue
-            if name in _ROWID_NAMES and sources:
+            if self._rowid(name) and sources:
                 continue
             if self._resolves_outside(scope, name):
                 continue
-            if col.this.quoted:
+            if col.this.quoted and self.dialect == "sqlite":
                 continue  # SQLite reads an unresolvable "x" as the string 'x' (module docstring)
             self.add("unknown_column", col.name, self._column_suggestion(col.name, in_scope_names),
                      f"no such column: {col.name}")
+
+    def _rowid(self, name: str) -> bool:
+        return name in _ROWID_NAMES and self.dialect in ("sqlite", "duckdb")  # both have a rowid pseudo-column
 
     def _column_suggestion(self, name: str, in_scope: list[str]) -> str | None:
         # Prefer a column of the tables in the query; else point at a table the query lacks.
@@ -322,7 +321,7 @@ class _Resolver:
             names.update(outputs)
             names.update(self._select_aliases(branch.expression))
         for col in self._columns(scope):
-            if not col.table and col.name.lower() not in names and not col.this.quoted:
+            if not col.table and col.name.lower() not in names and not (col.this.quoted and self.dialect == "sqlite"):
                 self.add("unknown_column", col.name, _suggest(col.name, names.values()),
                          f"ORDER BY term {col.name} is not a column of the compound SELECT")
 
@@ -330,9 +329,9 @@ class _Resolver:
 
     def _check_functions(self, tree: exp.Expr) -> None:
         # sqlglot turns names it knows into typed nodes (Count, Substring, ...); whatever it doesn't
-        # know stays Anonymous with the name as written: those must be SQLite built-ins or macros.
-        # (Typed nodes SQLite lacks, e.g. YEAR(), are caught by SQLite's compile in pass 2.)
-        known = sqlite_functions()
+        # know stays Anonymous with the name as written: those must be the engine's built-ins or macros.
+        # (Typed nodes the engine lacks, e.g. YEAR() in SQLite, are caught by its compile in pass 2.)
+        known = self.functions
         for node in tree.find_all(exp.Anonymous):
             fname = node.name
             lower = fname.lower()
@@ -343,8 +342,8 @@ class _Resolver:
                     self.add("macro_arity", fname, None,
                              f"macro {macro['name']}({', '.join(macro.get('params', []))}) takes "
                              f"{want} argument(s), called with {got}")
-            elif lower not in known and not lower.startswith("pragma_"):  # pragma_*: see pass 2
-                self.add("unknown_function", fname, _function_suggestion(fname, self.macros),
+            elif known is not None and lower not in known and not lower.startswith("pragma_"):  # pragma_*: pass 2
+                self.add("unknown_function", fname, _function_suggestion(fname, self.macros, known, self.dialect),
                          f"no such function: {fname}")
 
 
@@ -377,18 +376,30 @@ def _sqlite_compile_error(sql: str, catalog: dict[str, list[str]], macros: list[
         conn.close()
 
 
-_SQLITE_ERRORS = [
+# Engine error messages -> issue kinds (SQLite, PostgreSQL, DuckDB; their wordings don't overlap).
+_ENGINE_ERRORS = [
     (re.compile(r"no such table: (?:\w+\.)?(.+)"), "unknown_table"),
     (re.compile(r"no such column: (.+)"), "unknown_column"),
     (re.compile(r"ambiguous column name: (.+)"), "ambiguous_column"),
     (re.compile(r"no such function: (.+)"), "unknown_function"),
     (re.compile(r"wrong number of arguments to function (\w+)\(\)"), "unknown_function"),
-    (re.compile(r"not authorized"), "not_select"),
+    (re.compile(r"not authorized|only read queries|only one SQL statement|is not allowed"), "not_select"),
+    (re.compile(r'relation "(?:[^"]+\.)?([^"]+)" does not exist'), "unknown_table"),
+    (re.compile(r'missing FROM-clause entry for table "([^"]+)"'), "unknown_table"),
+    (re.compile(r'column "?([\w.]+?)"? does not exist'), "unknown_column"),
+    (re.compile(r'column reference "([^"]+)" is ambiguous'), "ambiguous_column"),
+    (re.compile(r"function ([\w.]+)\(.*?\) does not exist"), "unknown_function"),
+    (re.compile(r"Table with name (\S+?)!? does not exist"), "unknown_table"),
+    (re.compile(r'Referenced table "([^"]+)" not found'), "unknown_table"),
+    (re.compile(r'(?:Referenced column|Column) "?([^"\s]+)"? not found'), "unknown_column"),
+    (re.compile(r'Ambiguous reference to column name "([^"]+)"'), "ambiguous_column"),
+    (re.compile(r"(?:Scalar|Table|Aggregate) Function with name (\w+) does not exist"), "unknown_function"),
 ]
 
 
-def _issue_from_sqlite(message: str, catalog: dict[str, list[str]], macros: list[dict]) -> Issue:
-    for pattern, kind in _SQLITE_ERRORS:
+def _issue_from_engine(message: str, catalog: dict[str, list[str]], macros: list[dict],
+                       functions: frozenset[str] | None = None, dialect: str = DIALECT) -> Issue:
+    for pattern, kind in _ENGINE_ERRORS:
         m = pattern.search(message)
         if not m:
             continue
@@ -400,37 +411,62 @@ def _issue_from_sqlite(message: str, catalog: dict[str, list[str]], macros: list
         if kind in ("unknown_column", "ambiguous_column"):
             name = name.rsplit(".", 1)[-1]
             return Issue(kind, name, _suggest(name, [c for cols in catalog.values() for c in cols]), message)
+        name = name.rsplit(".", 1)[-1]
         by_name = {macro["name"].lower(): macro for macro in macros}
         if name.lower() in by_name:
             return Issue("macro_arity", name, None, message)
-        suggestion = None if "wrong number" in message else _function_suggestion(name, by_name)
+        suggestion = None if "wrong number" in message else _function_suggestion(name, by_name, functions, dialect)
         return Issue(kind, name, suggestion, message)
     # Any other compile error (syntax, misuse of aggregate, ...).
     return Issue("parse", None, None, message)
+
+
+def _engine_verdict(sql: str, catalog: dict[str, list[str]], macros: list[dict], dialect: str, db):
+    """The engine's compile error, None when it compiles, or _NO_REPLICA when no engine can be asked: SQLite
+    against the schema's empty copy; PostgreSQL / DuckDB on the live database."""
+    if dialect == "sqlite":
+        return _sqlite_compile_error(sql, catalog, macros)
+    if db is None or db.dialect != dialect:
+        return _NO_REPLICA
+    try:
+        return db.compile_error(sql, macros)
+    except ConnectionError:  # the database can't be reached: pass 1 decides
+        return _NO_REPLICA
+
+
+def _known_functions(dialect: str, db) -> frozenset[str] | None:
+    if dialect == "sqlite":
+        return sqlite_functions()
+    if db is not None and db.dialect == dialect:
+        return db.builtin_functions()
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
 # Public API
 
 
-def validate(sql: str, schema: str | dict, macros: list[dict] | None = None) -> Validation:
-    """Check `sql` against `schema` (CREATE TABLE text, or a schema_catalog() dict) and macros."""
+def validate(sql: str, schema: str | dict, macros: list[dict] | None = None, dialect: str = DIALECT,
+             db=None) -> Validation:
+    """Check `sql` against `schema` (CREATE TABLE text, or a schema_catalog() dict) and macros, in `dialect`;
+    `db` (an ft.sql.engine.Database of that dialect) lets PostgreSQL / DuckDB have the final word."""
     macros = list(macros or [])
-    catalog = _as_catalog(schema)
+    catalog = _as_catalog(schema, dialect)
+    functions = _known_functions(dialect, db)
     sql = (sql or "").strip()
     while sql.endswith(";"):
         sql = sql[:-1].rstrip()
     if not sql:
         return Validation(False, [Issue("parse", None, None, "empty query")])
     try:
-        statements = parse_statements(sql)
+        statements = parse_statements(sql, dialect)
     except Exception as e:  # noqa: BLE001 - parse errors, and any sqlglot bug on odd model output
-        # sqlglot misses some SQLite syntax; SQLite has the final word on whether it parses.
-        error = _sqlite_compile_error(sql, catalog, macros)
+        # sqlglot misses some syntax of every engine; the engine has the final word on whether it parses.
+        error = _engine_verdict(sql, catalog, macros, dialect, db)
         if error is None:
             return Validation(True, [])
         if error is not _NO_REPLICA:
-            return Validation(False, [_issue_from_sqlite(error, catalog, macros)])
+            return Validation(False, [_issue_from_engine(error, catalog, macros, functions, dialect)])
         detail = getattr(e, "errors", None) or [{}]
         return Validation(False, [Issue("parse", detail[0].get("highlight"), None, str(e).splitlines()[0])])
 
@@ -446,31 +482,31 @@ def validate(sql: str, schema: str | dict, macros: list[dict] | None = None) -> 
                                         f"only read queries (SELECT) are allowed, got {kind}")])
 
     try:
-        issues = _Resolver(catalog, macros).run(tree)
-    except RecursionError:  # parsed, but too deep to walk: SQLite alone decides
+        issues = _Resolver(catalog, macros, dialect, functions).run(tree)
+    except RecursionError:  # parsed, but too deep to walk: the engine alone decides
         issues = [Issue("parse", None, None, "query nested too deeply to analyse")]
-    except Exception as e:  # noqa: BLE001 - a sqlglot tree the resolver can't walk: SQLite alone decides
+    except Exception as e:  # noqa: BLE001 - a sqlglot tree the resolver can't walk: the engine alone decides
         issues = [Issue("parse", None, None, f"query could not be analysed ({type(e).__name__})")]
-    error = _sqlite_compile_error(sql, catalog, macros)
+    error = _engine_verdict(sql, catalog, macros, dialect, db)
     if error is _NO_REPLICA:
         return Validation(not issues, issues)
     if error is None:
-        return Validation(True, [])  # SQLite compiles it: any pass-1 finding was a blind spot
-    sqlite_issue = _issue_from_sqlite(error, catalog, macros)
-    if not issues or not _explained(sqlite_issue, error, issues):
-        issues.append(sqlite_issue)
+        return Validation(True, [])  # the engine compiles it: any pass-1 finding was a blind spot
+    engine_issue = _issue_from_engine(error, catalog, macros, functions, dialect)
+    if not issues or not _explained(engine_issue, error, issues):
+        issues.append(engine_issue)
     return Validation(False, issues)
 
 
-def _explained(sqlite_issue: Issue, error: str, issues: list[Issue]) -> bool:
-    """Whether SQLite's (first) error is already covered by pass-1 issues."""
-    if sqlite_issue.kind == "parse":  # a generic compile error, e.g. about an ORDER BY term
+def _explained(engine_issue: Issue, error: str, issues: list[Issue]) -> bool:
+    """Whether the engine's (first) error is already covered by pass-1 issues."""
+    if engine_issue.kind == "parse":  # a generic compile error, e.g. about an ORDER BY term
         return True
     words = {w.lower() for w in re.findall(r"\w+", error)}
-    return any(i.name and i.name.lower() in words | {(sqlite_issue.name or "").lower()} for i in issues)
+    return any(i.name and i.name.lower() in words | {(engine_issue.name or "").lower()} for i in issues)
 
 
-def hallucinated_names(sql: str, schema: str | dict) -> list[str]:
+def hallucinated_names(sql: str, schema: str | dict, dialect: str = DIALECT, db=None) -> list[str]:
     """Table and column names in `sql` that the schema doesn't have."""
-    result = validate(sql, schema)
+    result = validate(sql, schema, dialect=dialect, db=db)
     return [i.name for i in result.errors if i.kind in ("unknown_table", "unknown_column") and i.name]
