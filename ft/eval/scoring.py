@@ -25,7 +25,8 @@ from typing import Callable
 from ft.data.prompt import sql_from_output
 from ft.data.rows import Row
 from ft.eval.generation import Generator
-from ft.sql.execute import ExecResult, execute, query_has_order_by, results_match
+from ft.sql.compare import order_matters, query_has_order_by, results_match
+from ft.sql.execute import ExecResult, execute
 from ft.sql.parse import normalize_sql
 from ft.sql.validate import validate
 
@@ -133,7 +134,8 @@ def judge(row: Row, cand: Candidate, gold: ExecResult | None, seconds: float = 0
         cap = len(got.rows if got.truncated else gold.rows)
         p.error = f"{'predicted' if got.truncated else 'gold'} result has more than eval.max_rows={cap} rows"
         return p
-    p.correct = results_match(gold.rows, got.rows, mode="multiset", ordered=query_has_order_by(row.query))
+    # Spider's test-suite rule: rows as a list when the gold query's text has ORDER BY (ft.sql.compare)
+    p.correct = results_match(gold.rows, got.rows, mode="multiset", ordered=order_matters(row.query))
     p.correct_set = results_match(gold.rows, got.rows, mode="set")
     p.outcome = "correct" if p.correct else "wrong"
     return p
