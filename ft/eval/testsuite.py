@@ -24,13 +24,93 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlglot import exp
+
 from ft.data.rows import Row
 from ft.sql.compare import order_matters, results_match
 from ft.sql.execute import execute
 from ft.sql.mutants import mutants
 from ft.sql.neighbours import Session, build_neighbours, literals_of
+from ft.sql.parse import DIALECT, SQLGLOT_ERRORS, parse_one
 
 MUTANT_TIMEOUT_S = 0.5
+_KEY = "_sqlft_key"
+
+
+def _int(node) -> int | None:
+    return int(node.this) if isinstance(node, exp.Literal) and not node.is_string and node.this.isdigit() else None
+
+
+def _tie_probes(sql: str) -> list[tuple[str, int, list[int], int, int | None, bool]] | None:
+    """For each ORDER BY whose ties could change the result (the outermost one; an inner one with a LIMIT): (a query
+    giving its rows in order with its sort keys appended, how many were appended, the key columns (>= 0: an output
+    column; < 0: from the end), OFFSET, LIMIT, whether ties inside the window count too). None when some such ORDER BY
+    can't be probed (the question can't be judged on a neighbour with ties)."""
+    try:
+        tree = parse_one(sql)
+    except (*SQLGLOT_ERRORS, ValueError):
+        return None
+    top = tree
+    while isinstance(top, exp.Subquery):
+        top = top.this
+    probes = []
+    for node in [n for n in tree.walk() if isinstance(n, exp.Query) and n.args.get("order")]:
+        outer = node is top
+        limit = node.args.get("limit")
+        if limit is None and not outer:
+            continue  # an inner ORDER BY without LIMIT orders nothing anyone sees
+        n = _int(limit.expression) if limit is not None else None
+        offset = node.args.get("offset") or (limit.args.get("offset") if limit is not None else None)
+        off = 0 if offset is None else _int(offset.expression if isinstance(offset, exp.Offset) else offset)
+        if (limit is not None and n is None) or off is None:
+            return None
+        probe = node.copy()
+        probe.set("limit", None)
+        probe.set("offset", None)
+        first = probe if isinstance(probe, exp.Select) else probe.find(exp.Select)
+        names = first.named_selects if first is not None else []
+        star = first is None or any(isinstance(e, exp.Star) or (isinstance(e, exp.Column) and e.is_star)
+                                    for e in first.expressions)
+        added: list[exp.Expr] = []
+        keys = []
+        for o in probe.args["order"].expressions:
+            k = o.this
+            if _int(k) is not None and _int(k) >= 1:
+                keys.append(_int(k) - 1)
+            elif isinstance(k, exp.Column) and not k.table and k.name in names and not star:
+                keys.append(names.index(k.name))
+            elif isinstance(probe, exp.Select) and not probe.args.get("distinct"):
+                added.append(k)
+                keys.append(-len(added))  # the j-th appended key is -1 - j: its place is known once run
+            else:
+                return None
+        for i, k in enumerate(added):
+            probe.select(exp.alias_(k.copy(), f"{_KEY}{i}"), copy=False)
+        if tree.args.get("with_") is not None and not outer:
+            probe.set("with_", tree.args["with_"].copy())
+        probes.append((probe.sql(dialect=DIALECT), len(added), keys, off, n, outer))
+    return probes
+
+
+def ties_decide(session: Session, probes) -> bool:
+    """Whether, on this database, some ORDER BY of the query meets rows with equal keys but other values where the
+    order decides the result (across its LIMIT's edges; for the outermost, anywhere in what is returned, as the rows
+    are compared as a list). A probe that fails counts as deciding."""
+    for sql, added, keys, off, n, outer in probes:
+        rows = session.run(sql)
+        if rows is None:
+            return True
+        if not rows:
+            continue
+        width = len(rows[0]) - added
+        at = [k if k >= 0 else width + (-1 - k) for k in keys]
+        end = len(rows) - 1 if n is None else min(off + n, len(rows) - 1)
+        pairs = range(max(off - 1, 0), end) if outer else [i for i in (off - 1, off + (n or 0) - 1) if 0 <= i < end]
+        for i in pairs:
+            a, b = rows[i], rows[i + 1]
+            if [a[k] for k in at] == [b[k] for k in at] and a[:width] != b[:width]:
+                return True
+    return False
 
 
 @dataclass
@@ -137,12 +217,16 @@ class TestSuite:
         finally:
             orig.close()
         survivors = {m for m, res in runs if same(gold, res)}
+        probes = _tie_probes(row.query)
         kept, killed, unstable = [], set(), 0
         for i, path in enumerate(neighbours):
             s = Session(path, row.macros, self.timeout_s, self.max_rows)
             try:
                 g = s.run(row.query)
-                if g is None or not same(g, s.run(row.query, reverse=True)):
+                # the gold result must not depend on an order the query leaves open: unordered rows (scanned
+                # backwards, the same result) and ties of its ORDER BY where they matter (none)
+                if g is None or not same(g, s.run(row.query, reverse=True)) or probes is None \
+                        or ties_decide(s, probes):
                     unstable += 1
                     continue
                 kills = {m for m, _ in runs if not same(g, s.run(m))}
