@@ -24,7 +24,6 @@ from pathlib import Path
 from ft.cli import Alias, Command, adapter_run_config, run
 from ft.constants import EXIT_PREEMPTED
 from ft.data.rows import DataError, Row
-from ft.model import ModelError
 
 # EX's 95 % interval is at most ±10 points from this many questions on (1.96 * sqrt(0.25 / n) <= 0.10).
 USEFUL_QUESTIONS = 97
@@ -275,10 +274,12 @@ def evaluate_command(cfg, args) -> int:
         raise DataError("--predictions scores SQL from a file: no --model is loaded.")
     from ft.eval.scoring import evaluate, score_texts, summarize
     from ft.files import check_writable
-    from ft.inference import run_of
-    from ft.tracking import wandb_offline_default
 
-    run_dir, state = run_of(args.adapter) if args.adapter else (None, {})
+    run_dir, state = None, {}
+    if args.adapter:
+        from ft.inference import run_of  # torch: not for SQL scored from a file
+
+        run_dir, state = run_of(args.adapter)
     form = scored_form(cfg, args.overrides, args.adapter)
     if args.out:
         folder = Path(args.out)
@@ -328,8 +329,6 @@ def evaluate_command(cfg, args) -> int:
         else:
             from ft.data.linking import make_fitter
 
-            if args.wandb:
-                wandb_offline_default()  # as training: no login -> offline, not a login prompt
             model, tokenizer, what = load_scored_model(cfg, args.adapter, form)
             print(f"model: {what}", file=sys.stderr)
             # Never over the model's context: linked to fit (data.schema_linking), or an error saying how (off).
@@ -367,6 +366,9 @@ def evaluate_command(cfg, args) -> int:
     if args.wandb:
         import wandb
 
+        from ft.tracking import wandb_offline_default
+
+        wandb_offline_default()  # as training: no login -> offline, not a login prompt
         run_ = wandb.init(project=cfg.tracking.project, entity=cfg.tracking.entity, job_type="eval",
                           config=cfg.to_dict())
         cols, data = prediction_table_rows(preds)
@@ -412,8 +414,14 @@ STOP = _Stop()
 
 def main(argv: list[str] | None = None) -> int:
     STOP.install()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    errors: tuple = (DataError, FileNotFoundError)
+    if "--predictions" not in argv or "--adapter" in argv:  # a model or an adapter's run is read (torch)
+        from ft.model import ModelError
+
+        errors += (ModelError,)
     try:
-        return run(COMMAND, evaluate_command, argv, errors=(DataError, ModelError, FileNotFoundError))
+        return run(COMMAND, evaluate_command, argv, errors=errors)
     except KeyboardInterrupt:
         print("stopped at once (second Ctrl-C); the answers of finished batches are kept", file=sys.stderr)
         return 130

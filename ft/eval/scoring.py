@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Callable
 
 from ft.data.prompt import sql_from_output
 from ft.data.rows import Row
-from ft.eval.generation import GenerationStopped, Generator
 from ft.sql.compare import order_matters, query_has_order_by, results_match
 from ft.sql.execute import ExecResult, execute
 from ft.sql.parse import normalize_sql
@@ -37,6 +36,7 @@ from ft.sql.validate import validate
 
 if TYPE_CHECKING:
     from ft.config import EvalConfig
+    from ft.eval.generation import Generator
     from ft.eval.testsuite import TestSuite
 
 
@@ -284,6 +284,7 @@ def evaluate(model, tokenizer, rows: list[Row], cfg: EvalConfig | None = None, *
     here when cfg.test_suite > 0; `dataset`: the rows `rows` come from, for its neighbours' literals). `trained`:
     question_key()s of the training rows, to report those questions apart."""
     from ft.config import EvalConfig
+    from ft.eval.generation import GenerationStopped, Generator  # torch: only where a model generates
 
     e = cfg if cfg is not None else EvalConfig()
     t0 = time.perf_counter()
