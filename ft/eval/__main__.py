@@ -260,6 +260,14 @@ def result_name(args, cfg, state: dict, form: str) -> str:
     return f"{data}__{model}__{form}"
 
 
+def _other_model_in(folder: Path, settings: dict) -> bool:
+    try:
+        before = json.loads((folder / ".progress.json").read_text())["settings"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return any(before.get(k) != settings.get(k) for k in ("model", "adapter", "step", "form", "predictions"))
+
+
 # ------------------------------------------------------------------------------------------------
 # the command
 
@@ -307,6 +315,9 @@ def evaluate_command(cfg, args) -> int:
                                      "predictions": args.predictions}
     if form == "trained" and not args.predictions:
         settings["quantization"] = cfg.quantization.mode
+    if args.out and _other_model_in(folder, settings):  # --out holds another model's results: kept, not replaced
+        name = result_name(args, cfg, state, form)
+        print(f"{folder} holds another model's evaluation: this one is written as {name}_*", file=sys.stderr)
     log = PredictionLog(folder, name, rows, settings)
     if log.done:
         print(f"continuing an interrupted evaluation in {folder}: {len(log.done)} of {len(rows)} questions done",
