@@ -2,6 +2,7 @@
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -169,12 +170,34 @@ def test_resume_after_sigkill_matches_uninterrupted(tmp_path, tiny_model, rows_f
     done = sorted(p.name for p in (kill_dir / "run" / "checkpoints").glob("step-*"))
     assert "step-000016" not in done
 
-    run(cfg)  # same command: resumes from the newest complete checkpoint
+    newest = int(done[-1].split("-")[1])
+    # negative controls, from copies of the killed run: a resume that restores the adapter and the data position but
+    # not the dropout RNG, or not the optimizer's moments, must not give the uninterrupted run's adapter
+    controls = {}
+    for name in ("no_rng", "no_optimizer_state"):
+        ctl = tmp_path / name
+        shutil.copytree(kill_dir / "run", ctl / "run")
+        ck = ctl / "run" / "checkpoints" / done[-1]
+        if name == "no_rng":
+            (ck / "rng-rank0.pt").unlink()
+        else:
+            state = torch.load(ck / "optimizer.pt", weights_only=False)
+            torch.save(state | {"state": {}}, ck / "optimizer.pt")
+        controls[name] = (write_config(ctl, tiny_model, rows_file, **common), ctl)
+
+    proc = run(cfg)  # same command: resumes from the newest complete checkpoint
+    # it did resume, at the step it was killed after (a run from step 0 is deterministic too and would also match)
+    assert f"{done[-1]} at step {newest}" in proc.stderr + proc.stdout and 0 < newest < 16
     a, b = adapter_tensors(ref_dir / "run" / "adapter"), adapter_tensors(kill_dir / "run" / "adapter")
     assert a.keys() == b.keys()
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-6
     assert _trace(ref_dir / "run") == _trace(kill_dir / "run")
     assert len(list((kill_dir / "run" / "checkpoints").glob("step-*"))) == 2  # keep_last
+    for name, (ctl_cfg, ctl) in controls.items():
+        out = run(ctl_cfg)
+        assert f"at step {newest}" in out.stderr + out.stdout, name
+        c = adapter_tensors(ctl / "run" / "adapter")
+        assert max((a[k] - c[k]).abs().max().item() for k in a) > 1e-4, f"{name}: the equality can't fail"
 
 
 def test_sigterm_checkpoints_and_exits_for_requeue(tmp_path, tiny_model, rows_file):
