@@ -185,6 +185,9 @@ class GrpoConfig:
     reward_executes: float = 0.1
     reward_valid: float = 0.1
     penalty_no_fence: float = 0.5
+    # reward_match only for a result equal to the gold one on the database and on every neighbour database the test
+    # suite keeps for the question (eval.test_suite K > 0): a filter that filters nothing there earns no reward
+    reward_test_suite: bool = False
 
 
 @dataclass
@@ -452,6 +455,8 @@ def validate(cfg: Config) -> None:
     _check(0 <= e.float_tolerance < 1, "eval.float_tolerance", e.float_tolerance,
            "must be a relative tolerance in [0, 1) (0: exact comparison, the official rule)")
     _one_of("eval.scored_model", e.scored_model, ("served", "trained"))
+    _check(not cfg.grpo.reward_test_suite or e.test_suite > 0, "grpo.reward_test_suite", cfg.grpo.reward_test_suite,
+           "needs neighbour databases: set eval.test_suite K (> 0)")
     _check(0 <= e.test_suite <= 100, "eval.test_suite", e.test_suite, "must be 0 (off) to 100 neighbour databases")
     _check(m.adapter is None or Path(m.adapter).expanduser().exists(), "model.adapter", m.adapter,
            "path does not exist (a LoRA adapter folder, a checkpoint or a run folder)")

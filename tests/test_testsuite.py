@@ -169,3 +169,21 @@ def test_distillation_is_cached_beside_the_neighbours(shop):
     again._distil = None  # a second suite must read every share from the cache, not distil again
     assert again.prepare(rows) == shop["stats"]
     assert shop["stats"]["ts_kept_mean"] > 0 and shop["stats"]["ts_neighbours"] == 6
+
+
+def test_grpo_reward_can_ask_for_the_test_suite(shop):
+    from ft.config import GrpoConfig, load_config
+    from ft.grpo import Completion, Group, score_groups
+
+    row = shop["rows"]["positive"]
+    texts = ["SELECT COUNT(*) FROM orders WHERE total > 0\n```", "SELECT COUNT(*) FROM orders\n```"]
+
+    def rewards(suite):
+        grp = Group(row, [], [Completion([], t) for t in texts])
+        score_groups([grp], GrpoConfig(), 5, 1000, suite=suite)
+        return [c.reward for c in grp.completions]
+
+    assert rewards(None) == [1.0, 1.0]  # EX alone rewards the missing filter as a match
+    assert rewards(shop["suite"]) == [1.0, pytest.approx(0.2)]  # with the suite: it runs and validates, no more
+    with pytest.raises(Exception, match="eval.test_suite"):
+        load_config(None, ["--grpo.reward_test_suite", "true"])
