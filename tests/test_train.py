@@ -220,6 +220,18 @@ def test_sigterm_checkpoints_and_exits_for_requeue(tmp_path, tiny_model, rows_fi
     assert state["step"] == stopped_at
 
 
+def test_a_setting_added_since_the_checkpoint_does_not_block_its_resume():
+    from ft import checkpoint as ckpt
+    from ft.config import Config
+
+    now = Config().to_dict()
+    saved = json.loads(json.dumps(now))
+    del saved["grpo"]["reward_test_suite"]  # a checkpoint written before the key existed
+    assert ckpt.mismatches(saved, now, None, None) == []
+    now["grpo"]["reward_test_suite"] = True  # ... but turning it on is a change
+    assert ckpt.mismatches(saved, now, None, None) == ["grpo.reward_test_suite: None in the checkpoint, True now"]
+
+
 def test_incomplete_checkpoint_is_ignored(tmp_path):
     from ft import checkpoint as ckpt
 
