@@ -41,6 +41,6 @@ def test_rules_on_a_small_readme(tmp_path):
         "| no | record |\n|---|---|\n| a | 1.5 |\n")
     misses, checked = checker.check(readme)
     # labels (first column) and `code` are not figures; units: x100, /60, /2**30; a Markdown record matched as text
-    assert checked == 5 and misses == ["README.md:16: a table of 1 figures cites no bench/results record"]
+    assert checked == 5 and misses == ["README.md:14: a table of 1 figures cites no bench/results record"]
     readme.write_text(readme.read_text().replace("| 17.1 |", "| 17.2 |"))
     assert any("17.2" in m for m in checker.check(readme)[0])
