@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import re
 import signal
 import sys
@@ -24,9 +23,6 @@ from pathlib import Path
 from ft.cli import Alias, Command, adapter_run_config, run
 from ft.constants import EXIT_PREEMPTED
 from ft.data.rows import DataError, Row
-
-# EX's 95 % interval is at most ±10 points from this many questions on (1.96 * sqrt(0.25 / n) <= 0.10).
-USEFUL_QUESTIONS = 97
 
 
 def _own(p) -> None:
@@ -105,16 +101,6 @@ def select_questions(cfg, overrides: dict, seed: int, min_eval: int) -> Question
         why = (f"data.max_eval_rows {limit} in the config (the sample training evaluated on); --limit "
                f"{len(all_rows)} scores them all")
     return Questions(rows, all_rows, source, why)
-
-
-def interval_note(n: int, ex: float | None) -> str | None:
-    """A plain line when n questions are too few to measure EX: its 95 % interval and the size that would do."""
-    if n >= USEFUL_QUESTIONS or ex is None:
-        return None
-    half = 1.96 * math.sqrt(max(ex * (1 - ex), 0.25 if n < 30 else ex * (1 - ex)) / max(n, 1))
-    return (f"only {n} questions: EX {100 * ex:.1f} % is known to about ±{100 * half:.0f} points (95 % interval); "
-            f"{USEFUL_QUESTIONS} questions give ±10 points at worst, 385 give ±5 (data.eval_fraction / "
-            "data.eval_source set the held-out split)")
 
 
 def trained_questions(args, rows: list[Row]) -> set | None:
@@ -364,8 +350,6 @@ def evaluate_command(cfg, args) -> int:
     print(f"\nscored: {what}\n{len(rows)} of {len(q.all_rows)} questions of {q.source}"
           + (f" ({q.why})" if q.why else ""))
     print(format_table({"model": metrics}))
-    if note := interval_note(metrics.get("n", 0), metrics.get("ex")):
-        print(note)
     if metrics.get("trained_questions"):
         print(f"{metrics['trained_questions']} of these questions were training rows of the adapter's run: "
               "reported apart (ex[trained]), not as unseen questions")

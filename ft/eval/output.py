@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
@@ -118,6 +119,23 @@ class PredictionLog:
         return self.metrics_path
 
 
+# EX's 95 % interval is at most ±10 points from this many questions on (1.96 * sqrt(0.25 / n) <= 0.10).
+USEFUL_QUESTIONS = 97
+
+
+def interval_note(n: int, ex: float | None) -> str | None:
+    """A plain line when n questions are too few to measure EX: its 95 % (Wilson) interval and the size that would
+    do."""
+    if n >= USEFUL_QUESTIONS or ex is None or n == 0:
+        return None
+    z = 1.96
+    centre = (ex + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(ex * (1 - ex) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (f"only {n} questions: EX {100 * ex:.1f} % means anywhere from {100 * max(centre - half, 0):.0f} to "
+            f"{100 * min(centre + half, 1):.0f} % (95 % interval); {USEFUL_QUESTIONS} questions give ±10 points at "
+            "worst, 385 give ±5 (data.eval_fraction / data.eval_source set the held-out split)")
+
+
 def _pct_row(label: str, results: dict[str, dict], get) -> str:
     cells = []
     for n in results:
@@ -165,6 +183,9 @@ def format_table(results: dict[str, dict]) -> str:
     if failed:
         lines.append("gold query failed, by database (left out of every rate): "
                      + ", ".join(f"{db} {c}" for db, c in failed.items()))
+    for n in names:  # too few questions to measure: said plainly, with the size that would do
+        if note := interval_note(results[n].get("n", 0), results[n].get("ex")):
+            lines.append(f"{n}: {note}" if len(names) > 1 else note)
     return "\n".join(lines)
 
 
