@@ -7,7 +7,7 @@ from conftest import build_shop_db, make_rows
 from ft.config import EvalConfig
 from ft.data.prompt import encode_prompt
 from ft.data.rows import Row
-from ft.eval import scoring
+from ft.eval import generation
 from ft.eval.generation import Generated, Generator, generate_batch
 from ft.eval.scoring import check_answer, evaluate, vote
 
@@ -80,7 +80,7 @@ class StubGenerator:
 
 @pytest.fixture
 def stub(monkeypatch):
-    monkeypatch.setattr(scoring, "Generator", StubGenerator)
+    monkeypatch.setattr(generation, "Generator", StubGenerator)  # evaluate() imports it from there when it runs
     return StubGenerator
 
 
