@@ -275,12 +275,12 @@ def test_loss_falls_and_matches_one_process(strategy, full, single):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fault, caught_by", [("loss_scale", "train/grad_norm"), ("same_rows", "train/loss")])
+@pytest.mark.parametrize("fault, caught_by", [("loss_scale", "train/grad_norm")])
 def test_a_faulty_distributed_run_fails_the_comparison(fault, caught_by, work, model_dir, rows, single):
-    # Negative controls: the same 2-process DDP run, 2 steps (what the 1-process reference did in its first 2 steps
+    # Negative control: the same 2-process DDP run, 2 steps (what the 1-process reference did in its first 2 steps
     # does not depend on the schedule's length), with a fault put in by tests/faulty_train.py. A loss scaled by 1/2
-    # leaves the loss curve alone (Adam is blind to a constant factor) but halves the gradient norm; both ranks on
-    # rank 0's rows train on other rows than the reference.
+    # leaves the loss curve alone (Adam is blind to a constant factor) but halves the gradient norm. (same_rows, both
+    # ranks on rank 0's rows, is caught by the loss: measured once, left out of CI for time; the GRPO test runs it.)
     folder = work / f"fault-{fault}"
     cfg = write_config(folder, model_dir, rows, accumulation=ACCUMULATION, train={"max_steps": 2},
                        eval={"at_end": False, "loss_every": 0, "loss_batches": 1})

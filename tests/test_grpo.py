@@ -692,11 +692,12 @@ def test_two_processes_equal_one(toy, one_process, strategy):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fault, caught_by", [("loss_scale", "train/grad_norm"), ("same_rows", "examples")])
+@pytest.mark.parametrize("fault, caught_by", [("same_rows", "examples")])
 def test_a_faulty_two_process_run_fails_the_comparison(toy, one_process, fault, caught_by):
-    # Negative controls (constant learning rate: 2 steps compare with the reference's first 2): DDP with a fault put
-    # in by tests/faulty_train.py. A loss scaled by 1/2 halves the gradient norm; both ranks on rank 0's prompts
-    # sample and train on other rows than the reference.
+    # Negative control (constant learning rate: 2 steps compare with the reference's first 2): DDP with a fault put
+    # in by tests/faulty_train.py: both ranks on rank 0's prompts sample and train on other rows than the reference.
+    # (loss_scale, a loss scaled by 1/2, is caught by the gradient norm: measured once, left out of CI for time; the
+    # SFT test in test_distributed.py runs it.)
     folder = toy.root / f"fault-{fault}"
     cmd = launch("ddp", two_process_config(folder, toy, "ddp", steps=2))
     at = cmd.index(str(REPO / "ft" / "train.py"))
