@@ -7,6 +7,7 @@
     ft.eval.output       result files, the console table, W&B table rows, two runs compared
     python -m ft.eval    the command (`sqlft eval`)
 
-Used three ways: `sqlft eval` (a model or model + adapter on any dataset, or SQL from a file), periodically during training on a
-fixed sample (`eval.every`), and at the end of training (base vs fine-tuned, the adapter switched off and on).
+Used three ways: `sqlft eval` (a model or model + adapter on any dataset, or SQL from a file), periodically during
+training on a fixed sample (`eval.every`), and at the end of training (base vs fine-tuned, the adapter switched off
+and on).
 """
