@@ -13,6 +13,7 @@ accuracy. Writes bench/results/constrained.json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -80,11 +81,11 @@ def main() -> int:
         for arm in arms:
             torch.manual_seed(b)
             t0 = time.perf_counter()
-            p, m = evaluate(model, tok, rows[s:s + args.batch_size], template=cfg.data.template,
-                            batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, timeout_s=e.timeout_s,
-                            max_rows=e.max_rows, samples=args.samples, temperature=e.temperature, top_p=e.top_p,
-                            train_dbs=train_dbs, prompt_rows=prompts[s:s + args.batch_size],
-                            constrain=arm == "constrained")
+            p, m = evaluate(model, tok, rows[s:s + args.batch_size],
+                            dataclasses.replace(e, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                                                samples=args.samples, retries=0, constrain=arm == "constrained"),
+                            template=cfg.data.template, train_dbs=train_dbs,
+                            prompt_rows=prompts[s:s + args.batch_size])
             seconds[arm] += time.perf_counter() - t0
             preds[arm] += p
             masked += m.get("constrain_masked_tokens", 0)

@@ -30,7 +30,7 @@ def main() -> int:
     ap.add_argument("--name", default="eval_throughput", help="result file name under bench/results/")
     args = ap.parse_args()
 
-    from ft.config import load_config, resolve
+    from ft.config import EvalConfig, load_config, resolve
     from ft.data.sources import load_source
     from ft.eval.scoring import evaluate
     from ft.inference import load_for_inference, resolve_adapter
@@ -41,8 +41,8 @@ def main() -> int:
     results = {}
     for name, bs in (("one_at_a_time", 1), ("batched", args.batch_size)):
         t0 = time.perf_counter()
-        preds, metrics = evaluate(model, tok, rows, template=cfg.data.template, batch_size=bs,
-                                  max_new_tokens=args.max_new_tokens)
+        preds, metrics = evaluate(model, tok, rows, EvalConfig(batch_size=bs, max_new_tokens=args.max_new_tokens),
+                                  template=cfg.data.template)
         wall = time.perf_counter() - t0
         results[name] = {"batch_size": bs, "wall_s": wall, "questions_per_s": len(rows) / wall,
                          "ex": metrics["ex"], "time_per_question_p50_s": metrics["time_per_question_p50_s"],

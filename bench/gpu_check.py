@@ -879,6 +879,7 @@ def c_prefix(ctx):
 def c_generation(ctx):
     import torch
 
+    from ft.config import EvalConfig
     from ft.eval.scoring import evaluate
 
     # fp32 (TF32 off): greedy decoding is a chain of argmaxes, and the two paths round differently; in bf16 a
@@ -887,8 +888,9 @@ def c_generation(ctx):
     out = {}
     for reuse in (False, True):
         t = time.perf_counter()
-        preds, summary = evaluate(model, ctx.tok, ctx.gen_rows, template="schema_first", batch_size=4,
-                                  max_new_tokens=24, reuse_schema_cache=reuse)
+        preds, summary = evaluate(model, ctx.tok, ctx.gen_rows,
+                                  EvalConfig(batch_size=4, max_new_tokens=24, reuse_schema_cache=reuse),
+                                  template="schema_first")
         out[reuse] = (preds, summary, time.perf_counter() - t)
     (a, sa, ta), (b, _, tb) = out[False], out[True]
     same = sum(p.raw_output == q.raw_output for p, q in zip(a, b))
@@ -1025,6 +1027,7 @@ def c_kv_speed(ctx):
     import torch
     from transformers import AutoModelForCausalLM
 
+    from ft.config import EvalConfig
     from ft.eval.scoring import evaluate
 
     for name in list(ctx.runs):  # the background training runs share the GPU: wait for them before timing
@@ -1034,13 +1037,15 @@ def c_kv_speed(ctx):
         model = AutoModelForCausalLM.from_config(ctx.mid_config, dtype=torch.bfloat16,
                                                  attn_implementation="sdpa").eval()
     rows = ctx.kv_rows
-    evaluate(model, ctx.speed_tok, rows[:4], template="schema_first", batch_size=4, max_new_tokens=8)  # warm-up
+    evaluate(model, ctx.speed_tok, rows[:4], EvalConfig(batch_size=4, max_new_tokens=8),
+             template="schema_first")  # warm-up
     out = {}
     for reuse in (False, True, False, True):  # twice each, interleaved; the better of each is kept
         sync(ctx)
         t = time.perf_counter()
-        preds, _ = evaluate(model, ctx.speed_tok, rows, template="schema_first", batch_size=8, max_new_tokens=32,
-                            reuse_schema_cache=reuse)
+        preds, _ = evaluate(model, ctx.speed_tok, rows,
+                            EvalConfig(batch_size=8, max_new_tokens=32, reuse_schema_cache=reuse),
+                            template="schema_first")
         sync(ctx)
         dt = time.perf_counter() - t
         if reuse not in out or dt < out[reuse][1]:

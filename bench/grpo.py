@@ -23,6 +23,7 @@ training databases and two unseen databases), greedy and voted (eval.samples): b
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -235,10 +236,9 @@ def _evaluate(adapter: str | None, args) -> dict:
     fit = make_fitter(tok, cfg.data.template, cfg.data, model.config.max_position_embeddings, e.max_new_tokens)
     torch.manual_seed(0)
     t0 = time.perf_counter()
-    _, summary = evaluate(model, tok, rows, template=cfg.data.template, batch_size=e.batch_size,
-                          max_new_tokens=e.max_new_tokens, timeout_s=e.timeout_s, max_rows=e.max_rows,
-                          samples=args.vote_samples, temperature=e.temperature, top_p=e.top_p,
-                          train_dbs={r.db_id for r in train_rows if r.db_id}, prompt_rows=[fit(r) for r in rows])
+    _, summary = evaluate(model, tok, rows, dataclasses.replace(e, samples=args.vote_samples, retries=0),
+                          template=cfg.data.template, train_dbs={r.db_id for r in train_rows if r.db_id},
+                          prompt_rows=[fit(r) for r in rows])
     voted = args.vote_samples > 0  # without samples the summary's ex is the greedy answer's
     keep = ("n", "valid", "vote_changed", "vote_helped", "vote_hurt", "valid_candidates", "agreement", "kinds")
     return {k: summary[k] for k in keep if k in summary} | {

@@ -119,9 +119,8 @@ def _ex(model, tok, rows, cfg, label: str) -> dict:
     from ft.eval.scoring import evaluate
 
     e = cfg.eval
-    _, summary = evaluate(model, tok, rows, template=cfg.data.template, batch_size=e.batch_size,
-                          max_new_tokens=e.max_new_tokens, timeout_s=e.timeout_s, max_rows=e.max_rows,
-                          progress=label)
+    _, summary = evaluate(model, tok, rows, dataclasses.replace(e, retries=0, samples=0, constrain=False),
+                          template=cfg.data.template, progress=label)
     keep = ("n", "ex", "ex_set", "em", "valid", "hallucination", "truncated", "gold_failed")
     figures = {k: summary[k] for k in keep if k in summary}
     figures["by_tier_ex"] = {t: v.get("ex") for t, v in summary.get("tiers", {}).items()}

@@ -10,6 +10,7 @@ on (unseen_db). Writes bench/results/voting.json (and its partial results after 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -121,10 +122,10 @@ def main() -> int:
     for name, kw in settings:
         torch.manual_seed(0)
         t0 = time.perf_counter()
-        _, m = evaluate(model, tok, rows, template=cfg.data.template, batch_size=args.batch_size,
-                        max_new_tokens=args.max_new_tokens, timeout_s=e.timeout_s, max_rows=e.max_rows,
-                        temperature=e.temperature, top_p=e.top_p, train_dbs=train_dbs, prompt_rows=prompts,
-                        progress=name, **kw)
+        run_cfg = dataclasses.replace(e, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                                      retries=kw.get("retries", 0), samples=kw.get("samples", 0), constrain=False)
+        _, m = evaluate(model, tok, rows, run_cfg, template=cfg.data.template, train_dbs=train_dbs,
+                        prompt_rows=prompts, progress=name)
         wall = time.perf_counter() - t0
         result["results"][name] = summary_of(m) | {"wall_s": round(wall, 1), "seconds_per_question": wall / len(rows)}
         print(name, json.dumps(result["results"][name]), flush=True)

@@ -429,10 +429,14 @@ def _flat(tree: dict, prefix: str = "") -> dict:
 
 
 def mismatches(saved_config: dict, config: dict, saved_sha1: str | None, sha1: str | None) -> list[str]:
-    """What differs between a checkpoint's run and this one, among what must not (MAY_DIFFER aside)."""
-    a, b = _flat(saved_config), _flat(config)
+    """What differs between a checkpoint's run and this one, among what must not (MAY_DIFFER aside). A key the
+    checkpoint's config doesn't have (a setting added since) differs only when it is not at its default now."""
+    from ft.config import Config
+
+    a, b, default = _flat(saved_config), _flat(config), _flat(Config().to_dict())
     out = [f"{k}: {a.get(k)!r} in the checkpoint, {b.get(k)!r} now" for k in sorted(a.keys() | b.keys())
-           if not k.startswith(MAY_DIFFER) and a.get(k) != b.get(k)]
+           if not k.startswith(MAY_DIFFER) and a.get(k) != b.get(k)
+           and not (k not in a and k in default and b.get(k) == default[k])]
     if saved_sha1 and sha1 and saved_sha1 != sha1:
         out.append("the training rows differ (same source, other content)")
     return out

@@ -173,6 +173,18 @@ class EvalConfig:
     # Tables after FROM / JOIN and columns after `t.` limited to the prompt schema's names while decoding
     # (ft.sql.constrain: PICARD-style checks of the top 8 next tokens); measured in bench/results/constrained.json
     constrain: bool = False
+    # EX compares values exactly (the official rule, ft/sql/compare.py). > 0: a second figure, ex_tol, with numbers
+    # equal within this relative tolerance (math.isclose), reported beside EX with the tolerance; 0: off.
+    float_tolerance: float = 0.0
+    # Test-suite accuracy (ts, Spider's official metric): K neighbour databases per database (ft/eval/testsuite.py);
+    # an answer counts only if it matches gold on the database and on every neighbour kept for its question. 0: off.
+    test_suite: int = 0
+    test_suite_seed: int = 0  # neighbours are deterministic for (database content, this seed, the gold literals)
+    test_suite_cache: str = "~/.cache/sqlft/testsuite"  # built once, read-only, reused by every evaluation
+    # Which form of a fine-tuned model `sqlft eval --adapter` scores: served (the merged 16-bit model `sqlft merge`
+    # writes, what a serving engine runs) or trained (the base quantized as quantization.* says, the adapter on top:
+    # what training's own evaluations score). Measured differences: README, "Which model is scored".
+    scored_model: str = "served"
 
 
 @dataclass
@@ -195,6 +207,9 @@ class GrpoConfig:
     reward_executes: float = 0.1
     reward_valid: float = 0.1
     penalty_no_fence: float = 0.5
+    # reward_match only for a result equal to the gold one on the database and on every neighbour database the test
+    # suite keeps for the question (eval.test_suite K > 0): a filter that filters nothing there earns no reward
+    reward_test_suite: bool = False
 
 
 @dataclass
@@ -497,6 +512,12 @@ def validate(cfg: Config) -> None:
     _check(0 < e.top_p <= 1, "eval.top_p", e.top_p, "must be in (0, 1]")
     # A result cut at the row cap can't be compared with the gold one; 0 or a negative cap would cut every result.
     _check(e.max_rows > 0, "eval.max_rows", e.max_rows, "must be > 0")
+    _check(0 <= e.float_tolerance < 1, "eval.float_tolerance", e.float_tolerance,
+           "must be a relative tolerance in [0, 1) (0: exact comparison, the official rule)")
+    _one_of("eval.scored_model", e.scored_model, ("served", "trained"))
+    _check(not cfg.grpo.reward_test_suite or e.test_suite > 0, "grpo.reward_test_suite", cfg.grpo.reward_test_suite,
+           "needs neighbour databases: set eval.test_suite K (> 0)")
+    _check(0 <= e.test_suite <= 100, "eval.test_suite", e.test_suite, "must be 0 (off) to 100 neighbour databases")
     _check(m.adapter is None or Path(m.adapter).expanduser().exists(), "model.adapter", m.adapter,
            "path does not exist (a LoRA adapter folder, a checkpoint or a run folder)")
     g = cfg.grpo

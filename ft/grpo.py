@@ -169,6 +169,12 @@ class Rollout:
         # flash-attn can't take a tree mask: each completion then runs as its own row with the whole prompt.
         self.shared = g.shared_prompts and attn in TREE_ATTENTION
         self.golds: dict = {}  # gold results, computed once per question
+        # grpo.reward_test_suite: "matches" means on the database and on its kept neighbours (eval.test_suite K)
+        self.suite = None
+        if g.reward_test_suite:
+            from ft.eval.testsuite import TestSuite
+
+            self.suite = TestSuite(cfg.eval)
 
     def sample(self, rows: list[Row], seed: int) -> list[Group]:
         """grpo.group_size completions for each row, from one prompt pass (Generator.run), seeded."""
@@ -188,7 +194,9 @@ class Rollout:
         return groups
 
     def score(self, groups: list[Group]) -> None:
-        score_groups(groups, self.g, self.cfg.eval.timeout_s, self.cfg.eval.max_rows, self.golds)
+        if self.suite is not None:  # neighbours built once per database, each question distilled once
+            self.suite.prepare([grp.row for grp in groups])
+        score_groups(groups, self.g, self.cfg.eval.timeout_s, self.cfg.eval.max_rows, self.golds, self.suite)
 
     def batch(self, groups: list[Group]) -> dict:
         return collate_groups(groups, self.tok.pad_token_id, self.attn, shared=self.shared, device=self.device)
@@ -212,8 +220,10 @@ def group_advantages(rewards: list[float], eps: float = 1e-4) -> list[float]:
     return [(r - mean) / (std + eps) for r in rewards]
 
 
-def score_groups(groups: list[Group], g, timeout_s: float, max_rows: int, golds: dict | None = None) -> None:
-    """Rewards (by executing every completion against the gold result) and advantages, in place."""
+def score_groups(groups: list[Group], g, timeout_s: float, max_rows: int, golds: dict | None = None,
+                 suite=None) -> None:
+    """Rewards (by executing every completion against the gold result; with a test suite, also on the question's
+    kept neighbour databases) and advantages, in place."""
     for grp in groups:
         gold = gold_result(grp.row, timeout_s, max_rows, golds)
         grp.gold_failed = gold is None or not gold.ok
@@ -223,9 +233,9 @@ def score_groups(groups: list[Group], g, timeout_s: float, max_rows: int, golds:
                 c.outcome, c.reward = "gold_failed", 0.0
                 continue
             cand = check_answer(grp.row, c.text, timeout_s, max_rows)
-            p = judge(grp.row, cand, gold)
-            c.outcome, c.correct = p.outcome, p.correct
-            c.reward = reward(g, p.correct, cand.runs, not cand.validation_errors, c.fenced)
+            p = judge(grp.row, cand, gold, suite=suite)
+            c.outcome, c.correct = p.outcome, p.correct_ts if suite is not None else p.correct
+            c.reward = reward(g, c.correct, cand.runs, not cand.validation_errors, c.fenced)
         advantages = [0.0] * len(grp.completions) if grp.gold_failed else \
             group_advantages([c.reward for c in grp.completions])
         for c, a in zip(grp.completions, advantages):

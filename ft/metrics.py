@@ -15,11 +15,30 @@ RATES = {
     "hallucination": "hallucination",
     "truncated": "result cut at eval.max_rows",  # not comparable: never counted correct
 }
-# Counts beside the rates: questions scored, and questions left out because their gold query could not run.
-COUNTS = {"n": "questions scored", "gold_failed": "gold query failed (not scored)"}
-# Held-out questions by kind, when the training databases are known: the users' case (new questions about the
-# databases trained on) and generalisation (databases never seen).
-KINDS = {"seen_db": "unseen questions, training databases", "unseen_db": "unseen databases"}
+# Present only when asked for, beside the official EX: ex_tol with eval.float_tolerance > 0 (the tolerance is
+# printed with it), ts with eval.test_suite K > 0 (test-suite accuracy, Spider's official metric).
+EXTRA_RATES = {
+    "ts": "test-suite accuracy",
+    "ex_tol": "EX, numbers within eval.float_tolerance",
+}
+# Counts beside the rates: questions scored, questions left out because their gold query could not run, answers
+# EX counted right that the test suite rejects (with eval.test_suite), questions the adapter was trained on.
+COUNTS = {"n": "questions scored", "gold_failed": "gold query failed (not scored)",
+          "ts_rejected": "EX right, test suite wrong", "trained_questions": "trained on (reported apart)"}
+# Questions by kind, when the training data is known: the users' case (new questions about the databases trained
+# on), generalisation (databases never seen), and questions that were training rows (not a measure of either).
+KINDS = {"seen_db": "unseen questions, training databases", "unseen_db": "unseen databases",
+         "trained": "questions trained on"}
+# Figures of the test suite itself (eval.test_suite): neighbours built per database, kept per question on average,
+# questions no neighbour judges (TS = EX there), mutants of the gold queries the database alone can't tell apart and
+# the share of them the kept neighbours do.
+TEST_SUITE = {
+    "ts_neighbours": "neighbour databases per database",
+    "ts_kept_mean": "neighbours kept per question",
+    "ts_questions_without_neighbours": "questions no neighbour judges",
+    "ts_mutants_surviving_ex": "gold mutants EX can't tell apart",
+    "ts_mutants_killed": "of them, told apart by the test suite",
+}
 # Present only when retry-with-validation ran (eval.retries > 0 and some answer failed validation).
 RETRY_RATES = {
     "ex_without_retry": "EX without retry",

@@ -21,7 +21,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ft.cli import Command, run
-from ft.metrics import COUNTS, KINDS, LOWER_IS_BETTER, RATES, RETRY_RATES, TIMINGS, VOTE_MEANS, VOTE_RATES
+from ft.metrics import (
+    COUNTS,
+    EXTRA_RATES,
+    KINDS,
+    LOWER_IS_BETTER,
+    RATES,
+    RETRY_RATES,
+    TEST_SUITE,
+    TIMINGS,
+    VOTE_MEANS,
+    VOTE_RATES,
+)
 
 _TIER = re.compile(r"^eval/tier/(?P<tier>[^/]+)/(?P<metric>[^/]+)$")
 
@@ -417,10 +428,18 @@ def _final_table(run: RunData) -> str:
         cells = "".join(cells)
         rows.append(f"<tr><td>{_e(label)}{'' if n is None else f' <span class=sub>(n={n})</span>'}</td>{cells}</tr>")
 
+    if any(run.final[n].get("scored_model") for n in names):  # which model, in which form, each column scored
+        cells = [f'<td class="sub">{_e(run.final[n].get("scored_model") or "")}</td>' for n in names]
+        if delta:
+            cells.insert(2, "<td></td>")
+        rows.append(f"<tr><td>scored model</td>{''.join(cells)}</tr>")
     for k in COUNTS:
         row(COUNTS[k], lambda m, k=k: m.get(k), pct=False, key=k)
     for k, label in RATES.items():
         row(f"{k} ({label})", lambda m, k=k: m.get(k), key=k)
+    for k, label in EXTRA_RATES.items():  # test-suite accuracy and the tolerant EX, beside EX where measured
+        tol = next((run.final[n].get("float_tolerance") for n in names if run.final[n].get("float_tolerance")), None)
+        row(f"{k} ({label}{f' {tol:g}' if k == 'ex_tol' and tol else ''})", lambda m, k=k: m.get(k), key=k)
     for kind, label in KINDS.items():
         last = run.final[names[-1]] if not delta else run.final["finetuned"]
         row(f"ex: {label}", lambda m, kind=kind: m.get("kinds", {}).get(kind, {}).get("ex"),
@@ -429,6 +448,8 @@ def _final_table(run: RunData) -> str:
         row(label, lambda m, k=k: m.get(k), key=k)
     for k, label in (VOTE_MEANS | TIMINGS).items():
         row(label, lambda m, k=k: m.get(k), pct=False, key=k)
+    for k, label in TEST_SUITE.items():
+        row(f"test suite: {label}", lambda m, k=k: m.get(k), pct=k == "ts_mutants_killed", key=k)
     tiers = sorted({t for n in names for t in run.final[n].get("tiers", {})})
     for t in tiers:
         row(f"ex [{t}]", lambda m, t=t: m.get("tiers", {}).get(t, {}).get("ex"),

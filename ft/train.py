@@ -14,6 +14,7 @@ finish (final evaluation, the adapter). The objective (SFT, GRPO: ft/objectives/
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -164,15 +165,15 @@ def execution_eval(model, accelerator, tokenizer, rows, cfg: Config, *, train_db
     if mine:
         # Retries sample a data-dependent number of times per rank: under ZeRO-3 a collective would be left waiting.
         # Schema reuse batches by schema, so ranks would run different numbers of batches: one process only.
-        evaluate(accelerator.unwrap_model(model), tokenizer, [rows[i] for i in mine], template=cfg.data.template,
-                 batch_size=e.batch_size, max_new_tokens=e.max_new_tokens, timeout_s=e.timeout_s,
-                 max_rows=e.max_rows, retries=0 if lockstep else e.retries, samples=e.samples,
-                 temperature=e.temperature, top_p=e.top_p, synced_gpus=lockstep,
-                 reuse_schema_cache=e.reuse_schema_cache and world == 1, constrain=e.constrain, train_dbs=train_dbs,
-                 on_batch=on_batch,
+        # A stop is heard between generation steps (`interrupt`, this process's flag) and agreed on between batches.
+        evaluate(accelerator.unwrap_model(model), tokenizer, [rows[i] for i in mine],
+                 dataclasses.replace(e, retries=0 if lockstep else e.retries,
+                                     reuse_schema_cache=e.reuse_schema_cache and world == 1),
+                 template=cfg.data.template, synced_gpus=lockstep, train_dbs=train_dbs, on_batch=on_batch,
                  should_stop=(lambda: stop.should_stop(accelerator)) if stop is not None else None,
+                 interrupt=(lambda: stop.received is not None) if stop is not None else None,
                  progress=label if accelerator.is_main_process else None,
-                 prompt_rows=[prompts[i] for i in mine] if prompts is not None else None)
+                 prompt_rows=[prompts[i] for i in mine] if prompts is not None else None, dataset=rows)
     preds = log.predictions()
     wall = time.perf_counter() - t0
     summary = summarize(preds) | {"complete": len(preds) == len(rows)}

@@ -151,7 +151,9 @@ def test_constrained_generation_through_the_generator(tiny_model, shop_rows_file
     assert [o.text for o in gen.run(rows)] == [" FROM customers WHERE", " FROM name WHERE"]
     assert gen.masked == 1 and gen.fallbacks == 0
     # The same through evaluate(), which reports what the constraint did.
+    from ft.config import EvalConfig
     from ft.eval.scoring import evaluate
 
-    _, summary = evaluate(model, tok, rows[:1], template="default", batch_size=2, max_new_tokens=3, constrain=True)
+    _, summary = evaluate(model, tok, rows[:1], EvalConfig(batch_size=2, max_new_tokens=3, constrain=True),
+                          template="default")
     assert summary["constrain_masked_tokens"] == 1

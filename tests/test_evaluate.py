@@ -7,6 +7,7 @@ import pytest
 import torch
 from conftest import REPO
 
+from ft.config import EvalConfig
 from ft.data.prompt import sql_from_output
 from ft.data.rows import Row
 from ft.data.sources import load_source
@@ -76,11 +77,11 @@ def test_evaluate_with_a_model_writes_results_and_compare(tmp_path, tiny_model, 
 
     tok = load_tokenizer(str(tiny_model))
     model = AutoModelForCausalLM.from_pretrained(str(tiny_model), dtype=torch.float32)
-    preds, metrics = evaluate(model, tok, rows[:6], batch_size=4, max_new_tokens=12)
+    preds, metrics = evaluate(model, tok, rows[:6], EvalConfig(batch_size=4, max_new_tokens=12))
     assert len(preds) == 6 and [p.question for p in preds] == [r.question for r in rows[:6]]
     assert metrics["n"] == 6 and "time_per_question_p50_s" in metrics and metrics["questions_per_s"] > 0
     # batched generation gives the same text as one at a time (left padding done right)
-    single, _ = evaluate(model, tok, rows[:6], batch_size=1, max_new_tokens=12)
+    single, _ = evaluate(model, tok, rows[:6], EvalConfig(batch_size=1, max_new_tokens=12))
     assert [p.raw_output for p in preds] == [p.raw_output for p in single]
     a, _ = write_results(tmp_path / "a", preds, metrics)
     oracle = [score_one(r, r.query + "\n```", 0, 5, 1000) for r in rows[:6]]

@@ -368,13 +368,14 @@ def test_schema_cache_reuse_gives_the_same_greedy_output(model, tok, monkeypatch
     # through evaluate(), and with a LoRA adapter on (the training-time execution eval)
     from peft import LoraConfig, get_peft_model
 
+    from ft.config import EvalConfig
     from ft.eval.scoring import evaluate
 
     peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
     try:
-        a, _ = evaluate(peft_model, tok, rows, template="schema_first", batch_size=4, max_new_tokens=10)
-        b, _ = evaluate(peft_model, tok, rows, template="schema_first", batch_size=4, max_new_tokens=10,
-                        reuse_schema_cache=True)
+        a, _ = evaluate(peft_model, tok, rows, EvalConfig(batch_size=4, max_new_tokens=10), template="schema_first")
+        b, _ = evaluate(peft_model, tok, rows, EvalConfig(batch_size=4, max_new_tokens=10, reuse_schema_cache=True),
+                        template="schema_first")
         assert [p.raw_output for p in a] == [p.raw_output for p in b]
     finally:
         peft_model.unload()

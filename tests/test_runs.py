@@ -135,21 +135,21 @@ def test_eval_of_a_runs_adapter_lands_in_the_run_and_survives_retraining(tmp_pat
     ev = subprocess.run(EVAL + ["--adapter", str(adapter), "--max-new-tokens", "6"], capture_output=True, text=True,
                         cwd=REPO, timeout=600)
     assert ev.returncode == 0, ev.stderr[-3000:]
-    metrics = tmp_path / "run" / "eval" / "eval_metrics.json"
-    assert metrics.is_file() and json.loads(metrics.read_text())["complete"]
+    (metrics,) = (tmp_path / "run" / "eval").glob("eval__*_metrics.json")  # named for the data and the model
+    assert json.loads(metrics.read_text())["complete"]
     assert "kinds" in json.loads(metrics.read_text())  # the run's training databases are known: seen vs unseen
     # training again (more steps) replaces adapter/, not the evaluation beside it
     run(cfg, "--train.max_steps", "4")
     assert metrics.is_file()
     from ft.report import load_run
 
-    assert "eval" in load_run(tmp_path / "run").final  # the report finds it
+    assert metrics.name.removesuffix("_metrics.json") in load_run(tmp_path / "run").final  # the report finds it
     # --compare takes the folders the help shows, and a missing path is an error, not a traceback
-    cmp_ = subprocess.run(EVAL + ["--compare", str(tmp_path / "run" / "eval" / "eval_predictions.jsonl"),
+    done = metrics.with_name(metrics.name.replace("_metrics.json", "_predictions.jsonl"))
+    cmp_ = subprocess.run(EVAL + ["--compare", str(done),
                                   str(tmp_path / "run" / "eval" / "finetuned_predictions.jsonl")],
                           capture_output=True, text=True, cwd=REPO)
     assert cmp_.returncode == 0 and "common questions" in cmp_.stdout, cmp_.stderr
-    done = tmp_path / "run" / "eval" / "eval_predictions.jsonl"
     for a, b, says in ((tmp_path / "run" / "eval", adapter, "several prediction files"),
                        (done, tmp_path / "nope", "nope' does not exist")):
         bad = subprocess.run(EVAL + ["--compare", str(a), str(b)], capture_output=True, text=True, cwd=REPO)

@@ -1,11 +1,11 @@
-"""The SQL layer: parsing helpers, validation, sandboxed execution and result comparison."""
+"""The SQL layer: parsing helpers, validation and sandboxed execution (comparison: tests/test_compare.py)."""
 import hashlib
 import sqlite3
 import time
 
 import pytest
 
-from ft.sql.execute import execute, install_read_only_authorizer, query_has_order_by, results_match
+from ft.sql.execute import execute, install_read_only_authorizer
 from ft.sql.parse import extract_sql, normalize_sql, schema_catalog, split_ddl, tables_in_query
 from ft.sql.validate import Validation, hallucinated_names, validate
 
@@ -402,57 +402,3 @@ def test_execute_stops_runaway_query(db):
 def test_execute_bounds_value_size(db):
     r = execute(db, "SELECT length(zeroblob(200000000))")
     assert not r.ok and "too big" in r.error.lower()
-
-
-# --------------------------------------------------------------------------------------------- compare
-
-
-def test_results_match_set_vs_multiset():
-    gold = [(1, "a"), (1, "a"), (2, "b")]
-    pred = [(2, "b"), (1, "a")]
-    assert results_match(gold, pred, mode="set")  # BIRD: duplicates don't count
-    assert not results_match(gold, pred, mode="multiset")  # Spider: they do
-    assert results_match(gold, [(2, "b"), (1, "a"), (1, "a")], mode="multiset")
-    assert results_match([], [], mode="multiset") and results_match([], [], mode="set")
-    assert not results_match([(1,)], [], mode="multiset")
-
-
-def test_results_match_row_order():
-    gold = [(1,), (2,), (3,)]
-    assert results_match(gold, [(3,), (2,), (1,)])
-    assert not results_match(gold, [(3,), (2,), (1,)], ordered=True)
-    assert results_match(gold, [(1,), (2,), (3,)], ordered=True)
-
-
-def test_results_match_column_permutation():
-    gold = [(1, "a", 2.5), (2, "b", 3.5)]
-    pred = [("b", 3.5, 2), ("a", 2.5, 1)]
-    assert results_match(gold, pred)
-    assert results_match(gold, [("a", 2.5, 1), ("b", 3.5, 2)], ordered=True)
-    assert not results_match(gold, [("b", 3.5, 2), ("a", 2.5, 1)], ordered=True)
-    assert not results_match(gold, pred, mode="set")  # BIRD compares tuples as they are
-    # same column value-multisets, but rows pair them differently
-    assert not results_match([(1, "a"), (2, "b")], [(1, "b"), (2, "a")])
-    assert not results_match([(1, 2)], [(1, 2, 3)])
-    # columns that are copies of each other
-    assert results_match([(1, 1, "x"), (2, 2, "y")], [("x", 1, 1), ("y", 2, 2)])
-
-
-def test_results_match_floats_and_none():
-    assert results_match([(0.1 + 0.2,)], [(0.3,)])
-    assert results_match([(3,)], [(3.0,)])
-    assert results_match([(1234567,)], [(1234567.0,)])  # integral floats compare exactly, not rounded
-    assert not results_match([(1234567,)], [(1234568,)])
-    assert results_match([(1 / 3, None)], [(0.333333333, None)])
-    assert not results_match([(0.5,)], [(0.51,)])
-    assert not results_match([(None,)], [(0,)])
-    assert results_match([(None, 1), (2, None)], [(None, 2), (1, None)])  # swapped columns
-
-
-def test_query_has_order_by():
-    assert query_has_order_by("SELECT a FROM t ORDER BY a")
-    assert query_has_order_by("SELECT a FROM t UNION SELECT b FROM u ORDER BY 1")
-    assert query_has_order_by("WITH x AS (SELECT 1 AS a) SELECT a FROM x ORDER BY a DESC LIMIT 1")
-    assert not query_has_order_by("SELECT a FROM (SELECT a FROM t ORDER BY a)")
-    assert not query_has_order_by("SELECT a, row_number() OVER (ORDER BY a) FROM t")
-    assert query_has_order_by("SELEC a FROM t ORDER  BY a")  # unparseable: text fallback

@@ -1,6 +1,7 @@
 """The training loop, end to end on a tiny random Llama (CPU)."""
 import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,6 +12,8 @@ import torch
 from conftest import REPO
 from helpers import TRAIN, adapter_tensors, metrics, trace, write_config
 from helpers import run_train as run
+
+from ft import checkpoint as ckpt
 
 
 def test_loss_falls_and_adapter_loads_and_wandb_offline(tmp_path, tiny_model, rows_file):
@@ -137,7 +140,25 @@ def test_resume_after_sigkill_matches_uninterrupted(tmp_path, tiny_model, rows_f
     done = sorted(p.name for p in (kill_dir / "run" / "checkpoints").glob("step-*"))
     assert "step-000016" not in done
 
+    newest = int(done[-1].split("-")[1])
+    # negative controls, from copies of the killed run: a resume that restores the adapter and the data position but
+    # not the dropout RNG, or not the optimizer's moments, must not give the uninterrupted run's adapter
+    controls = {}
+    for name in ("no_rng", "no_optimizer_state"):
+        ctl = tmp_path / name
+        shutil.copytree(kill_dir / "run", ctl / "run")
+        ck = ctl / "run" / "checkpoints" / done[-1]
+        if name == "no_rng":
+            (ck / "rng-rank0.pt").unlink()
+        else:
+            state = torch.load(ck / "optimizer.pt", weights_only=False)
+            torch.save(state | {"state": {}}, ck / "optimizer.pt")
+        ckpt.write_manifest(ck)  # the changed checkpoint verifies: what it lacks is tested, not its checksums
+        controls[name] = (write_config(ctl, tiny_model, rows_file, **common), ctl)
+
     proc = run(cfg)  # same command: resumes from the newest complete checkpoint
+    # it did resume, at the step it was killed after (a run from step 0 is deterministic too and would also match)
+    assert f"{done[-1]} at step {newest}" in proc.stderr + proc.stdout and 0 < newest < 16
     # the killed run's lock (ft/runlock.py) is taken over: its process is gone
     assert re.search(r"took over .*: the run that held it \(sqlft pid \d+ on .*\) is gone \(no process", proc.stderr)
     a, b = adapter_tensors(ref_dir / "run" / "adapter"), adapter_tensors(kill_dir / "run" / "adapter")
@@ -145,6 +166,11 @@ def test_resume_after_sigkill_matches_uninterrupted(tmp_path, tiny_model, rows_f
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-6
     assert trace(ref_dir / "run") == trace(kill_dir / "run")
     assert len(list((kill_dir / "run" / "checkpoints").glob("step-*"))) == 2  # keep_last
+    for name, (ctl_cfg, ctl) in controls.items():
+        out = run(ctl_cfg)
+        assert f"at step {newest}" in out.stderr + out.stdout, name
+        c = adapter_tensors(ctl / "run" / "adapter")
+        assert max((a[k] - c[k]).abs().max().item() for k in a) > 1e-4, f"{name}: the equality can't fail"
 
 
 def test_sigterm_checkpoints_and_exits_for_requeue(tmp_path, tiny_model, rows_file):
@@ -170,6 +196,18 @@ def test_sigterm_checkpoints_and_exits_for_requeue(tmp_path, tiny_model, rows_fi
     assert state["step"] == stopped_at
     [(run_id, kinds, code)] = wandb_runs(tmp_path / "run")  # marked preempting, finished with 75: resumable
     assert run_id == state["wandb_run_id"] and "preempting" in kinds and code == EXIT_PREEMPTED, (kinds, code)
+
+
+def test_a_setting_added_since_the_checkpoint_does_not_block_its_resume():
+    from ft import checkpoint as ckpt
+    from ft.config import Config
+
+    now = Config().to_dict()
+    saved = json.loads(json.dumps(now))
+    del saved["grpo"]["reward_test_suite"]  # a checkpoint written before the key existed
+    assert ckpt.mismatches(saved, now, None, None) == []
+    now["grpo"]["reward_test_suite"] = True  # ... but turning it on is a change
+    assert ckpt.mismatches(saved, now, None, None) == ["grpo.reward_test_suite: None in the checkpoint, True now"]
 
 
 def test_incomplete_checkpoint_is_ignored(tmp_path):

@@ -4,9 +4,10 @@ import pytest
 import torch
 from conftest import build_shop_db, make_rows
 
+from ft.config import EvalConfig
 from ft.data.prompt import encode_prompt
 from ft.data.rows import Row
-from ft.eval import scoring
+from ft.eval import generation
 from ft.eval.generation import Generated, Generator, generate_batch
 from ft.eval.scoring import check_answer, evaluate, vote
 
@@ -79,7 +80,7 @@ class StubGenerator:
 
 @pytest.fixture
 def stub(monkeypatch):
-    monkeypatch.setattr(scoring, "Generator", StubGenerator)
+    monkeypatch.setattr(generation, "Generator", StubGenerator)  # evaluate() imports it from there when it runs
     return StubGenerator
 
 
@@ -101,7 +102,7 @@ def test_vote_through_evaluate_reports_what_it_did(shop, stub):
         q[1]: (gold[1], ["SELECT 1", "SELECT 1", "SELECT 1"]),  # right greedy, a wrong majority: hurt
         q[2]: (gold[2], [gold[2], "SELECT 2", BAD_COLUMN]),  # right greedy kept
     }
-    preds, m = evaluate(NoModel(), None, shop[:3], samples=3, batch_size=2)
+    preds, m = evaluate(NoModel(), None, shop[:3], EvalConfig(samples=3, batch_size=2))
     assert [p.correct for p in preds] == [True, False, True]
     assert [p.correct_first for p in preds] == [False, True, True] and [p.vote_changed for p in preds] == [
         True, True, False]
@@ -110,7 +111,7 @@ def test_vote_through_evaluate_reports_what_it_did(shop, stub):
     assert preds[0].candidates == 4 and preds[0].valid_candidates == 3 and preds[0].agreement == pytest.approx(2 / 3)
     assert m["valid_candidates"] == pytest.approx((3 + 4 + 3) / 3)
     # with no samples the answer is the greedy one, and no vote figures are reported
-    preds0, m0 = evaluate(NoModel(), None, shop[:3], samples=0, batch_size=2)
+    preds0, m0 = evaluate(NoModel(), None, shop[:3], EvalConfig(samples=0, batch_size=2))
     assert [p.correct for p in preds0] == [False, True, True] and "vote_changed" not in m0
 
 
@@ -122,7 +123,7 @@ def test_retry_with_validation_goes_through_the_same_path(shop, stub):
         q[1]: (BAD_COLUMN, [BAD_COLUMN, BAD_COLUMN]),  # nothing validates: the greedy answer stays
         q[2]: (gold[2], ["SELECT 1", "SELECT 1"]),  # valid greedy: no retry, the samples never drawn
     }
-    preds, m = evaluate(NoModel(), None, shop[:3], retries=2, batch_size=3)
+    preds, m = evaluate(NoModel(), None, shop[:3], EvalConfig(retries=2, batch_size=3))
     assert [p.retried for p in preds] == [True, True, False] and [p.correct for p in preds] == [True, False, True]
     assert preds[0].predicted == gold[0] and preds[1].predicted == BAD_COLUMN and preds[2].candidates == 0
     assert m["retry_rate"] == pytest.approx(2 / 3) and m["retry_found_valid"] == pytest.approx(1 / 2)

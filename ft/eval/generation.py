@@ -19,19 +19,42 @@ position ids follow the attention mask, and greedy outputs are those of generati
 
 `constrain` (eval.constrain): tables and columns limited to the names of the prompt's schema while decoding
 (ft.sql.constrain, PICARD-style checks of the top-k next tokens), for the greedy answer and the samples.
+
+`interrupt` (a function, asked between generation steps): when it says stop, the batch ends at once and `run` raises
+GenerationStopped (a stop signal is answered within a step, not after a batch of many samples); `on_step` hears of
+each step (progress that moves while a long batch generates).
 """
 from __future__ import annotations
 
 import copy
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
-from transformers import DynamicCache, LogitsProcessorList
+from transformers import DynamicCache, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 from ft.data.prompt import STOP, prompt_ids
 from ft.data.rows import Row
 from ft.sql.constrain import IdentifierGuard, SchemaConstraint
+
+
+class GenerationStopped(Exception):
+    """`interrupt` said stop during a batch: its answers are unfinished and are not returned."""
+
+
+class _Watch(StoppingCriteria):
+    """Asked by generate() after every new token: ends every row when `interrupt` says so, reports the step."""
+
+    def __init__(self, gen: "Generator", prompt_len: int):
+        self.gen, self.prompt_len = gen, prompt_len
+
+    def __call__(self, input_ids, scores, **kwargs):
+        if self.gen.on_step is not None:
+            self.gen.on_step(input_ids.shape[1] - self.prompt_len)
+        stop = self.gen.interrupt is not None and self.gen.interrupt()
+        self.gen.interrupted |= stop
+        return torch.full((input_ids.shape[0],), bool(stop), dtype=torch.bool, device=input_ids.device)
 
 
 @dataclass
@@ -95,8 +118,10 @@ class Generator:
 
     def __init__(self, model, tokenizer, template: str = "default", max_new_tokens: int = 192, *, samples: int = 0,
                  temperature: float = 0.8, top_p: float = 0.95, synced_gpus: bool = False,
-                 reuse_schema_cache: bool = False, constrain: bool = False):
+                 reuse_schema_cache: bool = False, constrain: bool = False,
+                 interrupt: Callable[[], bool] | None = None, on_step: Callable[[int], None] | None = None):
         self.model, self.tok, self.template, self.max_new_tokens = model, tokenizer, template, max_new_tokens
+        self.interrupt, self.on_step, self.interrupted = interrupt, on_step, False
         self.samples, self.temperature, self.top_p, self.synced = samples, temperature, top_p, synced_gpus
         self.constrain = constrain  # identifiers limited to the prompt schema's names while decoding
         self.masked = self.fallbacks = 0  # tokens the constraint masked; row-steps it had to leave alone
@@ -139,7 +164,10 @@ class Generator:
             use_cache=True, pad_token_id=self.tok.pad_token_id, eos_token_id=self.tok.eos_token_id,
             stop_strings=[STOP], tokenizer=self.tok, synced_gpus=self.synced,
             return_dict_in_generate=True, output_logits=sample, logits_processor=processors,
+            stopping_criteria=StoppingCriteriaList([_Watch(self, ids.shape[1])]),
         )
+        if self.interrupted:
+            raise GenerationStopped()
         if processors is not None:
             self.masked += processors[0].masked
             self.fallbacks += processors[0].fallbacks
@@ -162,6 +190,7 @@ class Generator:
         `greedy=False`: the samples only (retry with validation already has the greedy answer)."""
         was_training = self.model.training
         self.model.eval()
+        self.interrupted = False
         try:
             t0 = time.perf_counter()
             ids, mask, cache = self._inputs(rows)

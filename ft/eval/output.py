@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 from ft.data.rows import Row
 from ft.eval.scoring import Prediction
 from ft.files import naming
-from ft.metrics import COUNTS, KINDS, RATES, RETRY_RATES, TIMINGS, VOTE_MEANS, VOTE_RATES
+from ft.metrics import COUNTS, EXTRA_RATES, KINDS, RATES, RETRY_RATES, TEST_SUITE, TIMINGS, VOTE_MEANS, VOTE_RATES
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -47,7 +48,8 @@ def row_keys(rows: list[Row]) -> list[str]:
 
 
 # The eval.* keys that change what an evaluation answers: a logged evaluation continues only under the same ones.
-RESULT_KEYS = ("max_new_tokens", "timeout_s", "max_rows", "retries", "samples", "temperature", "top_p", "constrain")
+RESULT_KEYS = ("max_new_tokens", "timeout_s", "max_rows", "retries", "samples", "temperature", "top_p", "constrain",
+               "float_tolerance", "test_suite", "test_suite_seed")
 
 
 def result_settings(e) -> dict:
@@ -123,6 +125,23 @@ class PredictionLog:
         return self.metrics_path
 
 
+# EX's 95 % interval is at most ±10 points from this many questions on (1.96 * sqrt(0.25 / n) <= 0.10).
+USEFUL_QUESTIONS = 97
+
+
+def interval_note(n: int, ex: float | None) -> str | None:
+    """A plain line when n questions are too few to measure EX: its 95 % (Wilson) interval and the size that would
+    do."""
+    if n >= USEFUL_QUESTIONS or ex is None or n == 0:
+        return None
+    z = 1.96
+    centre = (ex + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(ex * (1 - ex) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (f"only {n} questions: EX {100 * ex:.1f} % means anywhere from {100 * max(centre - half, 0):.0f} to "
+            f"{100 * min(centre + half, 1):.0f} % (95 % interval); {USEFUL_QUESTIONS} questions give ±10 points at "
+            "worst, 385 give ±5 (data.eval_fraction / data.eval_source set the held-out split)")
+
+
 def _pct_row(label: str, results: dict[str, dict], get) -> str:
     cells = []
     for n in results:
@@ -136,12 +155,17 @@ def format_table(results: dict[str, dict]) -> str:
     question (training databases or not), per tier, picking figures, speed."""
     names = list(results)
     lines = [f"{'metric':<30}" + "".join(f"{n:>14}" for n in names)]
-    for k in COUNTS:
-        if k == "n" or any(results[n].get(k) for n in names):
-            lines.append(f"{k:<30}" + "".join(f"{results[n].get(k, 0):>14d}" for n in names))
     present = lambda keys: [k for k in keys if any(k in results[n] for n in names)]  # noqa: E731
+    for k in COUNTS:
+        # shown when not zero; the test suite's rejections and the trained-on questions whenever counted (0 says so)
+        if k == "n" or any(results[n].get(k) for n in names) or k in present(("ts_rejected", "trained_questions")):
+            lines.append(f"{k:<30}" + "".join(f"{results[n].get(k, 0):>14d}" for n in names))
     for k in RATES:
         lines.append(_pct_row(k, results, lambda r, k=k: r.get(k, 0)))
+    tol = next((results[n]["float_tolerance"] for n in names if results[n].get("float_tolerance")), None)
+    for k in present(EXTRA_RATES):
+        label = f"ex_tol (rel. {tol:g})" if k == "ex_tol" and tol else k
+        lines.append(_pct_row(label, results, lambda r, k=k: r.get(k)))
     for kind in KINDS:
         if any(kind in results[n].get("kinds", {}) for n in names):
             count = results[names[-1]].get("kinds", {}).get(kind, {}).get("n", 0)
@@ -149,6 +173,13 @@ def format_table(results: dict[str, dict]) -> str:
                                   lambda r, kind=kind: r.get("kinds", {}).get(kind, {}).get("ex")))
     for k in present(RETRY_RATES) + present(VOTE_RATES):
         lines.append(_pct_row(k, results, lambda r, k=k: r.get(k)))
+    for k in present(TEST_SUITE):
+        cells = []
+        for n in names:
+            v = results[n].get(k)
+            cells.append(f"{'-':>14}" if v is None else f"{100 * v:>13.1f}%" if k == "ts_mutants_killed"
+                         else f"{v:>14.2f}" if isinstance(v, float) else f"{v:>14d}")
+        lines.append(f"{k:<30}" + "".join(cells))
     for k in present(VOTE_MEANS) + [k for k in TIMINGS if all(k in results[n] for n in names)]:
         lines.append(f"{k:<30}" + "".join(f"{results[n].get(k, 0):>14.2f}" for n in names))
     for t in sorted({t for n in names for t in results[n].get("tiers", {})}):
@@ -158,13 +189,20 @@ def format_table(results: dict[str, dict]) -> str:
     if failed:
         lines.append("gold query failed, by database (left out of every rate): "
                      + ", ".join(f"{db} {c}" for db, c in failed.items()))
+    for n in names:  # too few questions to measure: said plainly, with the size that would do
+        if note := interval_note(results[n].get("n", 0), results[n].get("ex")):
+            lines.append(f"{n}: {note}" if len(names) > 1 else note)
     return "\n".join(lines)
 
 
 def prediction_table_rows(preds: list[Prediction]) -> tuple[list[str], list[list]]:
     cols = ["question", "gold", "predicted", "correct", "error", "tier", "hallucinated"]
-    return cols, [[p.question, p.gold, p.predicted, p.correct, p.error, p.tier, ", ".join(p.hallucinated)]
-                  for p in preds]
+    rows = [[p.question, p.gold, p.predicted, p.correct, p.error, p.tier, ", ".join(p.hallucinated)] for p in preds]
+    if any(p.correct_ts is not None for p in preds):  # test-suite accuracy beside EX, where it was measured
+        cols.append("correct_ts")
+        for r, p in zip(rows, preds):
+            r.append(p.correct_ts)
+    return cols, rows
 
 
 def predictions_file(path: str | Path) -> Path:

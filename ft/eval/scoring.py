@@ -1,12 +1,17 @@
 """Scoring by execution: candidates checked and run, the answer picked, compared with the gold result; summaries.
 
     p = score_one(row, raw_output, seconds, timeout_s, max_rows)       # one answer: validate, execute both, compare
-    preds, summary = evaluate(model, tokenizer, rows, ...)            # generate + pick + score a dataset
+    preds, summary = evaluate(model, tokenizer, rows, cfg.eval)      # generate + pick + score a dataset
+    preds, summary = score_texts(rows, texts, cfg.eval)              # score answers written elsewhere, no model
 
 Every answer ends in exactly one outcome: correct, wrong, invalid (doesn't validate against the schema or doesn't
 run), truncated (a result cut at `eval.max_rows` can't be compared: never correct), or gold_failed (the gold query
 couldn't run: the question is left out of every rate and counted by database). Anything parsing, validating or
 executing model output raises is an invalid answer, never a crash.
+
+Correct means EX under the official rule (ft.sql.compare: Spider's test-suite comparison); `correct_set` is BIRD's;
+`correct_tol` (eval.float_tolerance > 0) the same as EX with numbers equal within a relative tolerance; `correct_ts`
+(eval.test_suite K > 0) test-suite accuracy: right by EX and on every kept neighbour database (ft.eval.testsuite).
 
 Picking the answer among candidates is one mechanism with two rules (`pick`): with `eval.samples N` (execution-guided
 decoding) the greedy answer and N samples are grouped by their results and the largest group of valid candidates
@@ -20,15 +25,20 @@ import statistics
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from ft.data.prompt import sql_from_output
 from ft.data.rows import Row
-from ft.eval.generation import Generator
+from ft.sql.compare import order_matters, query_has_order_by, results_match
 from ft.sql.engine import DatabaseError, database
-from ft.sql.execute import ExecResult, query_has_order_by, results_match
+from ft.sql.execute import ExecResult
 from ft.sql.parse import normalize_sql
 from ft.sql.validate import validate
+
+if TYPE_CHECKING:
+    from ft.config import EvalConfig
+    from ft.eval.generation import Generator
+    from ft.eval.testsuite import TestSuite
 
 
 @dataclass
@@ -43,12 +53,16 @@ class Prediction:
     error: str | None = None  # why the predicted SQL didn't run (or the gold query, for gold_failed)
     correct: bool = False  # Spider-style: multiset, order-aware when the gold query has ORDER BY
     correct_set: bool = False  # BIRD-style: set comparison
+    correct_tol: bool | None = None  # EX with numbers equal within eval.float_tolerance (None: not asked for)
+    correct_ts: bool | None = None  # test-suite accuracy (None: eval.test_suite off, or no database)
+    ts_error: str | None = None  # where the test suite found EX's right answer wrong
     exact_match: bool = False
     valid: bool = False  # parses and executes
     truncated: bool = False  # the predicted or the gold result hit eval.max_rows
     hallucinated: list[str] = field(default_factory=list)  # tables / columns not in the schema
     validation_errors: list[str] = field(default_factory=list)
     db_seen: bool | None = None  # the question's database was among the training data's (None: unknown)
+    trained: bool | None = None  # this question and its SQL were among the training rows (None: unknown)
     retried: bool = False  # first answer failed validation and alternatives were sampled
     correct_first: bool = False  # correctness of the first (greedy) answer, before any retry or vote
     candidates: int = 0  # answers considered (greedy + samples), with eval.samples / eval.retries
@@ -117,9 +131,16 @@ def gold_result(row: Row, timeout_s: float, max_rows: int, cache: dict | None = 
     return cache[key]
 
 
+def question_key(question: str, sql: str) -> tuple[str, str]:
+    """A question as training saw it: its text (case and spacing aside) and its SQL (normalised)."""
+    return " ".join((question or "").lower().split()), normalize_sql(sql)
+
+
 def judge(row: Row, cand: Candidate, gold: ExecResult | None, seconds: float = 0.0,
-          train_dbs: set[str] | None = None) -> Prediction:
-    """The Prediction for a chosen candidate: its one outcome against the gold result."""
+          train_dbs: set[str] | None = None, *, rel_tol: float = 0.0, suite: TestSuite | None = None,
+          trained: set[tuple[str, str]] | None = None) -> Prediction:
+    """The Prediction for a chosen candidate: its one outcome against the gold result. `rel_tol` > 0: also
+    `correct_tol`; `suite`: also `correct_ts`; `trained`: question_key()s of the training rows."""
     try:
         em = bool(cand.sql) and normalize_sql(cand.sql, row.sql_dialect) == normalize_sql(row.query, row.sql_dialect)
     except Exception:  # noqa: BLE001 - normalize_sql has its own fallback; this is the last line
@@ -128,6 +149,8 @@ def judge(row: Row, cand: Candidate, gold: ExecResult | None, seconds: float = 0
                    raw_output=cand.raw, exact_match=em, validation_errors=cand.validation_errors,
                    hallucinated=cand.hallucinated, latency_s=seconds,
                    db_seen=None if train_dbs is None or row.db_id is None else row.db_id in train_dbs)
+    if trained is not None:
+        p.trained = question_key(row.question, row.query) in trained
     got = cand.result
     if gold is None or not gold.ok:
         p.outcome = "gold_failed"
@@ -135,6 +158,10 @@ def judge(row: Row, cand: Candidate, gold: ExecResult | None, seconds: float = 0
         return p
     p.latency_s += got.elapsed_s if got is not None else 0.0
     p.valid, p.error = got.ok, got.error
+    if suite is not None:
+        p.correct_ts = False  # until the comparison below says right by EX and on every neighbour
+    if rel_tol > 0:
+        p.correct_tol = False
     if not got.ok:
         p.outcome = "invalid"
         return p
@@ -143,17 +170,23 @@ def judge(row: Row, cand: Candidate, gold: ExecResult | None, seconds: float = 0
         cap = len(got.rows if got.truncated else gold.rows)
         p.error = f"{'predicted' if got.truncated else 'gold'} result has more than eval.max_rows={cap} rows"
         return p
-    p.correct = results_match(gold.rows, got.rows, mode="multiset", ordered=query_has_order_by(row.query))
+    # Spider's test-suite rule: rows as a list when the gold query's text has ORDER BY (ft.sql.compare)
+    p.correct = results_match(gold.rows, got.rows, mode="multiset", ordered=order_matters(row.query))
     p.correct_set = results_match(gold.rows, got.rows, mode="set")
+    if rel_tol > 0:
+        p.correct_tol = results_match(gold.rows, got.rows, mode="multiset", ordered=order_matters(row.query),
+                                      rel_tol=rel_tol)
+    if suite is not None:
+        p.correct_ts, p.ts_error = suite.check(row, cand.sql) if p.correct else (False, None)
     p.outcome = "correct" if p.correct else "wrong"
     return p
 
 
 def score_one(row: Row, raw: str, latency: float, timeout_s: float, max_rows: int,
-              train_dbs: set[str] | None = None) -> Prediction:
-    """One answer scored: the greedy answer of evaluate() without candidates."""
+              train_dbs: set[str] | None = None, **judging) -> Prediction:
+    """One answer scored: the greedy answer of evaluate() without candidates (`judging`: judge()'s options)."""
     p = judge(row, check_answer(row, raw, timeout_s, max_rows, greedy=True), gold_result(row, timeout_s, max_rows),
-              latency, train_dbs)
+              latency, train_dbs, **judging)
     p.correct_first = p.correct
     return p
 
@@ -204,79 +237,182 @@ def first_valid(greedy: Candidate, samples: list[Candidate]) -> Candidate:
 # a dataset
 
 
-def evaluate(model, tokenizer, rows: list[Row], *, template: str = "default", batch_size: int = 8,
-             max_new_tokens: int = 192, timeout_s: float = 5.0, max_rows: int = 10000, retries: int = 0,
-             samples: int = 0, temperature: float = 0.8, top_p: float = 0.95, synced_gpus: bool = False,
-             reuse_schema_cache: bool = False, constrain: bool = False, train_dbs: set[str] | None = None,
-             on_batch: Callable[[list[tuple[int, Prediction]]], None] | None = None,
-             should_stop: Callable[[], bool] | None = None, progress: str | None = None,
-             prompt_rows: list[Row] | None = None) -> tuple[list[Prediction], dict]:
-    """Generate, pick and score every row, batch by batch. `on_batch` gets each batch's (row index, prediction)
-    pairs as soon as they are scored (to write them as they come); `should_stop` is asked after every batch, and a
-    stop returns what is done (`summary["complete"]` False). `progress`: a progress bar with that label.
-    `prompt_rows`: what the model is prompted with when it differs from `rows` (a schema linked to fit the context,
-    ft.data.linking.fit_prompt); answers are still validated against the row's whole schema."""
-    from tqdm.auto import tqdm
+def test_suite_for(cfg: EvalConfig, rows: list[Row], dataset: list[Row] | None = None,
+                   log: Callable[[str], None] | None = None) -> tuple[TestSuite | None, dict]:
+    """(the prepared test suite, its figures for the summary) when cfg.test_suite > 0, else (None, {})."""
+    if not cfg.test_suite:
+        return None, {}
+    from ft.eval.testsuite import TestSuite
 
+    suite = TestSuite(cfg)
+    return suite, suite.prepare(rows, dataset=dataset, log=log)
+
+
+class _Progress:
+    """The progress bar: questions done after each batch, and within a long batch the token being generated (at most
+    once a second), so it moves while samples of a large batch are drawn."""
+
+    def __init__(self, total: int, label: str | None, max_new_tokens: int):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, desc=label, disable=label is None, dynamic_ncols=True, unit="q")
+        self.on = label is not None
+        self.max_new_tokens, self.last, self.t0, self.ex = max_new_tokens, 0.0, time.perf_counter(), ""
+
+    def step(self, token: int) -> None:
+        now = time.perf_counter()
+        if self.on and now - self.last >= 1.0:
+            self.last = now
+            self.bar.set_postfix_str(f"{self.ex}batch: token {token}/{self.max_new_tokens}", refresh=True)
+
+    def batch(self, n: int, done: dict) -> None:
+        self.bar.update(n)
+        if self.on:
+            ok = [p for p in done.values() if p.outcome != "gold_failed"]
+            self.ex = f"ex={100 * sum(p.correct for p in ok) / max(len(ok), 1):.1f}%, "
+            self.bar.set_postfix_str(f"{self.ex}q/s={len(done) / (time.perf_counter() - self.t0):.2f}")
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def evaluate(model, tokenizer, rows: list[Row], cfg: EvalConfig | None = None, *, template: str = "default",
+             synced_gpus: bool = False, train_dbs: set[str] | None = None,
+             trained: set[tuple[str, str]] | None = None,
+             on_batch: Callable[[list[tuple[int, Prediction]]], None] | None = None,
+             should_stop: Callable[[], bool] | None = None, interrupt: Callable[[], bool] | None = None,
+             progress: str | None = None, prompt_rows: list[Row] | None = None, suite: TestSuite | None = None,
+             dataset: list[Row] | None = None) -> tuple[list[Prediction], dict]:
+    """Generate, pick and score every row, batch by batch, under `cfg` (an EvalConfig, passed whole; default: its
+    defaults). `on_batch` gets each batch's (row index, prediction) pairs as soon as they are scored (to write them as
+    they come); `should_stop` is asked after every batch (it may be a collective: every rank asks it once a batch),
+    `interrupt` between generation steps (local to this process; not under `synced_gpus`, where ranks must generate
+    in step): either ends the evaluation, an interrupted batch's unfinished answers dropped, and what is done comes
+    back (`summary["complete"]` False). `progress`: a progress bar with that label. `prompt_rows`: what the model is
+    prompted with when it differs from `rows` (a schema linked to fit the context, ft.data.linking.fit_prompt);
+    answers are still validated against the row's whole schema. `suite`: a prepared TestSuite (default: one made
+    here when cfg.test_suite > 0; `dataset`: the rows `rows` come from, for its neighbours' literals). `trained`:
+    question_key()s of the training rows, to report those questions apart."""
+    from ft.config import EvalConfig
+    from ft.eval.generation import GenerationStopped, Generator  # torch: only where a model generates
+
+    e = cfg if cfg is not None else EvalConfig()
     t0 = time.perf_counter()
-    gen = Generator(model, tokenizer, template, max_new_tokens, samples=samples, temperature=temperature,
-                    top_p=top_p, synced_gpus=synced_gpus, reuse_schema_cache=reuse_schema_cache, constrain=constrain)
-    retry_gen = Generator(model, tokenizer, template, max_new_tokens, samples=retries, temperature=temperature,
-                          top_p=top_p, constrain=constrain) if retries else None
+    bar = _Progress(len(rows), progress, e.max_new_tokens)
+    if suite is None and e.test_suite:
+        suite, _ = test_suite_for(e, rows, dataset, log=(lambda m: bar.bar.write(m)) if progress else None)
+    ts_figures = suite.stats(rows) if suite is not None else {}
+    watch = dict(interrupt=None if synced_gpus else interrupt, on_step=bar.step)
+    gen = Generator(model, tokenizer, template, e.max_new_tokens, samples=e.samples, temperature=e.temperature,
+                    top_p=e.top_p, synced_gpus=synced_gpus, reuse_schema_cache=e.reuse_schema_cache,
+                    constrain=e.constrain, **watch)
+    retry_gen = Generator(model, tokenizer, template, e.max_new_tokens, samples=e.retries, temperature=e.temperature,
+                          top_p=e.top_p, constrain=e.constrain, **watch) if e.retries else None
+    judging = dict(rel_tol=e.float_tolerance, suite=suite, trained=trained)
     golds: dict = {}
     done: dict[int, Prediction] = {}
-    bar = tqdm(total=len(rows), desc=progress, disable=progress is None, dynamic_ncols=True, unit="q")
     stopped = False
     prompts = prompt_rows if prompt_rows is not None else rows
-    for chunk in gen.batches(prompts, batch_size):
-        batch = [rows[i] for i in chunk]
-        outs = gen.run([prompts[i] for i in chunk])
+    for chunk in gen.batches(prompts, batch_size=e.batch_size):
         scored = []
-        for i, row, g in zip(chunk, batch, outs):
-            greedy = check_answer(row, g.text, timeout_s, max_rows, greedy=True)
-            cands = [greedy] + [check_answer(row, t, timeout_s, max_rows, logprob=lp)
-                                for t, lp in zip(g.samples, g.sample_logprobs)]
-            gold = gold_result(row, timeout_s, max_rows, golds)
-            first = judge(row, greedy, gold, g.seconds, train_dbs)
-            seconds, group = g.seconds, []
-            if retry_gen is not None and greedy.validation_errors:
-                extra = retry_gen.run([prompts[i]], greedy=False)[0]
-                seconds += extra.seconds
-                cands += [check_answer(row, t, timeout_s, max_rows, logprob=lp)
-                          for t, lp in zip(extra.samples, extra.sample_logprobs)]
-                chosen = first_valid(greedy, cands[1:])
-            elif samples:
-                chosen, group = vote(cands)
-            else:
-                chosen = greedy
-            p = first if chosen is greedy else judge(row, chosen, gold, seconds, train_dbs)
-            p.latency_s = seconds + sum(c.result.elapsed_s for c in cands if c.result is not None)
-            p.correct_first = first.correct
-            p.retried = retry_gen is not None and bool(greedy.validation_errors)
-            if len(cands) > 1:
-                valid = [c for c in cands if c.valid]
-                p.candidates, p.valid_candidates = len(cands), len(valid)
-            if samples:
-                p.voted, p.vote_changed = True, chosen is not greedy
-                p.agreement = len(group) / p.valid_candidates if p.valid_candidates else None
+        try:
+            outs = gen.run([prompts[i] for i in chunk])
+            for i, g in zip(chunk, outs):
+                scored.append((i, _pick(rows[i], g, prompts[i], e, retry_gen, golds, train_dbs, judging)))
+        except GenerationStopped:
+            stopped = True  # this batch's answers are unfinished: none of them is kept
+            scored = []
+        for i, p in scored:
             done[i] = p
+        if on_batch is not None:
+            on_batch(scored)  # also after an interrupted batch: under several processes it lines up a collective
+        bar.batch(len(scored), done)
+        if stopped or (should_stop is not None and should_stop()):
+            stopped = len(done) < len(rows)
+            break
+    bar.close()
+    preds = [done[i] for i in sorted(done)]
+    summary = summarize(preds, time.perf_counter() - t0) | ts_figures
+    summary["complete"] = not stopped
+    if e.float_tolerance:
+        summary["float_tolerance"] = e.float_tolerance
+    if e.constrain:  # what the identifier constraint did: next tokens it masked, over all answers
+        summary["constrain_masked_tokens"] = gen.masked + (retry_gen.masked if retry_gen else 0)
+    return preds, summary
+
+
+def _pick(row: Row, g, prompt: Row, e: EvalConfig, retry_gen: Generator | None, golds: dict,
+          train_dbs: set[str] | None, judging: dict) -> Prediction:
+    """One question's prediction from its generated answers: checked, picked (vote or retry), judged."""
+    greedy = check_answer(row, g.text, e.timeout_s, e.max_rows, greedy=True)
+    cands = [greedy] + [check_answer(row, t, e.timeout_s, e.max_rows, logprob=lp)
+                        for t, lp in zip(g.samples, g.sample_logprobs)]
+    gold = gold_result(row, e.timeout_s, e.max_rows, golds)
+    first = judge(row, greedy, gold, g.seconds, train_dbs, **judging)
+    seconds, group = g.seconds, []
+    if retry_gen is not None and greedy.validation_errors:
+        extra = retry_gen.run([prompt], greedy=False)[0]
+        seconds += extra.seconds
+        cands += [check_answer(row, t, e.timeout_s, e.max_rows, logprob=lp)
+                  for t, lp in zip(extra.samples, extra.sample_logprobs)]
+        chosen = first_valid(greedy, cands[1:])
+    elif e.samples:
+        chosen, group = vote(cands)
+    else:
+        chosen = greedy
+    p = first if chosen is greedy else judge(row, chosen, gold, seconds, train_dbs, **judging)
+    p.latency_s = seconds + sum(c.result.elapsed_s for c in cands if c.result is not None)
+    p.correct_first = first.correct
+    p.retried = retry_gen is not None and bool(greedy.validation_errors)
+    if len(cands) > 1:
+        valid = [c for c in cands if c.valid]
+        p.candidates, p.valid_candidates = len(cands), len(valid)
+    if e.samples:
+        p.voted, p.vote_changed = True, chosen is not greedy
+        p.agreement = len(group) / p.valid_candidates if p.valid_candidates else None
+    return p
+
+
+def score_texts(rows: list[Row], texts: list[str], cfg: EvalConfig | None = None, *,
+                train_dbs: set[str] | None = None, trained: set[tuple[str, str]] | None = None,
+                on_batch: Callable[[list[tuple[int, Prediction]]], None] | None = None,
+                should_stop: Callable[[], bool] | None = None, progress: str | None = None,
+                suite: TestSuite | None = None, dataset: list[Row] | None = None,
+                batch_size: int = 32) -> tuple[list[Prediction], dict]:
+    """Score answers written by anyone (`texts[i]` answers `rows[i]`: SQL, or a model's output holding it) under the
+    same rules, executor and outcomes as evaluate(), without a model. Written out `batch_size` at a time."""
+    from ft.config import EvalConfig
+
+    e = cfg if cfg is not None else EvalConfig()
+    t0 = time.perf_counter()
+    bar = _Progress(len(rows), progress, 0)
+    if suite is None and e.test_suite:
+        suite, _ = test_suite_for(e, rows, dataset, log=(lambda m: bar.bar.write(m)) if progress else None)
+    judging = dict(rel_tol=e.float_tolerance, suite=suite, trained=trained)
+    golds: dict = {}
+    done: dict[int, Prediction] = {}
+    stopped = False
+    for start in range(0, len(rows), batch_size):
+        scored = []
+        for i in range(start, min(start + batch_size, len(rows))):
+            gold = gold_result(rows[i], e.timeout_s, e.max_rows, golds)
+            cand = check_answer(rows[i], texts[i], e.timeout_s, e.max_rows, greedy=True)
+            p = judge(rows[i], cand, gold, 0.0, train_dbs, **judging)
+            p.correct_first = p.correct
             scored.append((i, p))
+            done[i] = p
         if on_batch is not None:
             on_batch(scored)
-        bar.update(len(chunk))
-        if progress is not None:
-            ok = [p for p in done.values() if p.outcome != "gold_failed"]
-            bar.set_postfix(ex=f"{100 * sum(p.correct for p in ok) / max(len(ok), 1):.1f}%",
-                            q_s=f"{len(done) / (time.perf_counter() - t0):.2f}")
+        bar.batch(len(scored), done)
         if should_stop is not None and should_stop():
             stopped = len(done) < len(rows)
             break
     bar.close()
     preds = [done[i] for i in sorted(done)]
-    summary = summarize(preds, time.perf_counter() - t0)
+    summary = summarize(preds, time.perf_counter() - t0) | (suite.stats(rows) if suite is not None else {})
     summary["complete"] = not stopped
-    if constrain:  # what the identifier constraint did: next tokens it masked, over all answers
-        summary["constrain_masked_tokens"] = gen.masked + (retry_gen.masked if retry_gen else 0)
+    if e.float_tolerance:
+        summary["float_tolerance"] = e.float_tolerance
     return preds, summary
 
 
@@ -295,6 +431,13 @@ RATE_OF = {
 }
 
 
+# Rates present only when asked for (ft.metrics.EXTRA_RATES): None on a prediction means "not measured".
+EXTRA_RATE_OF = {
+    "ex_tol": lambda p: p.correct_tol,
+    "ts": lambda p: p.correct_ts,
+}
+
+
 def _pct(values: list[float], q: float) -> float:
     if not values:
         return 0.0
@@ -310,6 +453,11 @@ def _rates(preds: list[Prediction]) -> dict:
     if n == 0:
         return out
     out |= {k: sum(bool(f(p)) for p in scored) / n for k, f in RATE_OF.items()}
+    for k, f in EXTRA_RATE_OF.items():
+        if any(f(p) is not None for p in scored):
+            out[k] = sum(bool(f(p)) for p in scored) / n
+    if "ts" in out:  # answers EX counted right that the test suite rejects
+        out["ts_rejected"] = sum(p.correct and not p.correct_ts for p in scored)
     retried = [p for p in scored if p.retried]
     if retried:
         out |= {"retry_rate": len(retried) / n,
@@ -327,8 +475,8 @@ def _rates(preds: list[Prediction]) -> dict:
 
 
 def summarize(preds: list[Prediction], wall_s: float | None = None) -> dict:
-    """Rates overall, per tier and per kind (training databases or not, when known); gold failures by database;
-    time per question p50 / p95 and questions per second."""
+    """Rates overall, per tier and per kind (training databases or not, when known; questions trained on apart);
+    gold failures by database; time per question p50 / p95 and questions per second."""
     out = _rates(preds)
     lat = [p.latency_s for p in preds]
     out["time_per_question_p50_s"] = statistics.median(lat) if lat else 0.0
@@ -339,7 +487,12 @@ def summarize(preds: list[Prediction], wall_s: float | None = None) -> dict:
     if failed:
         out["gold_failed_by_db"] = dict(sorted(failed.items()))
     out["tiers"] = {t: _rates([p for p in preds if p.tier == t]) for t in sorted({p.tier for p in preds if p.tier})}
-    if any(p.db_seen is not None for p in preds):
-        kinds = {"seen_db": [p for p in preds if p.db_seen], "unseen_db": [p for p in preds if p.db_seen is False]}
+    if any(p.db_seen is not None or p.trained for p in preds):
+        # a question trained on is reported apart, never as an unseen question
+        fresh = [p for p in preds if not p.trained]
+        kinds = {"seen_db": [p for p in fresh if p.db_seen], "unseen_db": [p for p in fresh if p.db_seen is False],
+                 "trained": [p for p in preds if p.trained]}
         out["kinds"] = {k: _rates(v) for k, v in kinds.items() if v}
+    if any(p.trained is not None for p in preds):
+        out["trained_questions"] = sum(bool(p.trained) for p in preds)
     return out

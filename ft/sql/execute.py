@@ -1,4 +1,4 @@
-"""Run untrusted, model-written SQL on a SQLite database, and compare result sets.
+"""Run untrusted, model-written SQL on a SQLite database (result comparison: ft.sql.compare).
 
 Generated SQL is treated as hostile. Layers of defence, each enough on its own for writes:
   1. the file is opened read-only (`mode=ro` URI) and `PRAGMA query_only` is on;
@@ -10,19 +10,17 @@ Errors come back in `ExecResult.error`, never raised, so an evaluation loop keep
 """
 from __future__ import annotations
 
-import math
 import sqlite3
 import time
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from sqlglot import exp
 from sqlglot.tokens import TokenType
 
+from .compare import query_has_order_by, results_match  # noqa: F401 - re-exported for importers of ft.sql.execute
 from .macros import register_macros
-from .parse import SQLGLOT_ERRORS, first_statement, parse_one, tokenize
+from .parse import first_statement, tokenize
 
 # Pragmas that only describe the schema; their argument is a name, never a setting.
 _READ_ONLY_PRAGMAS = frozenset({
@@ -146,108 +144,3 @@ def execute(db_path, sql: str, macros: list[dict] | None = None, timeout_s: floa
     finally:
         if conn is not None:
             conn.close()
-
-
-# ---------------------------------------------------------------------------------------------
-# Result comparison
-
-
-def _norm_value(v):
-    # Round floats to 6 significant digits so that 0.1+0.2 and 0.3 compare equal. An integral float
-    # becomes the exact int first, so SUM(x) * 1.0 = 1234567.0 still equals an integer 1234567.
-    if isinstance(v, float):
-        if math.isnan(v) or math.isinf(v):
-            return v
-        if v.is_integer() and abs(v) < 2**53:
-            return int(v)
-        return float(f"{v:.6g}")
-    if isinstance(v, memoryview):
-        return bytes(v)
-    return v
-
-
-def _norm_rows(rows) -> list[tuple]:
-    return [tuple(_norm_value(v) for v in row) for row in rows or []]
-
-
-# At most this many column permutations are tried; candidates are pre-filtered by each column's
-# multiset of values, so real results almost never come near it.
-_MAX_PERMUTATIONS = 10_000
-
-
-def _column_permutations(gold: list[tuple], pred: list[tuple], ncols: int):
-    """Yield mappings perm (pred column perm[i] plays gold column i) worth trying.
-
-    A pred column can only stand for a gold column holding the same multiset of values, which
-    leaves very few candidates except for columns that are copies of each other.
-    """
-    gold_cols = [Counter(row[i] for row in gold) for i in range(ncols)]
-    pred_cols = [Counter(row[j] for row in pred) for j in range(ncols)]
-    candidates = [[j for j in range(ncols) if pred_cols[j] == gold_cols[i]] for i in range(ncols)]
-    if any(not c for c in candidates):
-        return
-    tried = 0
-    perm: list[int] = []
-    used: set[int] = set()
-
-    def search(i):
-        nonlocal tried
-        if tried >= _MAX_PERMUTATIONS:
-            return
-        if i == ncols:
-            tried += 1
-            yield tuple(perm)
-            return
-        for j in candidates[i]:
-            if j not in used:
-                perm.append(j)
-                used.add(j)
-                yield from search(i + 1)
-                perm.pop()
-                used.discard(j)
-
-    yield from search(0)
-
-
-def results_match(gold_rows, pred_rows, *, mode: str = "multiset", ordered: bool = False) -> bool:
-    """Does the predicted result equal the gold result?
-
-    mode="set": BIRD's metric, `set(pred) == set(gold)` (duplicates, row order and column order
-    count for nothing / everything respectively; `ordered` is ignored).
-    mode="multiset": Spider's execution metric: rows compared as multisets (as lists when
-    `ordered`), and the predicted columns may be a permutation of the gold ones.
-    Floats are rounded to 6 significant digits; None equals None.
-    """
-    gold, pred = _norm_rows(gold_rows), _norm_rows(pred_rows)
-    if mode == "set":
-        return set(gold) == set(pred)
-    if mode != "multiset":
-        raise ValueError(f"unknown mode {mode!r}; expected 'set' or 'multiset'")
-    if not gold and not pred:
-        return True
-    if len(gold) != len(pred):
-        return False
-    ncols = len(gold[0])
-    if any(len(r) != ncols for r in gold) or any(len(r) != ncols for r in pred):
-        return False
-    gold_key = gold if ordered else Counter(gold)
-    for perm in _column_permutations(gold, pred, ncols):
-        permuted = [tuple(row[j] for j in perm) for row in pred]
-        if (permuted if ordered else Counter(permuted)) == gold_key:
-            return True
-    return False
-
-
-def query_has_order_by(sql: str) -> bool:
-    """Whether the query's outermost SELECT (or compound SELECT) has an ORDER BY.
-
-    An ORDER BY only inside a subquery or window doesn't order the result. When sqlglot can't
-    parse the query, falls back to looking for "ORDER BY" in the text (as Spider's evaluator does).
-    """
-    try:
-        tree = parse_one(sql)
-    except (*SQLGLOT_ERRORS, ValueError):
-        return "order by" in " ".join((sql or "").lower().split())
-    while isinstance(tree, exp.Subquery) and not tree.args.get("order"):
-        tree = tree.this
-    return bool(tree.args.get("order"))
