@@ -32,9 +32,10 @@ def run_config(tiny_model: Path, rows_file: Path, out: Path) -> dict:
     }
 
 
-def make_run(out: Path, tiny_model: Path, rows_file: Path, evaluate: bool = True, step: int = 4) -> Path:
+def make_run(out: Path, tiny_model: Path, rows_file: Path, evaluate: bool = True, step: int = 4,
+             lora_std: float = 0.2) -> Path:
     """A run folder as training leaves it (adapter/, checkpoints/step-N/{config.yaml,state.json,adapter},
-    metrics.jsonl, eval/{base,finetuned}_*), the adapter random but far from zero, evaluated for real by
+    metrics.jsonl, eval/{base,finetuned}_*), the adapter random (far from zero unless lora_std 0), evaluated by
     ft.eval.scoring.evaluate through ft.eval.output.PredictionLog (as the final evaluation of training does)."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
@@ -56,7 +57,7 @@ def make_run(out: Path, tiny_model: Path, rows_file: Path, evaluate: bool = True
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "lora_B" in name:
-                p.normal_(0, 0.2)
+                p.normal_(0, lora_std)  # 0: the adapter changes nothing (peft's own start)
     ckpt = out / "checkpoints" / f"step-{step:06d}"
     for folder in (out / "adapter", ckpt / "adapter"):
         model.save_pretrained(folder)
