@@ -72,7 +72,7 @@ def world(tmp_path_factory, tiny_model):
 
 def args_for(source: Path, db: Path, **kw) -> argparse.Namespace:
     ns = dict(source=str(source), db=[str(db)], schema=None, macros=None, host="127.0.0.1", port=0, window_ms=20.0,
-              max_batch=8, timeout=60.0, overrides={}, config=None)
+              max_batch=8, timeout=600.0, overrides={}, config=None)
     return argparse.Namespace(**(ns | kw))
 
 
@@ -82,11 +82,10 @@ class Server:
     def __init__(self, source: Path, db: Path, **kw):
         import uvicorn
 
-        from ft.config import load_config
-        from ft.serve.__main__ import _source_config, bind, build
+        from ft.serve.__main__ import bind, build, config_for
 
         args = args_for(source, db, **kw)
-        cfg = load_config(_source_config(args), {"eval.max_new_tokens": 40})
+        cfg = config_for(args, {"eval.max_new_tokens": 40})
         self.sock = bind("127.0.0.1", 0)
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         app, self.answerer = build(cfg, args)
@@ -252,7 +251,7 @@ def test_playground_in_a_real_browser(server, world, tmp_path):
             page.wait_for_selector(".answer pre.sql", timeout=120_000)
             assert page.inner_text(".answer pre.sql") == PARIS.query
             assert page.inner_text(".answer .notes") == "validates against the schema"
-            assert page.inner_text(".answer table.rows thead") == "COUNT(*)"
+            assert page.inner_text(".answer table.rows thead").strip() == "COUNT(*)"
             assert page.inner_text(".answer table.rows tbody td") == str(paris_count(world["db"]))
             assert "linked" in page.get_attribute("#schema details[data-table='customers']", "class")
             # a question over the model's context: its one-line error on the page, no answer

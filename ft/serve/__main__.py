@@ -154,17 +154,21 @@ def serve_command(cfg, args) -> int:
     return 0
 
 
+def config_for(args, extra: dict | None = None):
+    """The config: --config, else the export's sqlft.yaml (pointed at where the export is now: it may have moved
+    since it was written), else the adapter's run config; with the command line's overrides."""
+    from ft.config import load_config
+
+    overrides = dict(args.overrides) | (extra or {})
+    if (Path(args.source) / EXPORT_MARKER).is_file():
+        overrides.setdefault("model.name_or_path", str(Path(args.source).resolve()))
+    return load_config(args.config or _source_config(args), overrides)
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         _, args = parse(COMMAND, argv, load=False)
-        path = args.config or _source_config(args)
-        overrides = dict(args.overrides)
-        if (Path(args.source) / EXPORT_MARKER).is_file():  # an export may have moved since it was written
-            overrides["model.name_or_path"] = str(Path(args.source).resolve())
-        from ft.config import load_config
-
-        cfg = load_config(path, overrides)
-        return serve_command(cfg, args)
+        return serve_command(config_for(args), args)
     except (ConfigError, DataError, DatabaseError, ModelError, FileNotFoundError) as e:
         text = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
         print(f"error: {text}", file=sys.stderr)
