@@ -85,9 +85,15 @@ def gather(adapter: str | Path, cfg) -> Records:
     """What the run of this adapter recorded (nothing but its config when it isn't one of our runs)."""
     from ft.inference import resolve_adapter, run_of
 
-    folder = resolve_adapter(adapter)[0]
+    folder, config_file = resolve_adapter(adapter)
     run_dir, state = run_of(adapter)
-    rec = Records(run_dir, folder, cfg.to_dict(), state)
+    config = cfg.to_dict()  # the run's own config when it has one (the export overrides quantization for merging)
+    if config_file is not None:
+        try:
+            config = yaml.safe_load(config_file.read_text()) or config
+        except (OSError, yaml.YAMLError):
+            pass
+    rec = Records(run_dir, folder, config, state)
     if run_dir is None:
         return rec
     rec.losses = _last_losses(run_dir)
@@ -307,8 +313,10 @@ def render(rec: Records, facts: Facts, tokenizer=None) -> str:
             value, at = rec.losses[key]
             out.append(f"- {label}: {value:.3f} (step {at})")
     out.append(f"- recipe: learning rate {t['learning_rate']}, {t['lr_scheduler']} schedule, "
-               f"{t['per_device_batch_size']} rows a micro-batch x {t['gradient_accumulation_steps']} accumulation, "
-               f"base loaded as {q['mode']}" + (f" (compute {q['compute_dtype']})" if q["mode"] != "none" else "")
+               f"micro-batches of {t['per_device_batch_size']} row(s) x {t['gradient_accumulation_steps']} "
+               "accumulation, "
+               f"base loaded as {q['mode'] if q['mode'] != 'none' else 'unquantized'}"
+               + (f" (compute {q['compute_dtype']})" if q["mode"] != "none" else "")
                + f", max length {d['max_length']}, prompt template `{d['template']}`"
                + (", schema linking" + (f" within {d['schema_budget']} tokens" if d.get("schema_budget") else "")
                   if d.get("schema_linking") else "")
