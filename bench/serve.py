@@ -96,6 +96,27 @@ def level(url: str, questions: list[str], clients: int, requests: int, timeout: 
             "mean_batch_size": statistics.fmean(batches) if batches else None}
 
 
+def screenshot(url: str, question: str, path: str, timeout: float) -> None:
+    """The playground in headless Chromium (Debian's) after one question: the README's picture."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.goto(url + "/")
+            page.wait_for_selector("#schema details")
+            page.fill("#question", question)
+            page.click("#submit")
+            page.wait_for_selector(".answer pre.sql, #error:not(:empty)", timeout=timeout * 1000)
+            page.screenshot(path=path, full_page=True)
+        finally:
+            browser.close()
+    print(f"wrote {path}")
+
+
 def run_setting(args, name: str, window_ms: float, max_batch: int, questions: list[str]) -> dict:
     port = free_port()
     cmd = [sys.executable, "-m", "ft.cli", "serve", args.source, "--db", args.db, "--port", str(port),
@@ -117,6 +138,9 @@ def run_setting(args, name: str, window_ms: float, max_batch: int, questions: li
                 if time.time() > deadline:
                     raise SystemExit("sqlft serve did not start in time") from None
                 time.sleep(1)
+        if args.screenshot:
+            screenshot(url, questions[0], args.screenshot, args.timeout)
+            return {}
         post(url, questions[0], args.timeout)  # warm-up: first-call costs are not the server's steady state
         levels = []
         for clients in args.levels:
@@ -145,9 +169,15 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=600.0)
     ap.add_argument("--start-timeout", type=float, default=600.0)
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "serve.json"))
+    ap.add_argument("--screenshot", help="instead: ask one question on the page and save a screenshot here")
+    ap.add_argument("--question", help="with --screenshot: the question [the first held-out one]")
     args = ap.parse_args()
 
     questions = questions_for(args.db, args.questions, str(Path("~/.cache/sqlft/data").expanduser()))
+    if args.screenshot:
+        questions = [args.question or questions[0]]
+        run_setting(args, "screenshot", args.window_ms, args.max_batch, questions)
+        return 0
     start = machine()
     settings = {"batched": run_setting(args, "batched", args.window_ms, args.max_batch, questions),
                 "one_at_a_time": run_setting(args, "one_at_a_time", 0.0, 1, questions)}
