@@ -153,11 +153,11 @@ def create_app(state: ServeState) -> FastAPI:
         except DataError as e:  # over the model's context even when linked
             return 422, {"error": str(e)}
         linked = [name for name, _ in split_ddl(prompt.schema)]
+        if base and not answerer.has_base:
+            return 400, {"error": "no base model to compare with: this server runs a merged model (serve the run's "
+                                  "adapter to compare)"}
         jobs = {"finetuned": answerer.submit(row, prompt, samples)}
         if base:
-            if not answerer.has_base:
-                return 400, {"error": "no base model to compare with: this server runs a merged model (serve the "
-                                      "run's adapter to compare)"}
             jobs["base"] = answerer.submit(row, prompt, samples, base=True)
         results = await asyncio.gather(*(wait(j, request, timeout_s) for j in jobs.values()))
         if any(r is None for r in results):
