@@ -8,7 +8,7 @@
    the next-token logits at the end of each prompt (max and mean absolute difference, relative to the largest
    logit, and how often the top token agrees), and greedy SQL from ft.eval.generation (identical answers);
 3. with --eval-questions N: `sqlft eval --config <export>/sqlft.yaml` on the merged model and with `--model
-   <export>/model-q8_0.gguf` (eval reads a GGUF file itself) on the same N held-out questions: EX, valid SQL.
+   <export>/gguf/model-q8_0.gguf` (eval reads a GGUF file itself) on the same N held-out questions: EX, valid SQL.
 Writes bench/results/export.json (the machine, load average, commit, command, versions with every figure). Times
 need a quiet machine; logits, agreement and EX do not depend on load.
 """
@@ -74,7 +74,7 @@ def main() -> int:
     export_dir = work / "exported"
     gguf_args = [a for t in args.types for a in ("--gguf", t)]
     export_s, _ = sqlft("export", args.run, "--out", str(export_dir), *gguf_args)
-    sizes = {p.name: p.stat().st_size for p in export_dir.iterdir() if p.is_file()}
+    sizes = {str(p.relative_to(export_dir)): p.stat().st_size for p in export_dir.rglob("*") if p.is_file()}
     print(f"export: {export_s:.1f} s; " + ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in sorted(sizes.items())),
           flush=True)
 
@@ -87,7 +87,7 @@ def main() -> int:
         if which == "merged":
             m = AutoModelForCausalLM.from_pretrained(str(export_dir), dtype=torch.float32)
         else:
-            m = AutoModelForCausalLM.from_pretrained(str(export_dir), gguf_file=f"model-{which}.gguf",
+            m = AutoModelForCausalLM.from_pretrained(str(export_dir / "gguf"), gguf_file=f"model-{which}.gguf",
                                                      dtype=torch.float32)
         return m.eval(), time.perf_counter() - t0
 
@@ -118,7 +118,7 @@ def main() -> int:
         got = last_logits(model)
         diff = (got - want).abs()
         sql = greedy(model)
-        results[t] = {"file_mib": sizes[f"model-{t}.gguf"] / 2**20, "load_s_transformers": load_s,
+        results[t] = {"file_mib": sizes[f"gguf/model-{t}.gguf"] / 2**20, "load_s_transformers": load_s,
                       "logit_max_abs_diff": diff.max().item(), "logit_mean_abs_diff": diff.mean().item(),
                       "logit_max_abs_diff_relative": diff.max().item() / scale,
                       "top_token_agreement": (got.argmax(-1) == want.argmax(-1)).float().mean().item(),
@@ -136,7 +136,7 @@ def main() -> int:
         common = ["--limit", str(args.eval_questions), "--batch-size", str(args.batch_size), "--max-new-tokens",
                   str(args.max_new_tokens), "--model.name_or_path"]
         for name, model in (("merged", str(export_dir.resolve())),
-                            ("gguf_q8_0", str((export_dir / "model-q8_0.gguf").resolve()))):
+                            ("gguf_q8_0", str((export_dir / "gguf" / "model-q8_0.gguf").resolve()))):
             seconds, _ = sqlft("eval", "--config", conf, *common, model, "--out", str(work / f"eval-{name}"))
             m = json.loads((work / f"eval-{name}" / "metrics.json").read_text())
             evals[name] = {"n": m["n"], "ex": m.get("ex"), "valid": m.get("valid"), "kinds": {

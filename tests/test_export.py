@@ -130,7 +130,8 @@ def test_export_folder_gguf_read_back_by_transformers(exported, evaluated_run, t
 
     names = {p.name for p in exported.iterdir()}
     assert {"model.safetensors", "tokenizer.json", "generation_config.json", "sqlft.yaml", "README.md",
-            "model-f16.gguf", "model-q8_0.gguf", "Modelfile"} <= names, names
+            "gguf"} <= names, names
+    assert {p.name for p in (exported / "gguf").iterdir()} == {"model-f16.gguf", "model-q8_0.gguf", "Modelfile"}
     assert not [p for p in exported.parent.iterdir() if p.name.startswith(".")]  # no temp folder left
     assert json.loads((exported / "generation_config.json").read_text())["stop_strings"] == ["\n```"]
     saved = yaml.safe_load((exported / "sqlft.yaml").read_text())
@@ -148,11 +149,9 @@ def test_export_folder_gguf_read_back_by_transformers(exported, evaluated_run, t
     assert (untouched - want).abs().max() > 0.05  # negative control: the adapter changed the logits
 
     scale = want.abs().max().item()
+    alone = exported / "gguf"
     for kind, bound in (("f16", 2e-3), ("q8_0", 3e-2)):
-        # transformers' own GGUF loader, from a folder holding only the GGUF file
-        alone = exported.parent / f"only-{kind}"
-        alone.mkdir(exist_ok=True)
-        (alone / f"model-{kind}.gguf").write_bytes((exported / f"model-{kind}.gguf").read_bytes())
+        # transformers' own GGUF loader, from the export's gguf/ folder (no other tokenizer files there)
         g = AutoModelForCausalLM.from_pretrained(str(alone), gguf_file=f"model-{kind}.gguf", dtype=torch.float32)
         gtok = AutoTokenizer.from_pretrained(str(alone), gguf_file=f"model-{kind}.gguf")
         assert gtok(build_prompt(ROWS[0], "default"))["input_ids"] == tok(build_prompt(ROWS[0], "default"))["input_ids"]
@@ -160,7 +159,7 @@ def test_export_folder_gguf_read_back_by_transformers(exported, evaluated_run, t
         with torch.no_grad():
             diff = (g.eval()(input_ids=ids).logits - want).abs().max().item()
         assert diff < bound * scale, (kind, diff, scale)
-    modelfile = (exported / "Modelfile").read_text()
+    modelfile = (exported / "gguf" / "Modelfile").read_text()
     assert "FROM ./model-f16.gguf" in modelfile and 'PARAMETER stop "```"' in modelfile
     template = modelfile.split('TEMPLATE """', 1)[1].split('"""', 1)[0]
     row = ROWS[0]
@@ -208,7 +207,7 @@ def test_card_shows_what_the_run_measured(exported, evaluated_run):
     assert "EX, unseen questions, training databases" in card and "tier join" in card
     assert "last logged training loss: 1.250 (step 4)" in card
     assert "### Task\nGenerate a SQL query" in card  # the prompt format, with an example
-    assert "vllm serve" in card and "ollama create" in card and "model-q8_0.gguf" in card
+    assert "vllm serve" in card and "ollama create" in card and "gguf/model-q8_0.gguf" in card
     assert "not evaluated" not in card
 
 

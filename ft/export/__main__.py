@@ -1,14 +1,16 @@
 """`sqlft export` (`python -m ft.export`): a run -> a model people can run and share.
 
     sqlft export runs/demo --out exported                      # merged model + tokenizer + card (README.md)
-    sqlft export runs/demo --out exported --gguf q8_0          # + model-q8_0.gguf and an Ollama Modelfile
+    sqlft export runs/demo --out exported --gguf q8_0          # + gguf/model-q8_0.gguf and gguf/Modelfile (Ollama)
     sqlft export runs/demo --out exported --push me/sql-model  # + upload to the Hugging Face Hub (needs a token)
 
 RUN is a run folder, its adapter, or a checkpoint. The folder holds the merged model in the base's 16-bit dtype
 (ft.merge), its tokenizer whose chat template is the training prompt (system message = schema, user message =
 question: ft.export.prompt), a generation config that stops at the answer's closing fence, `sqlft.yaml` (the run's
 config, pointing at this folder: `sqlft serve` and `sqlft eval --config` read it), README.md (the model card, from
-the run's own records: ft.export.card), and with --gguf a GGUF file per type (ft.export.gguf) and a Modelfile.
+the run's own records: ft.export.card), and with --gguf, in gguf/, a GGUF file per type (ft.export.gguf) and a
+Modelfile: a folder of their own, since transformers' GGUF loader mixes in the tokenizer files of the folder a GGUF
+file sits in.
 Everything is written to a temporary folder beside --out and renamed into place at the end: an interrupted or failed
 export leaves nothing there, and an earlier export at --out is replaced only by a complete one.
 """
@@ -138,18 +140,20 @@ def export(cfg, run_path: str, out: Path, gguf_types: list[str]) -> tuple[Path, 
         saved["quantization"] |= {"mode": "none", "dtype": "auto"}  # compute in what this machine is fast at
         (tmp / MARKER).write_text("# the config of the run this model was exported from; model.name_or_path is the "
                                   "export folder\n" + yaml.safe_dump(saved, sort_keys=False))
+        if gguf_types:
+            (tmp / "gguf").mkdir()
         for t in gguf_types:
-            write_gguf(model, tokenizer, tmp / f"model-{t}.gguf", t, source_gguf=source_gguf(cfg),
+            write_gguf(model, tokenizer, tmp / "gguf" / f"model-{t}.gguf", t, source_gguf=source_gguf(cfg),
                        chat_template=training_chat_template(cfg.data.template, tokenizer), name=out.name)
         if gguf_types:
-            (tmp / "Modelfile").write_text(modelfile(f"model-{gguf_types[0]}.gguf", cfg.data.template, tokenizer,
-                                                     cfg.eval.max_new_tokens))
-        files = {p.name: p.stat().st_size for p in tmp.iterdir() if p.is_file()}
+            text = modelfile(f"model-{gguf_types[0]}.gguf", cfg.data.template, tokenizer, cfg.eval.max_new_tokens)
+            (tmp / "gguf" / "Modelfile").write_text(text)
+        files = {str(p.relative_to(tmp)): p.stat().st_size for p in tmp.rglob("*") if p.is_file()}
         facts = Facts(cfg.model.name_or_path, hub_id, license_, dtype, files, gguf_types, out.name)
         (tmp / "README.md").write_text(render(records, facts, tokenizer))
 
     publish(out, write, marker=MARKER)
-    return out, {p.name: p.stat().st_size for p in out.iterdir() if p.is_file()}
+    return out, {str(p.relative_to(out)): p.stat().st_size for p in out.rglob("*") if p.is_file()}
 
 
 def push(folder: Path, repo: str, token: str | None, private: bool, dry_run: bool) -> str:
@@ -158,7 +162,7 @@ def push(folder: Path, repo: str, token: str | None, private: bool, dry_run: boo
 
     card = ModelCard.load(folder / "README.md")  # the Hub's own parser: front matter and model-index
     results = card.data.eval_results or []
-    files = sorted(p.name for p in folder.iterdir() if p.is_file())
+    files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
     if dry_run:
         return (f"dry run: would upload {len(files)} files to https://huggingface.co/{repo} "
                 f"({', '.join(files)}); card metadata parsed: base_model {card.data.base_model}, "

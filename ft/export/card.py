@@ -350,7 +350,7 @@ def render(rec: Records, facts: Facts, tokenizer=None) -> str:
     if gguf:
         out += ["With llama.cpp or Ollama (the GGUF file carries the same chat template; the Modelfile its Ollama "
                 "form):", "", "```bash", f"llama-server -m {gguf[0]} --jinja   # then the same chat request as above",
-                "ollama create sqlft-model -f Modelfile",
+                "cd gguf && ollama create sqlft-model -f Modelfile",
                 "ollama run sqlft-model   # /set system <schema>, then ask", "```", ""]
     out += ["With sqlft's server, which adds schema validation, read-only execution and voting over sampled answers "
             "(`--samples N`) and a web page:", "", "```bash", "sqlft serve MODEL --db shop.sqlite --port 8000",
