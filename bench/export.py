@@ -69,7 +69,7 @@ def main() -> int:
     from ft.eval.generation import Generator
     from ft.model import load_tokenizer
 
-    start = machine()
+    start, head = machine(), commit()
     work = Path(args.work)
     export_dir = work / "exported"
     gguf_args = [a for t in args.types for a in ("--gguf", t)]
@@ -148,7 +148,7 @@ def main() -> int:
         evals["same_outcome"] = sum(x["correct"] == y["correct"] for x, y in zip(a, b)) / max(len(a), 1)
 
     out = {"benchmark": "export", "date": time.strftime("%Y-%m-%d %H:%M"), "machine": start,
-           "load_avg_at_end": os.getloadavg(), "commit": commit(),
+           "load_avg_at_end": os.getloadavg(), "commit": head,
            "command": "python bench/export.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
            "versions": versions() | {"gguf": __import__("importlib.metadata").metadata.version("gguf")},
            "settings": {"run": args.run, "template": cfg.data.template, "questions": len(rows),

@@ -178,7 +178,7 @@ def main() -> int:
         questions = [args.question or questions[0]]
         run_setting(args, "screenshot", args.window_ms, args.max_batch, questions)
         return 0
-    start = machine()
+    start, head = machine(), commit()
     settings = {"batched": run_setting(args, "batched", args.window_ms, args.max_batch, questions),
                 "one_at_a_time": run_setting(args, "one_at_a_time", 0.0, 1, questions)}
     ratios = {}
@@ -186,7 +186,7 @@ def main() -> int:
         ratios[f"{b['clients']}_clients"] = {"questions_per_s": b["questions_per_s"] / o["questions_per_s"],
                                             "latency_p50": b["latency_p50_s"] / o["latency_p50_s"]}
     out = {"benchmark": "serve", "date": time.strftime("%Y-%m-%d %H:%M"), "machine": start,
-           "load_avg_at_end": os.getloadavg(), "commit": commit(),
+           "load_avg_at_end": os.getloadavg(), "commit": head,
            "command": "python bench/serve.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
            "versions": versions(), "source": args.source, "db": args.db, "questions": len(questions),
            "requests_per_level": args.requests, "settings": settings, "batched_over_one_at_a_time": ratios}
