@@ -1,6 +1,7 @@
 """One way in: every command turns its argv into a validated Config the same way.
 
-    sqlft train|eval|generate|merge|data|report|dashboard|submit [--config X.yaml] [--section.key VALUE ...] [options]
+    sqlft train|eval|generate|merge|export|serve|data|report|dashboard|submit [--config X.yaml]
+          [--section.key VALUE ...] [options]
 
 Every command takes `--config` and any config key as `--section.key VALUE` (or `--section.key=VALUE`), with the
 same defaults everywhere: the adapter's run config when a command is given a run's adapter, else `--config`, else
@@ -229,6 +230,8 @@ COMMANDS = {
     "eval": ("ft.eval.__main__", "execution accuracy of a model or adapter on a dataset"),
     "generate": ("ft.generate", "question + schema -> validated SQL (and its rows)"),
     "merge": ("ft.merge", "fold a LoRA adapter into its base model"),
+    "export": ("ft.export.__main__", "a run -> merged model, model card, GGUF + Ollama Modelfile, Hub upload"),
+    "serve": ("ft.serve.__main__", "a JSON API and a web page answering questions on a database"),
     "data": ("ft.data.__main__", "inspect and convert datasets"),
     "report": ("ft.report", "a run folder -> one HTML page"),
     "dashboard": ("ft.dashboard", "the W&B dashboard"),

@@ -63,6 +63,7 @@ class Generated:
     seconds: float  # this question's share of its batch's generation time (batch time / questions in the batch)
     samples: list[str] = field(default_factory=list)  # sampled continuations, from the same prefill
     sample_logprobs: list[float] = field(default_factory=list)  # mean token log-probability of each sample
+    stopped: bool = True  # the greedy answer ended (closing fence or EOS), not cut at max_new_tokens
 
 
 def _device(model):
@@ -195,11 +196,14 @@ class Generator:
             t0 = time.perf_counter()
             ids, mask, cache = self._inputs(rows)
             texts = [""] * len(rows)
+            stopped = [True] * len(rows)
             guards = self._guards(rows)
             if greedy:
                 new = self._generate(ids, mask, expand_cache(cache, 1) if self.samples else cache, sample=False,
                                      guards=guards)[1]
                 texts = self.tok.batch_decode(new, skip_special_tokens=True)
+                ends = {self.tok.eos_token_id, self.tok.pad_token_id}
+                stopped = [STOP in t or any(x in ends for x in r) for t, r in zip(texts, new.tolist())]
             samples: list[list[str]] = [[] for _ in rows]
             logprobs: list[list[float]] = [[] for _ in rows]
             if self.samples:
@@ -215,7 +219,7 @@ class Generator:
             seconds = (time.perf_counter() - t0) / len(rows)
         finally:
             self.model.train(was_training)
-        return [Generated(t, seconds, s, lp) for t, s, lp in zip(texts, samples, logprobs)]
+        return [Generated(t, seconds, s, lp, st) for t, s, lp, st in zip(texts, samples, logprobs, stopped)]
 
     def _inputs(self, rows: list[Row]):
         """(input ids, attention mask, KV cache of all but the last prompt token) for one batch."""

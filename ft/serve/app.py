@@ -1,0 +1,219 @@
+"""The HTTP side of `sqlft serve` (FastAPI): a JSON API, an OpenAI-compatible chat route and the playground page.
+
+    POST /v1/sql               {"question", "db"?, "samples"?, "base"?, "timeout_s"?} -> SQL, validation notes, rows,
+                               candidates and votes (samples > 0), timings, linked tables, resampled, hit_token_limit
+    GET  /v1/schema            the database's tables, columns and CREATE TABLE text
+    GET  /v1/health            model, databases, batching settings, counters
+    POST /v1/chat/completions  OpenAI-style: system message = schema (else the server's database), last user
+                               message = question; the answer is the checked SQL
+    GET  /                     the playground (static/index.html)
+
+A request waits for its answer while watching its client: one that disconnects or passes its timeout is abandoned
+(ft.serve.engine.Job.abandon), so it costs no more work.
+"""
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from pydantic import BaseModel, Field
+
+from ft.data.rows import DataError, Row
+from ft.sql.parse import split_ddl
+
+STATIC = Path(__file__).parent / "static"
+
+
+class DatabaseError(ValueError):
+    """A database the server can't open or read a schema from (the message names it)."""
+
+
+def read_schema(db: str) -> str:
+    """CREATE TABLE statements of a SQLite file, one a line, blank lines between (as the bundled data's schemas),
+    read through a read-only connection. (Other engines: once databases are URLs behind ft.sql's engine interface.)"""
+    if "://" in db:
+        raise DatabaseError(f"database '{db}' (--db): only SQLite files can be served so far; give a file path, or "
+                            "its schema with --schema")
+    path = Path(db).expanduser()
+    if not path.is_file():
+        raise DatabaseError(f"database '{db}' (--db) does not exist")
+    try:
+        conn = sqlite3.connect("file:" + quote(str(path.resolve())) + "?mode=ro", uri=True)
+        try:
+            rows = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
+                                "ORDER BY rowid").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error as e:
+        raise DatabaseError(f"database '{db}' (--db) cannot be opened as SQLite: {e}") from None
+    if not rows:
+        raise DatabaseError(f"database '{db}' (--db) has no tables")
+    return "\n\n".join(" ".join(sql.split()).replace("( ", "(").replace(" )", ")") + ";" for (sql,) in rows)
+
+
+def tables_of(ddl: str) -> list[dict]:
+    from ft.sql.parse import schema_catalog
+
+    catalog = schema_catalog(ddl)
+    return [{"name": name, "columns": catalog.get(name, []), "ddl": text}
+            for name, text in split_ddl(ddl)]
+
+
+@dataclass
+class Database:
+    name: str  # what a request's "db" names it by (the file's stem)
+    path: str  # passed on as the row's database, as given
+    schema: str
+    macros: list | None = None
+    tables: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class ServeState:
+    answerer: object  # ft.serve.engine.Answerer
+    cfg: object
+    databases: dict[str, Database]  # the first is the default
+    model_name: str
+    context_length: int
+    request_timeout_s: float = 120.0
+
+
+class SqlRequest(BaseModel):
+    question: str = Field(min_length=1, max_length=4000)
+    db: str | None = None
+    samples: int = Field(0, ge=0, le=32)
+    base: bool = False  # also the base model's answer (an adapter being served: the adapter switched off)
+    timeout_s: float | None = Field(None, gt=0, le=3600)
+
+
+class ChatMessage(BaseModel):
+    role: str
+    content: str
+
+
+class ChatRequest(BaseModel):
+    model: str | None = None
+    messages: list[ChatMessage]
+    n: int = 1  # accepted, one answer is returned
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def create_app(state: ServeState) -> FastAPI:
+    from ft.data.linking import make_fitter
+
+    app = FastAPI(title="sqlft serve", docs_url="/docs")
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request, exc):  # one line, as every other error: "question: ...", not pydantic's list
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(x) for x in first.get("loc", ())[1:]) or "body"
+        return _error(422, f"{where}: {first.get('msg', 'invalid request')}")
+    answerer, cfg = state.answerer, state.cfg
+    fit = make_fitter(answerer.tok, cfg.data.template, cfg.data, state.context_length,
+                      reserve=cfg.eval.max_new_tokens)
+    default_db = next(iter(state.databases))
+
+    def database(name: str | None) -> Database:
+        if name is None:
+            return state.databases[default_db]
+        for db in state.databases.values():
+            if name in (db.name, db.path):
+                return db
+        raise KeyError(f"unknown database '{name}': this server answers on {', '.join(state.databases)}")
+
+    async def wait(job, request: Request, timeout_s: float):
+        """The job's answer, or None when the client disconnected or the timeout passed (the job abandoned)."""
+        fut = asyncio.wrap_future(job.future)
+        deadline = time.perf_counter() + timeout_s
+        while True:
+            done, _ = await asyncio.wait({fut}, timeout=0.05)
+            if done:
+                return fut.result()
+            if await request.is_disconnected() or time.perf_counter() > deadline:
+                job.abandon()
+                return None
+
+    async def ask(request: Request, question: str, db: Database | None, schema: str | None, samples: int,
+                  base: bool, timeout_s: float) -> tuple[int, dict]:
+        row = Row(question=question, query="", schema=schema if schema is not None else db.schema,
+                  db_path=db.path if db is not None else None, macros=db.macros if db is not None else None)
+        try:
+            prompt = await asyncio.to_thread(fit, row)
+        except DataError as e:  # over the model's context even when linked
+            return 422, {"error": str(e)}
+        linked = [name for name, _ in split_ddl(prompt.schema)]
+        if base and not answerer.has_base:
+            return 400, {"error": "no base model to compare with: this server runs a merged model (serve the run's "
+                                  "adapter to compare)"}
+        jobs = {"finetuned": answerer.submit(row, prompt, samples)}
+        if base:
+            jobs["base"] = answerer.submit(row, prompt, samples, base=True)
+        results = await asyncio.gather(*(wait(j, request, timeout_s) for j in jobs.values()))
+        if any(r is None for r in results):
+            for j in jobs.values():
+                j.abandon()
+            return 504, {"error": f"no answer within {timeout_s:g} s (or the client left); the question was dropped"}
+        out = dict(zip(jobs, results))
+        answer = out["finetuned"] | {"question": question, "db": db.name if db else None, "linked_tables": linked,
+                                     "schema_linked": prompt is not row}
+        if base:
+            answer["base"] = out["base"]
+        return 200, answer
+
+    @app.get("/")
+    async def page():
+        return FileResponse(STATIC / "index.html")
+
+    @app.get("/v1/health")
+    async def health():
+        return {"status": "ok", "model": state.model_name, "databases": list(state.databases),
+                "base_available": answerer.has_base, "window_s": answerer.window_s, "max_batch": answerer.max_batch,
+                "max_new_tokens": cfg.eval.max_new_tokens, "stats": answerer.stats}
+
+    @app.get("/v1/schema")
+    async def schema(db: str | None = None):
+        try:
+            d = database(db)
+        except KeyError as e:
+            return _error(404, str(e).strip("'\""))
+        return {"db": d.name, "path": d.path, "tables": d.tables, "ddl": d.schema}
+
+    @app.post("/v1/sql")
+    async def sql(req: SqlRequest, request: Request):
+        try:
+            d = database(req.db)
+        except KeyError as e:
+            return _error(404, str(e).strip("'\""))
+        status, body = await ask(request, req.question, d, None, req.samples, req.base,
+                                 req.timeout_s or state.request_timeout_s)
+        return JSONResponse(body, status_code=status)
+
+    @app.post("/v1/chat/completions")
+    async def chat(req: ChatRequest, request: Request):
+        system = [m.content for m in req.messages if m.role == "system"]
+        users = [m.content for m in req.messages if m.role == "user"]
+        if not users:
+            return _error(400, "no user message: it holds the question")
+        d = None if system else state.databases[default_db]
+        status, body = await ask(request, users[-1], d, system[-1] if system else None, cfg.eval.samples, False,
+                                 state.request_timeout_s)
+        if status != 200:
+            return JSONResponse(body, status_code=status)
+        return {"id": f"chatcmpl-{uuid.uuid4().hex[:16]}", "object": "chat.completion", "created": int(time.time()),
+                "model": req.model or state.model_name,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": body["sql"]},
+                             "finish_reason": "length" if body["hit_token_limit"] else "stop"}],
+                "sqlft": {k: body[k] for k in ("valid", "validation_errors", "linked_tables", "resampled")}}
+
+    return app
