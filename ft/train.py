@@ -8,7 +8,6 @@ Reads top to bottom: config -> data -> model -> loop (accumulate, step, log, eva
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import math
@@ -28,9 +27,8 @@ from ft.cli import Command, parse
 from ft.config import Config, ConfigError, resolve, to_yaml
 from ft.constants import EXIT_PREEMPTED, EXIT_USAGE
 from ft.data.batching import collate
-from ft.data.linking import make_fitter, make_linker
+from ft.data.linking import make_fitter
 from ft.data.prefix import PrefixPlan, collate_prefix, no_step_message, plan_for
-from ft.data.prompt import encode_rows
 from ft.data.rows import DataError
 from ft.distributed import StopFlag, Stopped, cpu_rehearsal_shim, loss_scale, sum_across
 from ft.eval.output import PredictionLog, format_table, prediction_table_rows, result_settings
@@ -277,14 +275,6 @@ def final_evaluation(model, accelerator, tokenizer, eval_rows, cfg: Config, stat
     return summaries
 
 
-def rows_sha1(rows) -> str:
-    """Of the training rows' content: a resumed run checks it trains on the same data."""
-    h = hashlib.sha1()
-    for r in rows:
-        h.update(json.dumps([r.question, r.query, r.schema, r.db_id]).encode())
-    return h.hexdigest()
-
-
 def eval_metrics(prefix: str, metrics: dict) -> dict:
     """Flatten a summary into tracker keys: eval/ex, eval/tier/join/ex, ..."""
     def numbers(d: dict) -> dict:
@@ -385,21 +375,21 @@ def train(cfg: Config, stop: StopFlag | None = None) -> dict:
     accelerator.wait_for_everyone()
 
     # ---- data --------------------------------------------------------------------------------
-    from ft.data.sources import load_splits
+    from ft.data.encoded import encoded_data
 
     with accelerator.main_process_first():  # the GGUF conversion happens once
         model_dir = local_model_dir(cfg)
         tokenizer = load_tokenizer(model_dir)
-    # On every rank (the bundled data is generated once under a file lock): a data error is then every rank's own,
-    # and each exits with it cleanly instead of the others dying in a barrier the first never reaches.
-    train_rows, eval_rows, data_report = load_splits(cfg.data, cfg.train.seed, cfg.train.per_device_batch_size)
+    # ---- datascale: rows checked, split and encoded once into Arrow files every process memory-maps ------------
+    # (ft/data/encoded.py: one process builds them under a file lock, the others wait and open them; a data error is
+    # every rank's own, so each exits with it cleanly instead of the others dying in a barrier.) Schema linking
+    # (data.schema_linking): training rows keep their gold tables, held-out ones are linked as at inference.
+    data = encoded_data(cfg, tokenizer, min_eval=cfg.train.per_device_batch_size)
+    train_rows, eval_rows, data_report = data.train_rows, data.eval_rows, data.report
+    eval_ex = data.eval
+    # ---- end datascale ------------------------------------------------------------------------------------------
     d, t = cfg.data, cfg.train
     eval_sample = eval_rows[: cfg.eval.sample_size]  # fixed: the same questions at every periodic evaluation
-    # Schema linking (data.schema_linking, ft/data/linking.py): training rows keep their gold tables, held-out ones
-    # are linked as at inference.
-    link = make_linker(d, tokenizer, d.template) if d.schema_linking else None
-    eval_link = make_linker(d, tokenizer, d.template, training=False) if d.schema_linking else None
-    eval_ex, _ = encode_rows(eval_rows, tokenizer, d.template, d.max_length, "skip", link=eval_link)
     eval_batches = eval_loss_batches(eval_ex, tokenizer.pad_token_id, cfg, accelerator.device)
     if t.objective == "grpo":
         # Prompts to sample completions for (each row with a database to run them on), in micro-batches laid out
@@ -408,7 +398,7 @@ def train(cfg: Config, stop: StopFlag | None = None) -> dict:
                                                                  cfg.grpo.max_new_tokens, d.source)
         plan = grpo.prompt_plan(prompt_lengths, t, d.max_length, world)
     else:
-        train_ex, enc_report = encode_rows(train_rows, tokenizer, d.template, d.max_length, d.overlong, link=link)
+        train_ex, enc_report = data.train, data.encoding  # datascale
         if not train_ex:
             raise DataError(f"No training examples left from '{d.source}' after encoding ({enc_report}).")
         # Rows of packed bins, of prefix-shared groups (a schema once, its questions as branches under a tree mask:
@@ -424,7 +414,7 @@ def train(cfg: Config, stop: StopFlag | None = None) -> dict:
     pad_report = plan.padding()
     # Only this run's own checkpoints are resumed (same model, data, training settings); `resume: none` in a folder
     # another run used sets that run's files aside first, so they are neither resumed nor pruned.
-    data_sha1 = rows_sha1(train_rows)
+    data_sha1 = data.sha1  # datascale: rows_sha1 of the training rows, computed when the cache was built
     resume_from = ckpt.find_resume(t.output_dir, cfg.checkpoint.resume)
     if resume_from is not None:
         ckpt.check_resumable(resume_from, cfg.to_dict(), data_sha1)
@@ -465,7 +455,7 @@ def train(cfg: Config, stop: StopFlag | None = None) -> dict:
             log.info("resumed from %s at step %d", resume_from, state.step)
     else:
         state = ckpt.TrainState(wandb_run_id=new_run_id() if is_main else None, world_size=world)
-    state.data_sha1, state.train_dbs = data_sha1, sorted({r.db_id for r in train_rows if r.db_id}) or None
+    state.data_sha1, state.train_dbs = data_sha1, data.train_dbs or None  # datascale
     # Every rank agrees before the loop: a stop signal during start-up ends the run here, with nothing to save.
     stop.start_loop(accelerator)
     tracker = Tracker(accelerator, cfg, state.wandb_run_id, resumed=resume_from is not None)

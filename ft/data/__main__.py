@@ -66,20 +66,12 @@ def _cmd_convert(cfg, args) -> int:
 
 
 def _encoded_from_config(cfg):
-    from ft.data.prompt import encode_rows
-    from ft.data.sources import load_splits
+    """The encoded data training would use (the same cache: ft/data/encoded.py; built here if it isn't yet)."""
+    from ft.data.encoded import encoded_data
     from ft.model import load_tokenizer, local_model_dir
 
     tok = load_tokenizer(local_model_dir(cfg))
-    train, evals, report = load_splits(cfg.data, cfg.train.seed)
-    d = cfg.data
-    link = None
-    if d.schema_linking:  # schema linking, as training does it (ft/data/linking.py)
-        from ft.data.linking import make_linker
-
-        link = make_linker(d, tok, d.template)
-    encoded, counts = encode_rows(train, tok, d.template, d.max_length, d.overlong, link)
-    return cfg, tok, train, evals, report, encoded, counts
+    return tok, encoded_data(cfg, tok, min_eval=cfg.train.per_device_batch_size)
 
 
 def _histogram(values: list[int], bins: int = 12, width: int = 40) -> str:
@@ -103,11 +95,12 @@ def _cmd_stats(cfg, args) -> int:
 
     from ft.data.batching import BatchPlan, padding_stats
 
-    cfg, _, train, evals, report, encoded, counts = _encoded_from_config(cfg)
+    tok, data = _encoded_from_config(cfg)
+    encoded, counts, report = data.train, data.encoding, data.report
     d, t = cfg.data, cfg.train
-    lengths = [len(e.input_ids) for e in encoded]
-    targets = [sum(l != -100 for l in e.labels) for e in encoded]
-    print(f"train rows {len(train)}, eval rows {len(evals)}; checks: {report.get('checks')}")
+    lengths = encoded.lengths.tolist()  # stored per example: no example is read
+    targets = (encoded.lengths - encoded.prompt_lens).tolist()  # the loss is on every token after the prompt
+    print(f"train rows {len(data.train_rows)}, eval rows {len(data.eval_rows)}; checks: {report.get('checks')}")
     print(f"encoding (max_length {d.max_length}, overlong={d.overlong}): {counts}")
     print(f"tokens per example: mean {statistics.mean(lengths):.0f}, median {statistics.median(lengths):.0f}, "
           f"p90 {sorted(lengths)[int(0.9 * (len(lengths) - 1))]}, max {max(lengths)}; "
@@ -132,20 +125,18 @@ def _cmd_stats(cfg, args) -> int:
     if steps == 0:
         print(f"  warning: {no_step_message(plan, len(encoded), d, t)}")
     for key in ("difficulty", "db_id"):
-        c = collections.Counter(getattr(r, key) for r in train)
+        c = collections.Counter(data.train_rows.column(key))
         print(f"train by {key}: " + ", ".join(f"{k}={v}" for k, v in sorted(c.items(), key=lambda kv: str(kv[0]))))
-    _linking_stats(cfg, train)
+    _linking_stats(cfg, data.train_rows.by_schema(), tok)
     return 0
 
 
-def _linking_stats(cfg, train) -> None:
+def _linking_stats(cfg, train, tok) -> None:
     """Prompt tokens before / after schema linking and the gold tables it keeps at the budget, linking as inference
     does (the gold query unseen)."""
     from ft.data.linking import measure
-    from ft.model import load_tokenizer, local_model_dir
 
     d = cfg.data
-    tok = load_tokenizer(local_model_dir(cfg))
     budget = d.schema_budget or None
     m = measure(train, tok, d.template, budget, d, value_hints=d.schema_linking and d.value_hints,
                 max_value_hints=d.max_value_hints, over=d.max_length)
@@ -166,8 +157,8 @@ SHOW = Command(name="data show", description="print a few rendered training exam
 
 
 def _cmd_show(cfg, args) -> int:
-    _, tok, _, _, _, encoded, _ = _encoded_from_config(cfg)
-    for e in encoded[: args.n]:
+    tok, data = _encoded_from_config(cfg)
+    for e in data.train[: args.n]:
         cut = next(i for i, l in enumerate(e.labels) if l != -100)
         print(tok.decode(e.input_ids[:cut]) + "<<<LOSS STARTS HERE>>>" + tok.decode(e.input_ids[cut:]))
         print("=" * 80)

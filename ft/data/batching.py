@@ -35,6 +35,22 @@ def pack_best_fit_decreasing(lengths: list[int], max_length: int) -> list[list[i
     return bins
 
 
+def example_columns(examples) -> tuple[list[int], list[int], list[int]]:
+    """(tokens, prefix tokens, prefix id) of every example, what the plans need: an EncodedSet (ft/data/encoded.py)
+    has them stored, so planning reads no example; a list of Encoded is read once. Prefix ids number the distinct
+    prefix token sequences in order of first appearance (-1: no prefix)."""
+    stored = getattr(examples, "prefix_ids", None)
+    if stored is not None:
+        return examples.lengths.tolist(), examples.prefix_lens.tolist(), stored.tolist()
+    ids: dict[tuple[int, ...], int] = {}
+    lengths, prefix_lens, prefix_ids = [], [], []
+    for ex in examples:
+        lengths.append(len(ex.input_ids))
+        prefix_lens.append(ex.prefix_len)
+        prefix_ids.append(ids.setdefault(tuple(ex.input_ids[: ex.prefix_len]), len(ids)) if ex.prefix_len > 0 else -1)
+    return lengths, prefix_lens, prefix_ids
+
+
 @dataclass
 class StepCounts:
     """What one optimizer step processes on all processes together (it follows from the plan: no collective)."""

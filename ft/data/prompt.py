@@ -7,6 +7,7 @@ pad == eos (the usual set-up) the latter would mask every EOS and the model woul
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from ft.data.rows import DataError, Row
@@ -163,12 +164,21 @@ def encode_example(row: Row, tokenizer, template: str, max_length: int, overlong
 def encode_rows(rows: list[Row], tokenizer, template: str, max_length: int,
                 overlong: str, link=None) -> tuple[list[Encoded], dict]:
     """Encode many rows; returns the kept examples and counts of each outcome (reported, never silent)."""
-    out, counts = [], {"kept": 0, "truncated_schema": 0, "skipped_overlong": 0}
-    for row in rows:
+    counts: dict = {}
+    out = [enc for _, enc in iter_encoded(rows, tokenizer, template, max_length, overlong, link, counts)]
+    return out, counts
+
+
+def iter_encoded(rows: Iterable[Row], tokenizer, template: str, max_length: int, overlong: str, link=None,
+                 counts: dict | None = None) -> Iterator[tuple[int, Encoded]]:
+    """encode_rows one row at a time: (index of the row, its example) for each kept row, so a caller can write them
+    out as they come (ft/data/encoded.py); `counts` is filled in as encode_rows returns it."""
+    counts = {} if counts is None else counts
+    counts.update({"kept": 0, "truncated_schema": 0, "skipped_overlong": 0})
+    for i, row in enumerate(rows):
         enc = encode_example(row, tokenizer, template, max_length, overlong, link)  # link: schema linking hook
         if enc is None:
             counts["skipped_overlong"] += 1
             continue
         counts[enc.outcome] = counts.get(enc.outcome, 0) + 1  # "linked_schema" appears only with a link
-        out.append(enc)
-    return out, counts
+        yield i, enc
