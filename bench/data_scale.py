@@ -32,6 +32,7 @@ import platform
 import random
 import re
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -43,6 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 RESULTS = REPO / "bench" / "results"
 ROWS_PER_SCHEMA = 150  # SynSQL-2.5M: 2.5M questions on 16,583 databases
+BEFORE = "2d1bee5"  # the last commit before the encoded-data cache (in-memory rows and examples)
 
 
 def _variant_schema(schema: str, v: int) -> str:
@@ -84,16 +86,17 @@ def generate(n: int, out: Path, seed: int = 0, cache_dir: str | None = None) -> 
 # ------------------------------------------------------------------------------------------------ measuring
 
 
-def _child(argv: list[str], stop_on: str | None, log_path: Path) -> dict:
-    """Run argv; with stop_on, SIGINT its process group once that text appears in its output. Peak RSS of the
+def _child(argv: list[str], env: dict, cwd: str, stop_file: str | None, log_path: Path) -> dict:
+    """Run argv; with stop_file, SIGINT its process group once a training step is logged there. Peak RSS of the
     largest process in its tree, and wall time (to the stop, when stopping)."""
     t0 = time.perf_counter()
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO)
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd, env=env)
         stopped_at = None
         while proc.poll() is None:
-            time.sleep(0.5)
-            if stop_on and stopped_at is None and stop_on in log_path.read_text(errors="replace"):
+            time.sleep(0.25)
+            if stop_file and stopped_at is None and Path(stop_file).is_file() \
+                    and "train/loss" in Path(stop_file).read_text():
                 stopped_at = time.perf_counter() - t0
                 os.killpg(proc.pid, signal.SIGINT)
         rc = proc.wait()
@@ -103,30 +106,33 @@ def _child(argv: list[str], stop_on: str | None, log_path: Path) -> dict:
             "to_first_step_s": round(stopped_at, 1) if stopped_at is not None else None}
 
 
-def measure(kind: str, rows_file: Path, work: Path, extra: list[str]) -> dict:
-    """One measurement in a fresh subprocess (so getrusage sees only this command's tree)."""
-    env = dict(os.environ, PYTHONPATH=str(REPO), WANDB_MODE="disabled", TOKENIZERS_PARALLELISM="false")
-    sqlft = [sys.executable, "-m", "ft.cli"] if not (Path(sys.executable).parent / "sqlft").exists() \
-        else [str(Path(sys.executable).parent / "sqlft")]
+def measure(kind: str, rows_file: Path, work: Path, extra: list[str], code: Path = REPO) -> dict:
+    """One measurement in a fresh subprocess (so getrusage sees only this command's tree), running the code in
+    `code` (this checkout, or an export of the commit before the cache for the side-by-side)."""
+    env = dict(os.environ, PYTHONPATH=str(code), WANDB_MODE="disabled", TOKENIZERS_PARALLELISM="false")
+    sqlft = [str(Path(sys.executable).parent / "sqlft")]
     common = ["--data.source", str(rows_file), "--data.cache_dir", str(work / "cache"), *extra]
-    if kind == "stats":
-        argv, stop_on = [*sqlft, "data", "stats", *common], None
+    stop_file = None
+    if kind.startswith("stats"):
+        argv = [*sqlft, "data", "stats", *common]
     else:
-        argv = [*sqlft, "train", *common, "--train.output_dir", str(work / f"run-{time.time_ns()}"),
-                "--tracking.wandb", "false", "--train.log_every", "1", "--eval.at_end", "false"]
-        stop_on = "train/loss"
+        out_dir = work / f"run-{time.time_ns()}"
+        argv = [*sqlft, "train", *common, "--train.output_dir", str(out_dir), "--tracking.wandb", "false",
+                "--train.log_every", "1", "--eval.at_end", "false"]
+        stop_file = str(out_dir / "metrics.jsonl")
+    if kind.endswith("_cold"):  # no encoded data yet (the bundled set and the converted model stay)
+        shutil.rmtree(work / "cache" / "encoded", ignore_errors=True)
     log_path = work / f"{kind}-{time.time_ns()}.log"
-    out = subprocess.run([sys.executable, __file__, "--child", json.dumps({"argv": argv, "stop_on": stop_on,
-                                                                          "log": str(log_path)})],
-                         env=env, capture_output=True, text=True, cwd=REPO)
+    spec = {"argv": argv, "env": env, "cwd": str(code), "stop_file": stop_file, "log": str(log_path)}
+    out = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"measuring {kind} failed: {out.stderr[-2000:]}")
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    ok = result["rc"] == 0 if kind == "stats" else result["to_first_step_s"] is not None
+    ok = result["rc"] == 0 if kind.startswith("stats") else result["to_first_step_s"] is not None
     if not ok:
         raise SystemExit(f"{kind} on {rows_file} failed (exit {result['rc']}); its output: {log_path}\n"
                          + log_path.read_text(errors="replace")[-3000:])
-    result["command"] = " ".join(argv)
+    result["command"] = " ".join(argv[1:]).replace(str(work), "<work>")
     return result
 
 
@@ -150,50 +156,73 @@ def _versions() -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", type=int, nargs="+", default=[50_000, 500_000, 1_000_000])
-    p.add_argument("--kinds", nargs="+", default=["stats", "stats_warm", "train_setup"])
+    p.add_argument("--kinds", nargs="+", default=["stats_cold", "stats_warm", "train_setup_warm", "train_setup_cold"])
+    p.add_argument("--before", default=BEFORE, help="commit of the in-memory path, measured side by side")
+    p.add_argument("--before-max-rows", type=int, default=50_000,
+                   help="largest row count to run the in-memory path on (it needs ~25 kB a row)")
     p.add_argument("--work", default=None, help="folder for the generated rows and caches (default: a temporary one)")
     p.add_argument("--out", default=str(RESULTS / "data_scale.json"))
     p.add_argument("--generate", type=int, help="only write this many rows to --to")
     p.add_argument("--to", help="with --generate: the JSONL file")
     p.add_argument("--child", help=argparse.SUPPRESS)
-    p.add_argument("extra", nargs="*", help="more overrides for every command, e.g. --data.max_length 512")
-    args, unknown = p.parse_known_args()
+    args, extra = p.parse_known_args()
     if args.child:
         spec = json.loads(args.child)
-        print(json.dumps(_child(spec["argv"], spec["stop_on"], Path(spec["log"]))))
+        print(json.dumps(_child(spec["argv"], spec["env"], spec["cwd"], spec["stop_file"], Path(spec["log"]))))
         return
     if args.generate:
         print(json.dumps(generate(args.generate, Path(args.to))))
         return
-    extra = [*args.extra, *unknown]
     work = Path(args.work or tempfile.mkdtemp(prefix="data_scale-"))
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
+    work.mkdir(parents=True, exist_ok=True)
+    git = lambda *a: subprocess.run(["git", *a], capture_output=True, text=True, cwd=REPO, check=True).stdout  # noqa: E731
+    before = work / "before"
+    if args.before and not before.is_dir():  # a plain export of that commit: no worktree, nothing to clean up
+        before.mkdir()
+        subprocess.run(f"git archive {args.before} | tar -x -C {before}", shell=True, check=True, cwd=REPO)
     record = {
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "cpu": _cpu(), "cores": os.cpu_count(), "commit": commit,
-        "command": " ".join([Path(sys.executable).name, *sys.argv]), "versions": _versions(),
-        "config": "configs/demo.yaml defaults (the embedded default) + --data.source <generated rows>" +
-                  (f" {' '.join(extra)}" if extra else ""),
-        "note": "peak_rss_mb: the largest process's peak resident set (getrusage), which does not depend on the "
-                "machine's load; wall times do: each is recorded with `uptime` at its start and end. Re-run on a "
-                "quiet machine for timings.",
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "cpu": _cpu(), "cores": os.cpu_count(),
+        "commit": git("rev-parse", "HEAD").strip(), "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "before_commit": args.before, "command": " ".join(["python", *sys.argv]), "versions": _versions(),
+        "config": "configs/demo.yaml (the embedded default: schema_first, prefix sharing, schema linking, "
+                  "max_length 1024, per_device_batch_size 1) + --data.source <generated rows> " + " ".join(extra),
+        "kinds": {"stats_cold": "sqlft data stats, no encoded data yet (it is built)",
+                  "stats_warm": "sqlft data stats again (the encoded data opened)",
+                  "train_setup_warm": "sqlft train (1 process) from start to its first logged step, encoded data there",
+                  "train_setup_cold": "the same with no encoded data yet (built by the training process)",
+                  "before": f"the same commands on commit {args.before}, the in-memory path (no cache: every run "
+                            "loads and encodes)"},
+        "note": "peak_rss_mb: the largest process's peak resident set (getrusage RUSAGE_CHILDREN), which does not "
+                "depend on the machine's load; wall times do: each is recorded with `uptime` before and after. "
+                "Re-run on a quiet machine for timings.",
         "results": [],
     }
+    out = Path(args.out)
     for n in args.rows:
         rows_file = work / f"rows-{n}.jsonl"
         t0 = time.perf_counter()
         gen = generate(n, rows_file, cache_dir=str(work / "cache"))
-        entry = {"rows": n, "generated": gen | {"seconds": round(time.perf_counter() - t0, 1)}}
-        for kind in args.kinds:
+        entry: dict = {"rows": n, "generated": gen | {"seconds": round(time.perf_counter() - t0, 1)}}
+        runs = [(k, REPO) for k in args.kinds]
+        if args.before and n <= args.before_max_rows:
+            runs += [(f"before_{k}", before) for k in ("stats", "train_setup")]
+        for kind, code in runs:
             load = _uptime()
-            entry[kind] = measure("stats" if kind.startswith("stats") else "train_setup", rows_file, work, extra)
-            entry[kind] |= {"uptime_before": load, "uptime_after": _uptime()}
-            entry[kind]["peak_rss_kb_per_row"] = round(entry[kind]["peak_rss_mb"] * 1024 / n, 2)
-            print(json.dumps({"rows": n, kind: entry[kind]}), flush=True)
+            r = measure(kind.removeprefix("before_"), rows_file, work, extra, code)
+            r |= {"uptime_before": load, "uptime_after": _uptime(),
+                  "peak_rss_kb_per_row": round(r["peak_rss_mb"] * 1024 / n, 2)}
+            entry[kind] = r
+            print(json.dumps({"rows": n, kind: r}), flush=True)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(record | {"results": [*record["results"], entry]}, indent=2) + "\n")
+        if "before_stats" in entry:  # stats_cold -> before_stats, train_setup_warm -> before_train_setup
+            entry["rss_ratio_before_over_after"] = {
+                k: round(entry[f"before_{k.rsplit('_', 1)[0]}"]["peak_rss_mb"] / entry[k]["peak_rss_mb"], 2)
+                for k in args.kinds}
         record["results"].append(entry)
         rows_file.unlink()
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(record, indent=2) + "\n")  # after each size: a long run keeps its part
-    print(f"wrote {args.out}")
+        out.write_text(json.dumps(record, indent=2) + "\n")  # after each size: a long run keeps what it measured
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

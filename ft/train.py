@@ -15,6 +15,8 @@ import os
 import random
 import sys
 import time
+from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -26,7 +28,7 @@ from ft import grpo
 from ft.cli import Command, parse
 from ft.config import Config, ConfigError, resolve, to_yaml
 from ft.constants import EXIT_PREEMPTED, EXIT_USAGE
-from ft.data.batching import collate
+from ft.data.batching import LazyBatches, collate
 from ft.data.linking import make_fitter
 from ft.data.prefix import PrefixPlan, collate_prefix, no_step_message, plan_for
 from ft.data.rows import DataError
@@ -149,10 +151,11 @@ def make_optimizer(model, cfg: Config):
     return torch.optim.AdamW(params, lr=cfg.train.learning_rate, weight_decay=cfg.train.weight_decay)
 
 
-def eval_loss_batches(examples, pad_id: int, cfg: Config, device=None) -> list[dict]:
+def eval_loss_batches(examples, pad_id: int, cfg: Config, device=None) -> Sequence[dict]:
     """The held-out examples as loss batches, in a fixed order. With data.prefix_sharing, rows of prefix-shared
     groups as in training (each schema's forward once for its questions: the same losses, about half the tokens);
-    otherwise one example a row. Rows are shuffled once (seeded) so a capped curve spans several databases."""
+    otherwise one example a row. Rows are shuffled once (seeded) so a capped curve spans several databases.
+    Each batch is collated when read (datascale: a large held-out split is never all tensors at once)."""
     bs = cfg.train.per_device_batch_size
     if not examples:
         return []
@@ -161,13 +164,14 @@ def eval_loss_batches(examples, pad_id: int, cfg: Config, device=None) -> list[d
                           device=device)
         rows = plan.row_groups
         random.Random(cfg.train.seed).shuffle(rows)
-        return [collate_prefix(rows[s : s + bs], examples, pad_id, plan.attn, device) for s in range(0, len(rows), bs)]
-    return [collate([[i] for i in range(s, min(s + bs, len(examples)))], examples, pad_id, packed=False)
-            for s in range(0, len(examples), bs)]
+        return LazyBatches([rows[s : s + bs] for s in range(0, len(rows), bs)],
+                           partial(collate_prefix, examples=examples, pad_id=pad_id, attn=plan.attn, device=device))
+    return LazyBatches([[[i] for i in range(s, min(s + bs, len(examples)))] for s in range(0, len(examples), bs)],
+                       partial(collate, examples=examples, pad_id=pad_id, packed=False))
 
 
 @torch.no_grad()
-def eval_loss(model, accelerator, batches: list[dict], max_batches: int | None) -> float | None:
+def eval_loss(model, accelerator, batches: Sequence[dict], max_batches: int | None) -> float | None:
     """Token-mean loss on held-out batches (eval_loss_batches); each rank takes every world_size-th batch (in
     lockstep under ZeRO-3).
 
@@ -182,7 +186,8 @@ def eval_loss(model, accelerator, batches: list[dict], max_batches: int | None) 
     net = accelerator.unwrap_model(model)
     model.eval()
     total = count = 0.0
-    for batch, counts in dist.lockstep_shard(batches, accelerator):
+    for i, counts in dist.lockstep_shard(range(len(batches)), accelerator):  # datascale: collated one at a time
+        batch = batches[i]
         loss, n = token_loss_sum(net, {k: v.to(accelerator.device) if torch.is_tensor(v) else v
                                        for k, v in batch.items()})
         if counts:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import bisect
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
@@ -158,6 +159,22 @@ class BatchPlan:
     def padding(self) -> dict:
         """Padding in the first epoch's micro-batches (packed micro-batches run as one row: none)."""
         return padding_stats(self.global_micro_batches(0), self.lengths, packed=self.packing)
+
+
+class LazyBatches(Sequence):
+    """Micro-batches collated when read, not all at once: a held-out split of tens of thousands of examples would
+    otherwise sit in memory as tensors (with prefix sharing, a [rows, 1, T, T] mask per batch)."""
+
+    def __init__(self, batches: Sequence, collate_fn: Callable[[list], dict]):
+        self.batches, self.collate_fn = batches, collate_fn  # each a list of rows, as collate takes them
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return LazyBatches(self.batches[i], self.collate_fn)
+        return self.collate_fn(self.batches[i])
 
 
 def collate(rows: list[list[int]], examples: list[Encoded], pad_id: int, packed: bool) -> dict[str, torch.Tensor]:
