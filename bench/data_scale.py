@@ -4,6 +4,12 @@
     python bench/data_scale.py --rows 20000 --out /tmp/x.json  # a quick check
     python bench/data_scale.py --generate 1000000 --to big.jsonl   # only write the generated rows
 
+The measured commands import the code of the checkout this script is in: to keep working while it runs (hours at
+1M rows), run it from an export, e.g.
+    mkdir /tmp/frozen && git archive HEAD | tar -x -C /tmp/frozen && git rev-parse HEAD > /tmp/frozen/.commit
+    ln -s $PWD/.venv /tmp/frozen/
+    (cd /tmp/frozen && .venv/bin/python bench/data_scale.py --out $OLDPWD/bench/results/data_scale.json)
+
 Rows are the bundled dataset's training questions and schemas with variation, shaped like SynSQL-2.5M (the set
 OmniSQL trains on: ~150 questions per database, a distinct question and gold query per row): each row picks a
 bundled question at random and one of n/150 schema variants of its database (a column added to its first table, so
@@ -175,14 +181,20 @@ def main() -> None:
         return
     work = Path(args.work or tempfile.mkdtemp(prefix="data_scale-"))
     work.mkdir(parents=True, exist_ok=True)
-    git = lambda *a: subprocess.run(["git", *a], capture_output=True, text=True, cwd=REPO, check=True).stdout  # noqa: E731
+    def git(*a) -> str:  # in an exported copy (no .git: see --help), the commit it was exported from
+        out = subprocess.run(["git", *a], capture_output=True, text=True, cwd=REPO)
+        exported = REPO / ".commit"
+        return out.stdout if out.returncode == 0 or not exported.is_file() else exported.read_text()
+
     before = work / "before"
     if args.before and not before.is_dir():  # a plain export of that commit: no worktree, nothing to clean up
         before.mkdir()
         subprocess.run(f"git archive {args.before} | tar -x -C {before}", shell=True, check=True, cwd=REPO)
     record = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "cpu": _cpu(), "cores": os.cpu_count(),
-        "commit": git("rev-parse", "HEAD").strip(), "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "commit": git("rev-parse", "HEAD").strip(),
+        "dirty": bool(git("status", "--porcelain", "--untracked-files=no").strip()) if (REPO / ".git").exists() else
+        "exported copy of the commit (git archive)",
         "before_commit": args.before, "command": " ".join(["python", *sys.argv]), "versions": _versions(),
         "config": "configs/demo.yaml (the embedded default: schema_first, prefix sharing, schema linking, "
                   "max_length 1024, per_device_batch_size 1) + --data.source <generated rows> " + " ".join(extra),
