@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
 import logging
@@ -444,6 +445,12 @@ def encoded_data(cfg, tokenizer, seed: int | None = None, min_eval: int = 1) -> 
         except DataError as e:
             failed.write_text(str(e))
             shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        except OSError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DataError(f"no space left on {root} for the encoded data (data.cache_dir): free some, or point "
+                                f"data.cache_dir elsewhere.") from None
             raise
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

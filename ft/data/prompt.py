@@ -6,6 +6,7 @@ pad == eos (the usual set-up) the latter would mask every EOS and the model woul
 """
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -91,8 +92,15 @@ def prompt_ids(row: Row, tokenizer, template: str = "default", schema: str | Non
     prefix, rest = prompt_parts(row, template, tokenizer, schema)
     if not prefix:
         return tokenizer(rest, add_special_tokens=True)["input_ids"], 0
-    head = tokenizer(prefix, add_special_tokens=True)["input_ids"]
-    return head + tokenizer(rest, add_special_tokens=False)["input_ids"], len(head)
+    head = _prefix_ids(tokenizer, prefix)
+    return list(head) + tokenizer(rest, add_special_tokens=False)["input_ids"], len(head)
+
+
+@functools.lru_cache(maxsize=16)
+def _prefix_ids(tokenizer, prefix: str) -> tuple[int, ...]:
+    # A schema's prefix is the same text for every question on it: tokenized once while they come in a row (the
+    # encoded-data build goes schema by schema). Keyed by the tokenizer object, which is never changed once used.
+    return tuple(tokenizer(prefix, add_special_tokens=True)["input_ids"])
 
 
 def build_answer(row: Row) -> str:
