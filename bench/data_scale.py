@@ -166,6 +166,9 @@ def main() -> None:
     p.add_argument("--before", default=BEFORE, help="commit of the in-memory path, measured side by side")
     p.add_argument("--before-max-rows", type=int, default=50_000,
                    help="largest row count to run the in-memory path on (it needs ~25 kB a row)")
+    p.add_argument("--cold-train-max-rows", type=int, default=50_000,
+                   help="largest row count to run train_setup_cold on (its build is the one stats_cold times)")
+    p.add_argument("--append", action="store_true", help="add to --out's results (same commit) instead of replacing")
     p.add_argument("--work", default=None, help="folder for the generated rows and caches (default: a temporary one)")
     p.add_argument("--out", default=str(RESULTS / "data_scale.json"))
     p.add_argument("--generate", type=int, help="only write this many rows to --to")
@@ -210,12 +213,19 @@ def main() -> None:
         "results": [],
     }
     out = Path(args.out)
+    if args.append and out.is_file():
+        earlier = json.loads(out.read_text())
+        if earlier["commit"] != record["commit"]:
+            raise SystemExit(f"--append: {out} was measured on {earlier['commit']}, this is {record['commit']}")
+        record["results"] = earlier["results"]
+        record["appended"] = earlier.get("appended", []) + [{"date": record["date"], "command": record["command"]}]
+        record["date"] = earlier["date"]
     for n in args.rows:
         rows_file = work / f"rows-{n}.jsonl"
         t0 = time.perf_counter()
         gen = generate(n, rows_file, cache_dir=str(work / "cache"))
         entry: dict = {"rows": n, "generated": gen | {"seconds": round(time.perf_counter() - t0, 1)}}
-        runs = [(k, REPO) for k in args.kinds]
+        runs = [(k, REPO) for k in args.kinds if k != "train_setup_cold" or n <= args.cold_train_max_rows]
         if args.before and n <= args.before_max_rows:
             runs += [(f"before_{k}", before) for k in ("stats", "train_setup")]
         for kind, code in runs:
@@ -230,7 +240,7 @@ def main() -> None:
         if "before_stats" in entry:  # stats_cold -> before_stats, train_setup_warm -> before_train_setup
             entry["rss_ratio_before_over_after"] = {
                 k: round(entry[f"before_{k.rsplit('_', 1)[0]}"]["peak_rss_mb"] / entry[k]["peak_rss_mb"], 2)
-                for k in args.kinds}
+                for k in args.kinds if k in entry}
         record["results"].append(entry)
         rows_file.unlink()
         out.write_text(json.dumps(record, indent=2) + "\n")  # after each size: a long run keeps what it measured
