@@ -392,6 +392,8 @@ def train(cfg: Config, stop: StopFlag | None = None) -> dict:
     data = encoded_data(cfg, tokenizer, min_eval=cfg.train.per_device_batch_size)
     train_rows, eval_rows, data_report = data.train_rows, data.eval_rows, data.report
     eval_ex = data.eval
+    if is_main:
+        log.info("encoded data: %s (%d training, %d held-out examples)", data.folder, len(data.train), len(eval_ex))
     # ---- end datascale ------------------------------------------------------------------------------------------
     d, t = cfg.data, cfg.train
     eval_sample = eval_rows[: cfg.eval.sample_size]  # fixed: the same questions at every periodic evaluation

@@ -11,7 +11,7 @@ import pytest
 from conftest import SCHEMA, make_rows
 
 from ft.config import load_config
-from ft.data.encoded import EncodedSet, encoded_data, rows_sha1
+from ft.data.encoded import EncodedSet, cache_key, encoded_data, rows_sha1
 from ft.data.prefix import plan_for
 from ft.data.prompt import encode_rows
 from ft.data.rows import DataError
@@ -144,7 +144,10 @@ def test_resume_by_step_and_the_negative_controls(tmp_path, tok, rows_path, capf
 def test_the_key_follows_the_file_the_tokenizer_and_the_settings(tmp_path, tok, rows_path):
     src = write_rows(tmp_path / "rows.jsonl", n=30)
     cfg = config(tmp_path, src)
+    stale = tmp_path / "cache" / "encoded" / f".{cache_key(cfg, tok, 5, 1)[0]}.tmp-otherhost-1"
+    stale.mkdir(parents=True)  # left by a build that was killed
     base = encoded_data(cfg, tok).folder
+    assert not stale.exists() and base.name == cache_key(cfg, tok, 5, 1)[0]
     assert encoded_data(config(tmp_path, src, packing=True), tok).folder == base  # plan-only settings share it
     assert encoded_data(config(tmp_path, src, max_length=300), tok).folder != base
     assert encoded_data(cfg, tok, seed=6).folder != base

@@ -386,15 +386,15 @@ def _build(cfg, tokenizer, seed: int, min_eval: int, folder: Path, parts: dict) 
 
 @contextlib.contextmanager
 def _lock(path: Path):
-    """An exclusive flock, polled (so Ctrl-C gets through); where the filesystem has none, no lock: the build's
-    atomic rename still keeps the cache whole (two processes may then both build it)."""
+    """An exclusive flock, polled (so Ctrl-C gets through); yields whether it is held. Where the filesystem has
+    none, no lock: the build's atomic rename still keeps the cache whole (two processes may then both build it)."""
     try:
         import fcntl
     except ImportError:
-        yield
+        yield False
         return
     with open(path, "a+") as f:
-        said = False
+        said, held = False, True
         while True:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -406,12 +406,13 @@ def _lock(path: Path):
                     said = True
                 time.sleep(0.5)
             except OSError:  # e.g. ENOLCK: a shared filesystem without locks
+                held = False
                 break
         try:
             f.truncate(0)
             f.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%H:%M:%S')}")
             f.flush()
-            yield
+            yield held
         finally:
             with contextlib.suppress(OSError):
                 fcntl.flock(f, fcntl.LOCK_UN)
@@ -429,11 +430,14 @@ def encoded_data(cfg, tokenizer, seed: int | None = None, min_eval: int = 1) -> 
     if (folder / "meta.json").is_file():
         return _open(folder)
     waited_from = time.time()
-    with _lock(root / f".{key}.lock"):
+    with _lock(root / f".{key}.lock") as locked:
         if (folder / "meta.json").is_file():
             return _open(folder)
         if failed.is_file() and failed.stat().st_mtime >= waited_from - 1:
             raise DataError(failed.read_text())
+        if locked:  # nobody else builds this key now: what a killed build left behind goes
+            for stale in root.glob(f".{key}.tmp-*"):
+                shutil.rmtree(stale, ignore_errors=True)
         tmp = root / f".{key}.tmp-{socket.gethostname()}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
