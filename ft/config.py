@@ -92,7 +92,7 @@ class DataConfig:
     skip_bad_rows: bool = False
     drop_unparsable_gold: bool = False
     limit: int | None = None  # use only the first N training rows (after shuffling with the seed)
-    cache_dir: str = "~/.cache/sqlft/data"  # where the bundled dataset is generated
+    cache_dir: str = "~/.cache/sqlft/data"  # the bundled dataset; encoded data, built once (ft/data/encoded.py)
     # Schema linking (ft/data/linking.py): each question gets the part of its schema it needs, in training and at
     # inference alike; in training the gold query's tables and columns are always kept. Replaces truncate_schema.
     schema_linking: bool = False

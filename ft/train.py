@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import logging
 import math
@@ -23,7 +22,9 @@ import os
 import random
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,10 +37,9 @@ from ft import nonfinite, objectives, runlock
 from ft.cli import TIME_BUDGET, Command, no_hub_kernels, parse
 from ft.config import CheckpointConfig, Config, ConfigError, EvalConfig, TrainConfig, fixed_steps, resolve, to_yaml
 from ft.constants import EXIT_PREEMPTED, EXIT_USAGE
-from ft.data.batching import Plan, collate
-from ft.data.linking import make_fitter, make_linker
+from ft.data.batching import LazyBatches, Plan, collate
+from ft.data.linking import make_fitter
 from ft.data.prefix import PrefixPlan, collate_prefix
-from ft.data.prompt import encode_rows
 from ft.data.rows import DataError, Row
 from ft.distributed import cpu_rehearsal_shim, sum_across
 from ft.eval.output import PredictionLog, format_table, prediction_table_rows, result_settings
@@ -53,6 +53,8 @@ from ft.tracking import Tracker, Window, new_run_id, wandb_offline_default
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
+
+    from ft.data.encoded import EncodedData
 
 log = logging.getLogger("sqlft")
 
@@ -89,10 +91,11 @@ def make_optimizer(model, train: TrainConfig):
     return torch.optim.AdamW(params, lr=train.learning_rate, weight_decay=train.weight_decay)
 
 
-def eval_loss_batches(examples, pad_id: int, cfg: Config, device=None) -> list[dict]:
+def eval_loss_batches(examples, pad_id: int, cfg: Config, device=None) -> Sequence[dict]:
     """The held-out examples as loss batches, in a fixed order. With data.prefix_sharing, rows of prefix-shared
     groups as in training (each schema's forward once for its questions: the same losses, about half the tokens);
-    otherwise one example a row. Rows are shuffled once (seeded) so a capped curve spans several databases."""
+    otherwise one example a row. Rows are shuffled once (seeded) so a capped curve spans several databases.
+    Each batch is collated when read (datascale: a large held-out split is never all tensors at once)."""
     bs = cfg.train.per_device_batch_size
     if not examples:
         return []
@@ -101,13 +104,14 @@ def eval_loss_batches(examples, pad_id: int, cfg: Config, device=None) -> list[d
                           device=device)
         rows = plan.row_groups
         random.Random(cfg.train.seed).shuffle(rows)
-        return [collate_prefix(rows[s : s + bs], examples, pad_id, plan.attn, device) for s in range(0, len(rows), bs)]
-    return [collate([[i] for i in range(s, min(s + bs, len(examples)))], examples, pad_id, packed=False)
-            for s in range(0, len(examples), bs)]
+        return LazyBatches([rows[s : s + bs] for s in range(0, len(rows), bs)],
+                           partial(collate_prefix, examples=examples, pad_id=pad_id, attn=plan.attn, device=device))
+    return LazyBatches([[[i] for i in range(s, min(s + bs, len(examples)))] for s in range(0, len(examples), bs)],
+                       partial(collate, examples=examples, pad_id=pad_id, packed=False))
 
 
 @torch.no_grad()
-def eval_loss(model, accelerator, batches: list[dict], max_batches: int | None) -> float | None:
+def eval_loss(model, accelerator, batches: Sequence[dict], max_batches: int | None) -> float | None:
     """Token-mean loss on held-out batches (eval_loss_batches); each rank takes every world_size-th batch (in
     lockstep under ZeRO-3).
 
@@ -122,7 +126,8 @@ def eval_loss(model, accelerator, batches: list[dict], max_batches: int | None) 
     net = accelerator.unwrap_model(model)
     model.eval()
     total = count = 0.0
-    for batch, counts in dist.lockstep_shard(batches, accelerator):
+    for i, counts in dist.lockstep_shard(range(len(batches)), accelerator):  # datascale: collated one at a time
+        batch = batches[i]
         loss, n = token_loss_sum(net, {k: v.to(accelerator.device) if torch.is_tensor(v) else v
                                        for k, v in batch.items()})
         if counts:
@@ -215,14 +220,6 @@ def final_evaluation(model, accelerator, tokenizer, eval_rows, cfg: Config, stat
     return summaries
 
 
-def rows_sha1(rows) -> str:
-    """Of the training rows' content: a resumed run checks it trains on the same data."""
-    h = hashlib.sha1()
-    for r in rows:
-        h.update(json.dumps([r.question, r.query, r.schema, r.db_id]).encode())
-    return h.hexdigest()
-
-
 def eval_metrics(prefix: str, metrics: dict) -> dict:
     """Flatten a summary into tracker keys: eval/ex, eval/tier/join/ex, ..."""
     def numbers(d: dict) -> dict:
@@ -307,7 +304,7 @@ class HeldOut:
 
     rows: list[Row]
     sample: list[Row]  # the first eval.sample_size rows: the same questions at every periodic evaluation
-    loss_batches: list[dict]  # eval_loss_batches: the held-out loss
+    loss_batches: Sequence[dict]  # eval_loss_batches: the held-out loss (each batch collated when read)
     prompts: list | None = None  # the rows as the model reads them at evaluation (schemas fitted to its context)
 
 
@@ -362,18 +359,18 @@ def setup(cfg: Config) -> Setup:
     with accelerator.main_process_first():  # the GGUF conversion happens once
         model_dir = local_model_dir(cfg)
         tokenizer = load_tokenizer(model_dir)
-    train_rows, held_out, data_report = load_data(cfg, accelerator, tokenizer)
+    data, held_out = load_data(cfg, accelerator, tokenizer)
     objective = objectives.build(cfg)
-    plan = objective.prepare(train_rows, tokenizer, accelerator.num_processes, accelerator.device)
+    plan = objective.prepare(data, tokenizer, accelerator.num_processes, accelerator.device)
     steps_per_epoch = plan.steps_per_epoch()
     pad_report = plan.padding()
-    data_sha1 = rows_sha1(train_rows)
+    data_sha1 = data.sha1  # of the training rows' content, computed when the encoded data was built
     resume_from = resume_point(cfg, accelerator, data_sha1)
     budget, calibration = budget_start(cfg.train, resume_from)
     steps = total_steps(cfg.train, steps_per_epoch, budget, calibration)
     if is_main:
         log.info("data: %s | encoding: %s | padding %.1f%% | %d steps/epoch, %s steps",
-                 data_report, objective.report, 100 * pad_report["padding_fraction"], steps_per_epoch,
+                 data.report, objective.report, 100 * pad_report["padding_fraction"], steps_per_epoch,
                  "budgeted" if calibration is not None else steps)
 
     # ---- model, optimizer, schedule ----------------------------------------------------------
@@ -392,7 +389,7 @@ def setup(cfg: Config) -> Setup:
 
     # ---- resume, tracker ---------------------------------------------------------------------
     state = start_state(resume_from, accelerator, model, optimizer, scheduler)
-    state.data_sha1, state.train_dbs = data_sha1, sorted({r.db_id for r in train_rows if r.db_id}) or None
+    state.data_sha1, state.train_dbs = data_sha1, data.train_dbs or None
     if budget is not None:
         cfg.train.max_steps = budget.total_steps  # as the checkpoint's config recorded it
         if is_main:
@@ -412,21 +409,20 @@ def setup(cfg: Config) -> Setup:
     return run
 
 
-def load_data(cfg: Config, accelerator, tokenizer) -> tuple[list[Row], HeldOut, dict]:
-    """(training rows, the held-out split, the sources' report). On every rank (the bundled data is generated once
-    under a file lock): a data error is then every rank's own, and each exits with it cleanly instead of the others
-    dying in a barrier the first never reaches."""
-    from ft.data.sources import load_splits
+def load_data(cfg: Config, accelerator, tokenizer) -> tuple[EncodedData, HeldOut]:
+    """(the run's data, encoded: ft/data/encoded.py; the held-out split as the evaluations use it). The rows are
+    checked, split and encoded once into Arrow files every process memory-maps: one process builds them under a file
+    lock, the others wait and open them. A data error is every rank's own, so each exits with it cleanly instead of
+    the others dying in a barrier the first never reaches. Schema linking (data.schema_linking): training rows keep
+    their gold tables, held-out ones are linked as at inference."""
+    from ft.data.encoded import encoded_data
 
-    data = cfg.data
-    train_rows, eval_rows, report = load_splits(data, cfg.train.seed, cfg.train.per_device_batch_size)
-    # Schema linking (data.schema_linking, ft/data/linking.py): held-out rows are linked as at inference (training
-    # rows keep their gold tables: the objective's prepare).
-    eval_link = make_linker(data, tokenizer, data.template, training=False) if data.schema_linking else None
-    eval_ex, _ = encode_rows(eval_rows, tokenizer, data.template, data.max_length, "skip", link=eval_link)
-    held_out = HeldOut(eval_rows, eval_rows[: cfg.eval.sample_size],
-                       eval_loss_batches(eval_ex, tokenizer.pad_token_id, cfg, accelerator.device))
-    return train_rows, held_out, report
+    data = encoded_data(cfg, tokenizer, min_eval=cfg.train.per_device_batch_size)
+    if accelerator.is_main_process:
+        log.info("encoded data: %s (%d training, %d held-out examples)", data.folder, len(data.train), len(data.eval))
+    held_out = HeldOut(data.eval_rows, data.eval_rows[: cfg.eval.sample_size],
+                       eval_loss_batches(data.eval, tokenizer.pad_token_id, cfg, accelerator.device))
+    return data, held_out
 
 
 def resume_point(cfg: Config, accelerator, data_sha1: str) -> Path | None:

@@ -133,20 +133,12 @@ def _cmd_from_db(cfg, args) -> int:
 
 
 def _encoded_from_config(cfg):
-    from ft.data.prompt import encode_rows
-    from ft.data.sources import load_splits
+    """The encoded data training would use (the same cache: ft/data/encoded.py; built here if it isn't yet)."""
+    from ft.data.encoded import encoded_data
     from ft.model import load_tokenizer, local_model_dir
 
     tok = load_tokenizer(local_model_dir(cfg))
-    train, evals, report = load_splits(cfg.data, cfg.train.seed)
-    d = cfg.data
-    link = None
-    if d.schema_linking:  # schema linking, as training does it (ft/data/linking.py)
-        from ft.data.linking import make_linker
-
-        link = make_linker(d, tok, d.template)
-    encoded, counts = encode_rows(train, tok, d.template, d.max_length, d.overlong, link)
-    return cfg, tok, train, evals, report, encoded, counts
+    return tok, encoded_data(cfg, tok, min_eval=cfg.train.per_device_batch_size)
 
 
 def _histogram(values: list[int], bins: int = 12, width: int = 40) -> str:
@@ -170,11 +162,12 @@ def _cmd_stats(cfg, args) -> int:
 
     from ft.data.batching import BatchPlan, padding_stats
 
-    cfg, _, train, evals, report, encoded, counts = _encoded_from_config(cfg)
+    tok, data = _encoded_from_config(cfg)
+    encoded, counts, report = data.train, data.encoding, data.report
     d, t = cfg.data, cfg.train
-    lengths = [len(e.input_ids) for e in encoded]
-    targets = [sum(l != -100 for l in e.labels) for e in encoded]
-    print(f"train rows {len(train)}, eval rows {len(evals)}; checks: {report.get('checks')}")
+    lengths = encoded.lengths.tolist()  # stored per example: no example is read
+    targets = (encoded.lengths - encoded.prompt_lens).tolist()  # the loss is on every token after the prompt
+    print(f"train rows {len(data.train_rows)}, eval rows {len(data.eval_rows)}; checks: {report.get('checks')}")
     print(f"encoding (max_length {d.max_length}, overlong={d.overlong}): {counts}")
     print(f"tokens per example: mean {statistics.mean(lengths):.0f}, median {statistics.median(lengths):.0f}, "
           f"p90 {sorted(lengths)[int(0.9 * (len(lengths) - 1))]}, max {max(lengths)}; "
@@ -209,10 +202,13 @@ def _cmd_stats(cfg, args) -> int:
     if steps == 0:
         print(f"  warning: {no_step_message(plan, len(encoded), d, t)}")
     for key in ("difficulty", "db_id"):
-        c = collections.Counter(getattr(r, key) for r in train)
-        print(f"train by {key}: " + ", ".join(f"{k}={v}" for k, v in sorted(c.items(), key=lambda kv: str(kv[0]))))
-    _dialect_stats(train)
-    _linking_stats(cfg, train)
+        c = collections.Counter(data.train_rows.column(key))
+        shown = c if len(c) <= BY_VALUE else dict(c.most_common(BY_VALUE))  # thousands of databases: the largest
+        more = f" ({len(c)} values, the {BY_VALUE} most frequent)" if len(shown) < len(c) else ""
+        print(f"train by {key}{more}: "
+              + ", ".join(f"{k}={v}" for k, v in sorted(shown.items(), key=lambda kv: str(kv[0]))))
+    _dialect_stats(data.train_rows)
+    _linking_stats(cfg, data.train_rows, tok)
     return 0
 
 
@@ -224,15 +220,23 @@ def _dialect_stats(rows) -> None:
     in it: SQL written for another engine than the rows say is seen here, before training on it."""
     import collections
 
+    from ft.data.rows import Row
     from ft.sql.engine import database, display_name
     from ft.sql.validate import validate
 
-    dialects = collections.Counter(r.sql_dialect for r in rows)
+    # From two columns, not a Row per row: a million rows are counted in a second.
+    pairs = collections.Counter(zip(rows.column("dialect"), rows.column("db"))) if hasattr(rows, "column") \
+        else collections.Counter((r.dialect, r.db) for r in rows)
+    dialects = collections.Counter()
+    for (dialect, db), n in pairs.items():
+        dialects[Row(question="", query="", schema="", db=db, dialect=dialect).sql_dialect] += n
     print("SQL dialect (data.dialect, else each row's database): "
           + ", ".join(f"{display_name(d)} {n}" for d, n in dialects.most_common()))
     seen, bad = set(), []
     for r in rows:
-        if len(seen) >= GOLD_CHECKED or r.query in seen:
+        if len(seen) >= GOLD_CHECKED:
+            break
+        if r.query in seen:
             continue
         seen.add(r.query)
         db = database(r.db) if r.db else None
@@ -251,20 +255,29 @@ def _dialect_stats(rows) -> None:
         print(f"  the {len(seen)} gold queries checked validate as {', '.join(map(display_name, dialects))}")
 
 
-def _linking_stats(cfg, train) -> None:
+BY_VALUE = 40  # values listed per field in the counts by difficulty / database
+LINKING_SAMPLE = 20_000  # rows linked for the schema-linking figures; more: a seeded sample of this many
+
+
+def _linking_stats(cfg, train, tok) -> None:
     """Prompt tokens before / after schema linking and the gold tables it keeps at the budget, linking as inference
-    does (the gold query unseen)."""
+    does (the gold query unseen); on a seeded sample of LINKING_SAMPLE rows when there are more (linking every row
+    of a million would take as long as encoding them)."""
+    import random
+
     from ft.data.linking import measure
-    from ft.model import load_tokenizer, local_model_dir
 
     d = cfg.data
-    tok = load_tokenizer(local_model_dir(cfg))
+    n = len(train)
+    sample = sorted(random.Random(f"linking_stats:{cfg.train.seed}").sample(range(n), LINKING_SAMPLE)) \
+        if n > LINKING_SAMPLE else None
     budget = d.schema_budget or None
-    m = measure(train, tok, d.template, budget, d, value_hints=d.schema_linking and d.value_hints,
+    m = measure(train.by_schema(sample), tok, d.template, budget, d, value_hints=d.schema_linking and d.value_hints,
                 max_value_hints=d.max_value_hints, over=d.max_length)
     at = f"data.schema_budget {budget}" if budget else f"the room data.max_length {d.max_length} leaves each row"
     state = "on" if d.schema_linking else "off: what it would do"
-    for label, part in (("all rows", m), (f"rows over max_length {d.max_length} unlinked", m.get("over_limit"))):
+    everyone = f"a seeded sample of {LINKING_SAMPLE} of {n} rows" if sample else "all rows"
+    for label, part in ((everyone, m), (f"rows over max_length {d.max_length} unlinked", m.get("over_limit"))):
         if not part or not part["rows"]:
             continue
         b, a = part["prompt_tokens_before"], part["prompt_tokens_after"]
@@ -279,8 +292,8 @@ SHOW = Command(name="data show", description="print a few rendered training exam
 
 
 def _cmd_show(cfg, args) -> int:
-    _, tok, _, _, _, encoded, _ = _encoded_from_config(cfg)
-    for e in encoded[: args.n]:
+    tok, data = _encoded_from_config(cfg)
+    for e in data.train[: args.n]:
         cut = next(i for i, l in enumerate(e.labels) if l != -100)
         print(tok.decode(e.input_ids[:cut]) + "<<<LOSS STARTS HERE>>>" + tok.decode(e.input_ids[cut:]))
         print("=" * 80)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import bisect
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
@@ -33,6 +34,22 @@ def pack_best_fit_decreasing(lengths: list[int], max_length: int) -> list[list[i
             bins.append([i])
             bisect.insort(free, (max_length - n, len(bins) - 1))
     return bins
+
+
+def example_columns(examples) -> tuple[list[int], list[int], list[int]]:
+    """(tokens, prefix tokens, prefix id) of every example, what the plans need: an EncodedSet (ft/data/encoded.py)
+    has them stored, so planning reads no example; a list of Encoded is read once. Prefix ids number the distinct
+    prefix token sequences in order of first appearance (-1: no prefix)."""
+    stored = getattr(examples, "prefix_ids", None)
+    if stored is not None:
+        return examples.lengths.tolist(), examples.prefix_lens.tolist(), stored.tolist()
+    ids: dict[tuple[int, ...], int] = {}
+    lengths, prefix_lens, prefix_ids = [], [], []
+    for ex in examples:
+        lengths.append(len(ex.input_ids))
+        prefix_lens.append(ex.prefix_len)
+        prefix_ids.append(ids.setdefault(tuple(ex.input_ids[: ex.prefix_len]), len(ids)) if ex.prefix_len > 0 else -1)
+    return lengths, prefix_lens, prefix_ids
 
 
 @dataclass
@@ -142,6 +159,22 @@ class BatchPlan:
     def padding(self) -> dict:
         """Padding in the first epoch's micro-batches (packed micro-batches run as one row: none)."""
         return padding_stats(self.global_micro_batches(0), self.lengths, packed=self.packing)
+
+
+class LazyBatches(Sequence):
+    """Micro-batches collated when read, not all at once: a held-out split of tens of thousands of examples would
+    otherwise sit in memory as tensors (with prefix sharing, a [rows, 1, T, T] mask per batch)."""
+
+    def __init__(self, batches: Sequence, collate_fn: Callable[[list], dict]):
+        self.batches, self.collate_fn = batches, collate_fn  # each a list of rows, as collate takes them
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return LazyBatches(self.batches[i], self.collate_fn)
+        return self.collate_fn(self.batches[i])
 
 
 def collate(rows: list[list[int]], examples: list[Encoded], pad_id: int, packed: bool) -> dict[str, torch.Tensor]:

@@ -27,7 +27,7 @@ from collections import defaultdict
 
 import torch
 
-from ft.data.batching import BatchPlan, pack_best_fit_decreasing, padding_stats
+from ft.data.batching import BatchPlan, example_columns, pack_best_fit_decreasing, padding_stats
 from ft.data.prompt import Encoded
 from ft.data.rows import DataError
 from ft.system import TREE_ATTENTION
@@ -128,34 +128,41 @@ def collate_prefix(rows: list[list[list[int]]], examples: list[Encoded], pad_id:
 # which branches go together
 
 
-def group_by_prefix(examples: list[Encoded]) -> dict[tuple[int, ...], list[int]]:
-    """Example indices per distinct prefix (in order of first appearance)."""
-    groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
-    for i, ex in enumerate(examples):
-        if ex.prefix_len <= 0:
+def group_by_prefix(examples) -> dict[int, list[int]]:
+    """Example indices per distinct prefix, keyed by prefix id (in order of first appearance)."""
+    _, prefix_lens, prefix_ids = example_columns(examples)
+    return _prefix_groups(prefix_lens, prefix_ids)
+
+
+def _prefix_groups(prefix_lens: list[int], prefix_ids: list[int]) -> dict[int, list[int]]:
+    groups: dict[int, list[int]] = defaultdict(list)
+    for i, (p, key) in enumerate(zip(prefix_lens, prefix_ids)):
+        if p <= 0:
             raise DataError(
                 f"example {i} has no schema prefix: data.prefix_sharing needs data.template: schema_first."
             )
-        groups[tuple(ex.input_ids[: ex.prefix_len])].append(i)
+        groups[key].append(i)
     return dict(groups)
 
 
-def group_branches(examples: list[Encoded], max_length: int, seed: int,
-                   max_branches: int | None = None) -> list[list[int]]:
+def group_branches(examples, max_length: int, seed: int, max_branches: int | None = None,
+                   columns: tuple[list[int], list[int], list[int]] | None = None) -> list[list[int]]:
     """Groups of example indices that share one prefix and fit max_length together (prefix once + branches).
 
     Per schema, questions go in a seeded random order into the first group with room (first fit), so a group is
     as full as max_length (or max_branches) allows and which questions share it depends on the seed.
+    `columns`: example_columns(examples), when the caller has them already.
     """
+    lengths, prefix_lens, prefix_ids = columns or example_columns(examples)
     out = []
-    for s, (key, members) in enumerate(group_by_prefix(examples).items()):
-        p = len(key)
+    for s, members in enumerate(_prefix_groups(prefix_lens, prefix_ids).values()):
+        p = prefix_lens[members[0]]
         order = list(members)
         random.Random(seed * 1_000_033 + s).shuffle(order)
         groups: list[list[int]] = []
         room: list[int] = []
         for i in order:
-            n = len(examples[i].input_ids) - p
+            n = lengths[i] - p
             if p + n > max_length:
                 raise DataError(f"example {i} has {p + n} tokens, more than max_length={max_length}")
             for g, free in enumerate(room):
@@ -176,7 +183,7 @@ def plan_for(examples: list[Encoded], data, train, world_size: int = 1, attn: st
     if data.prefix_sharing:
         return PrefixPlan(examples, train.per_device_batch_size, data.max_length, train.seed, world_size,
                           train.gradient_accumulation_steps, attn=attn, device=device)
-    return BatchPlan([len(e.input_ids) for e in examples], train.per_device_batch_size, data.max_length, data.packing,
+    return BatchPlan(example_columns(examples)[0], train.per_device_batch_size, data.max_length, data.packing,
                      data.group_by_length, train.seed, world_size, train.gradient_accumulation_steps)
 
 
@@ -204,13 +211,16 @@ class PrefixPlan:
 
     def __init__(self, examples: list[Encoded], batch_size: int, max_length: int, seed: int, world_size: int = 1,
                  accumulation: int = 1, *, attn: str = "sdpa", device=None, max_branches: int | None = None):
-        self.examples, self.attn, self.device, self.max_branches = examples, attn, device, max_branches
+        self.attn, self.device, self.max_branches = attn, device, max_branches
         self.max_length, self.seed = max_length, seed
-        self.groups = group_branches(examples, max_length, seed, max_branches)
+        # Per example: tokens, prefix tokens, prefix id (plain lists: no example's tokens are read to plan).
+        full, self.prefix_lens, self.prefix_ids = columns = example_columns(examples)
+        self.full_tokens = sum(full)
+        self.groups = group_branches(examples, max_length, seed, max_branches, columns)
         self.anchors = {g[0] for g in self.groups}
-        self.lengths = [len(ex.input_ids) - ex.prefix_len for ex in examples]
+        self.lengths = [n - p for n, p in zip(full, self.prefix_lens)]
         for g in self.groups:
-            self.lengths[g[0]] += examples[g[0]].prefix_len
+            self.lengths[g[0]] += self.prefix_lens[g[0]]
         # Rows: groups packed by best fit decreasing (a short group, e.g. a schema's last, shares a row).
         group_len = [sum(self.lengths[i] for i in g) for g in self.groups]
         self.row_groups = [[list(self.groups[g]) for g in b] for b in pack_best_fit_decreasing(group_len, max_length)]
@@ -234,8 +244,7 @@ class PrefixPlan:
         slots = defaultdict(list)  # prefix -> [(row, group, position)] of the non-anchor members
         for r, row in enumerate(rows):
             for g, group in enumerate(row):
-                ex = self.examples[group[0]]
-                slots[tuple(ex.input_ids[: ex.prefix_len])] += [(r, g, k) for k in range(1, len(group))]
+                slots[self.prefix_ids[group[0]]] += [(r, g, k) for k in range(1, len(group))]
         for places in slots.values():  # insertion order: deterministic
             if len({(r, g) for r, g, _ in places}) < 2:
                 continue
@@ -277,11 +286,11 @@ class PrefixPlan:
 
     def stats(self) -> dict:
         """Token arithmetic of the plan: processed vs unshared tokens, branches per group, rows."""
-        full = sum(len(ex.input_ids) for ex in self.examples)
+        full, n = self.full_tokens, len(self.lengths)
         shared = sum(self.lengths)
         return {
-            "examples": len(self.examples), "schemas": len(group_by_prefix(self.examples)), "groups": len(self.groups),
-            "rows": len(self.bins), "branches_per_group": len(self.examples) / max(len(self.groups), 1),
-            "tokens": shared, "unshared_tokens": full, "tokens_per_example": shared / max(len(self.examples), 1),
+            "examples": n, "schemas": len(set(self.prefix_ids)), "groups": len(self.groups),
+            "rows": len(self.bins), "branches_per_group": n / max(len(self.groups), 1),
+            "tokens": shared, "unshared_tokens": full, "tokens_per_example": shared / max(n, 1),
             "token_ratio": full / max(shared, 1), "attention": self.attn,
         }

@@ -6,7 +6,9 @@ pad == eos (the usual set-up) the latter would mask every EOS and the model woul
 """
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from ft.data.rows import DataError, Row
@@ -109,8 +111,15 @@ def prompt_ids(row: Row, tokenizer, template: str = "default", schema: str | Non
     prefix, rest = prompt_parts(row, template, tokenizer, schema)
     if not prefix:
         return tokenizer(rest, add_special_tokens=True)["input_ids"], 0
-    head = tokenizer(prefix, add_special_tokens=True)["input_ids"]
-    return head + tokenizer(rest, add_special_tokens=False)["input_ids"], len(head)
+    head = _prefix_ids(tokenizer, prefix)
+    return list(head) + tokenizer(rest, add_special_tokens=False)["input_ids"], len(head)
+
+
+@functools.lru_cache(maxsize=16)
+def _prefix_ids(tokenizer, prefix: str) -> tuple[int, ...]:
+    # A schema's prefix is the same text for every question on it: tokenized once while they come in a row (the
+    # encoded-data build goes schema by schema). Keyed by the tokenizer object, which is never changed once used.
+    return tuple(tokenizer(prefix, add_special_tokens=True)["input_ids"])
 
 
 def build_answer(row: Row) -> str:
@@ -182,12 +191,21 @@ def encode_example(row: Row, tokenizer, template: str, max_length: int, overlong
 def encode_rows(rows: list[Row], tokenizer, template: str, max_length: int,
                 overlong: str, link=None) -> tuple[list[Encoded], dict]:
     """Encode many rows; returns the kept examples and counts of each outcome (reported, never silent)."""
-    out, counts = [], {"kept": 0, "truncated_schema": 0, "skipped_overlong": 0}
-    for row in rows:
+    counts: dict = {}
+    out = [enc for _, enc in iter_encoded(rows, tokenizer, template, max_length, overlong, link, counts)]
+    return out, counts
+
+
+def iter_encoded(rows: Iterable[Row], tokenizer, template: str, max_length: int, overlong: str, link=None,
+                 counts: dict | None = None) -> Iterator[tuple[int, Encoded]]:
+    """encode_rows one row at a time: (index of the row, its example) for each kept row, so a caller can write them
+    out as they come (ft/data/encoded.py); `counts` is filled in as encode_rows returns it."""
+    counts = {} if counts is None else counts
+    counts.update({"kept": 0, "truncated_schema": 0, "skipped_overlong": 0})
+    for i, row in enumerate(rows):
         enc = encode_example(row, tokenizer, template, max_length, overlong, link)  # link: schema linking hook
         if enc is None:
             counts["skipped_overlong"] += 1
             continue
         counts[enc.outcome] = counts.get(enc.outcome, 0) + 1  # "linked_schema" appears only with a link
-        out.append(enc)
-    return out, counts
+        yield i, enc

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from ft.sql.engine import dialect_name, engine_of, file_of
 
 
-@dataclass
+@dataclass(slots=True)  # no per-row __dict__: a million rows are held at once
 class Row:
     question: str
     query: str  # gold SQL

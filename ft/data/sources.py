@@ -21,6 +21,7 @@ import random
 import re
 import tempfile
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ft.data.rows import REQUIRED_FIELDS, ROW_FIELDS, DataError, Row
@@ -77,7 +78,7 @@ def load_source(
             raise DataError(f"Data file '{source}' does not exist (format {fmt}).")
         if split is not None:
             log.warning("data split %r is ignored for the single-file source '%s'", split, source)
-        reader = {"jsonl": _read_jsonl, "json": _read_json, "csv": _read_csv, "parquet": _read_parquet}[fmt]
+        reader = {"jsonl": _iter_jsonl, "json": _read_json, "csv": _read_csv, "parquet": _read_parquet}[fmt]
         records = reader(path)
         name, base_dir = str(source), path.parent
     return _records_to_rows(records, columns, name, base_dir)
@@ -118,7 +119,11 @@ _NOT_UTF8 = re.compile("[\udc80-\udcff]")
 
 
 def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
-    out = []
+    return list(_iter_jsonl(path))
+
+
+def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, record), one line at a time: a large file is never held in memory as records."""
     with open(path, encoding="utf-8", errors="surrogateescape") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -129,8 +134,7 @@ def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
                 raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno}).") from None
             if not isinstance(obj, dict):
                 raise DataError(f"{path}:{lineno}: expected a JSON object per line, got {type(obj).__name__}.")
-            out.append((lineno, obj))
-    return out
+            yield lineno, obj
 
 
 def _read_json(path: Path) -> list[tuple[int, dict]]:
@@ -152,36 +156,38 @@ def _read_json(path: Path) -> list[tuple[int, dict]]:
     return list(enumerate(data, 1))
 
 
-def _read_csv(path: Path) -> list[tuple[int, dict]]:
+def _read_csv(path: Path) -> Iterator[tuple[int, dict]]:
     # The csv module keeps every value a string (a question like "42" stays text) and reports the
     # line where each record starts, even when quoted SQL spans several lines.
     csv.field_size_limit(2**31 - 1)
-    out = []
     with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
         reader = csv.DictReader(f)
         if reader.fieldnames is None:  # reading the header here so line numbers start after it
-            return out
+            return
         start = reader.line_num + 1
         for rec in reader:
             if None in rec:  # more cells than header names
                 raise DataError(f"{path}:{start}: row has {len(rec) - 1 + len(rec[None])} cells but the header has "
                                 f"{len(reader.fieldnames)}.")
-            out.append((start, rec))
+            yield start, rec
             start = reader.line_num + 1
-    return out
 
 
-def _read_parquet(path: Path) -> list[tuple[int, dict]]:
+def _read_parquet(path: Path) -> Iterator[tuple[int, dict]]:
     import pyarrow.parquet as pq
 
     try:
         table = pq.read_table(path)
     except Exception as e:  # pyarrow raises several types for a damaged file
         raise DataError(f"{path}: cannot read as Parquet ({e}).") from None
-    return list(enumerate(table.to_pylist(), 1))
+    n = 0
+    for batch in table.to_batches(max_chunksize=4096):  # as Python objects a batch at a time, not all at once
+        for rec in batch.to_pylist():
+            n += 1
+            yield n, rec
 
 
-def _read_hf(source: str, split: str | None) -> tuple[list[tuple[int, dict]], str, Path | None]:
+def _read_hf(source: str, split: str | None) -> tuple[Iterator[tuple[int, dict]], str, Path | None]:
     """A Hub dataset by name, or a folder written by `save_to_disk`."""
     import datasets
 
@@ -203,15 +209,29 @@ def _read_hf(source: str, split: str | None) -> tuple[list[tuple[int, dict]], st
         except Exception as e:  # network, unknown name, unknown split: all the same to the user
             raise DataError(f"Cannot load Hugging Face dataset '{source}' (split {split or 'train'}): {e}") from None
         name, base_dir = f"{source}[{split or 'train'}]", None
-    # Read columns as plain lists: one Arrow->Python pass, far faster than indexing rows.
-    cols = {c: ds[c] for c in ds.column_names}
-    records = [{c: cols[c][i] for c in cols} for i in range(ds.num_rows)]
-    return list(enumerate(records, 1)), name, base_dir
+    return _iter_hf(ds), name, base_dir
 
 
-def _records_to_rows(records: list[tuple[int, dict]], columns: dict, name: str, base_dir: Path | None) -> list[Row]:
-    available = sorted({k for _, rec in records for k in rec})
-    if records:
+def _iter_hf(ds) -> Iterator[tuple[int, dict]]:
+    # A block of rows at a time as plain lists (one Arrow->Python pass, far faster than indexing rows), so a large
+    # dataset is never all Python objects at once.
+    n = 0
+    for batch in ds.iter(batch_size=4096):
+        for i in range(len(next(iter(batch.values()), []))):
+            n += 1
+            yield n, {c: v[i] for c, v in batch.items()}
+
+
+def _records_to_rows(records: Iterable[tuple[int, dict]], columns: dict, name: str,
+                     base_dir: Path | None) -> list[Row]:
+    # Rows are made as records stream in; the column checks need every record's keys, so they run at the end.
+    shared: dict = {}  # one object for the text many rows repeat (schemas, db ids, macros)
+    rows, seen = [], set()
+    for n, rec in records:
+        seen.update(rec)
+        rows.append(_make_row(rec, columns, f"{name}:{n}", base_dir, shared))
+    available = sorted(seen)
+    if rows:
         missing = [f"'{col}'" for col in columns.values() if col not in available]
         if missing:
             raise DataError(f"Column mapping names column(s) {', '.join(missing)} that '{name}' does not have. "
@@ -221,7 +241,7 @@ def _records_to_rows(records: list[tuple[int, dict]], columns: dict, name: str, 
             raise DataError(f"'{name}' has no column for required field(s) {', '.join(absent)}. Available columns: "
                             f"{', '.join(available)}. Map them with data.columns, e.g. "
                             f"{{\"{absent[0]}\": \"<their column>\"}}.")
-    return [_make_row(rec, columns, f"{name}:{n}", base_dir) for n, rec in records]
+    return rows
 
 
 def _not_utf8(vals: dict) -> str | None:
@@ -232,7 +252,7 @@ def _not_utf8(vals: dict) -> str | None:
     return None
 
 
-def _make_row(rec: dict, columns: dict, origin: str, base_dir: Path | None) -> Row:
+def _make_row(rec: dict, columns: dict, origin: str, base_dir: Path | None, shared: dict | None = None) -> Row:
     vals = {f: rec.get(columns.get(f, f)) for f in ROW_FIELDS}
     problem = _not_utf8(vals)
     for f in _OPTIONAL_STR_FIELDS:
@@ -252,25 +272,58 @@ def _make_row(rec: dict, columns: dict, origin: str, base_dir: Path | None) -> R
                 pass  # left as a string: check_rows reports it as malformed
     vals["macros"] = macros
     if isinstance(vals["db_path"], str) and base_dir is not None and not problem:
-        vals["db_path"] = _resolve(vals["db_path"], base_dir)
+        vals["db_path"] = _resolve(vals["db_path"], base_dir, shared)
     if isinstance(vals["db"], str) and not problem:
-        vals["db"] = _resolve_db(vals["db"], base_dir)
+        vals["db"] = _resolve_db(vals["db"], base_dir, shared)
+    if shared is not None:
+        _share(vals, shared)
     return Row(**vals, origin=origin, problem=problem)
 
 
-def _resolve_db(name: str, base_dir: Path | None) -> str:
+_SHARED_STR_FIELDS = ("schema", "db_id", "db_path", "db", "evidence", "difficulty")
+
+
+def _share(vals: dict, shared: dict) -> None:
+    """Rows on one database repeat its schema (often kilobytes), its id, path and macros: each distinct value is kept
+    once, so a million rows on a few thousand databases hold a few thousand schemas, not a million copies."""
+    for f in _SHARED_STR_FIELDS:
+        v = vals[f]
+        if isinstance(v, str):
+            vals[f] = shared.setdefault(v, v)
+    macros = vals["macros"]
+    if isinstance(macros, list):
+        try:
+            key = ("macros", json.dumps(macros, sort_keys=True))
+        except (TypeError, ValueError):
+            return
+        vals["macros"] = shared.setdefault(key, macros)
+
+
+def _resolve_db(name: str, base_dir: Path | None, memo: dict | None = None) -> str:
     """A database name with its file (if it is one) resolved against the data file's folder, as ft.sql.engine
     spells it; a name that isn't valid is kept as written for check_rows to report."""
+    key = ("db", name, str(base_dir))
+    if memo is not None and key in memo:
+        return memo[key]
     try:
-        return database(name, base_dir).url
+        out = database(name, base_dir).url
     except DatabaseError:
-        return name
+        out = name
+    if memo is not None:
+        memo[key] = out
+    return out
 
 
-def _resolve(path: str, base_dir: Path) -> str:
+def _resolve(path: str, base_dir: Path, memo: dict | None = None) -> str:
     """Relative db paths are relative to the data file's folder, not the working directory."""
+    key = ("db_path", path)
+    if memo is not None and key in memo:  # resolve() is a system call per path component: once per distinct path
+        return memo[key]
     p = Path(path).expanduser()
-    return str(p if p.is_absolute() else (base_dir / p).resolve())
+    out = str(p if p.is_absolute() else (base_dir / p).resolve())
+    if memo is not None:
+        memo[key] = out
+    return out
 
 
 def read_question_rows(source: str, columns: dict | None = None) -> list[Row]:
@@ -297,7 +350,7 @@ def _load_bundled(split: str | None, cache_dir: str) -> list[Row]:
         raise DataError(f"The bundled dataset has splits 'train' and 'eval', not '{split}'.")
     folder = Path(ensure_dataset(Path(cache_dir).expanduser()))
     path = folder / f"{split}.jsonl"
-    return _records_to_rows(_read_jsonl(path), {}, str(path), folder)
+    return _records_to_rows(_iter_jsonl(path), {}, str(path), folder)
 
 
 # ----------------------------------------------------------------------------------------------

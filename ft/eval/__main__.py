@@ -259,7 +259,7 @@ def _other_model_in(folder: Path, settings: dict) -> bool:
 
 
 def evaluate_command(cfg, args) -> int:
-    from ft.eval.output import PredictionLog, compare, format_table, prediction_table_rows, result_settings
+    from ft.eval.output import PredictionLog, compare, format_table, result_settings
 
     if args.compare:
         print(compare(*args.compare))
@@ -359,18 +359,7 @@ def evaluate_command(cfg, args) -> int:
               f"(exit {EXIT_PREEMPTED})", file=sys.stderr)
         return EXIT_PREEMPTED
     if args.wandb:
-        import wandb
-
-        from ft.tracking import wandb_offline_default
-
-        wandb_offline_default()  # as training: no login -> offline, not a login prompt
-        run_ = wandb.init(project=cfg.tracking.project, entity=cfg.tracking.entity, job_type="eval",
-                          config=cfg.to_dict())
-        cols, data = prediction_table_rows(preds)
-        run_.log({"eval/predictions": wandb.Table(columns=cols, data=data)})
-        run_.summary.update({f"eval/{k}": v for k, v in metrics.items()
-                             if isinstance(v, (int, float)) and not isinstance(v, bool)})
-        run_.finish()
+        _log_wandb(cfg, preds, metrics)
     if metrics["gold_failed"]:
         where = ", ".join(f"{db} ({n})" for db, n in metrics.get("gold_failed_by_db", {}).items())
         print(f"WARNING: the gold query of {metrics['gold_failed']} of {len(rows)} questions could not run ({where}); "
@@ -379,6 +368,22 @@ def evaluate_command(cfg, args) -> int:
             print("error: no gold query ran: nothing was scored.", file=sys.stderr)
             return 1
     return 0
+
+
+def _log_wandb(cfg, preds, metrics: dict) -> None:
+    """The predictions as a W&B table and the figures as its summary (eval --wandb)."""
+    import wandb
+
+    from ft.eval.output import prediction_table_rows
+    from ft.tracking import wandb_offline_default
+
+    wandb_offline_default()  # as training: no login -> offline, not a login prompt
+    run_ = wandb.init(project=cfg.tracking.project, entity=cfg.tracking.entity, job_type="eval", config=cfg.to_dict())
+    cols, data = prediction_table_rows(preds)
+    run_.log({"eval/predictions": wandb.Table(columns=cols, data=data)})
+    run_.summary.update({f"eval/{k}": v for k, v in metrics.items()
+                         if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    run_.finish()
 
 
 # Ctrl-C / SIGTERM / SIGUSR1/2 during an evaluation: stop within a generation step, keep every finished answer;

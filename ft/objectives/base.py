@@ -2,7 +2,7 @@
 step is built from (the token loss, one backward window, one optimizer step).
 
     objective = OBJECTIVES[cfg.train.objective](cfg)     # ft/objectives/__init__.py: the one table of objectives
-    plan = objective.prepare(train_rows, tokenizer, world_size, device)   # rows -> what it trains on, laid out in steps
+    plan = objective.prepare(encoded, tokenizer, world_size, device)   # encoded data -> its steps
     objective.start(run, attn)                           # once the model exists (GRPO: its sampler)
     result = objective.step(run, StepData(...))          # one step of ft/train.py's loop: a StepResult
     metrics = objective.window_metrics(sums)             # its own metrics of a logging window (summed `stats`)
@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +23,9 @@ from ft import distributed as dist
 from ft import nonfinite
 from ft.data.batching import Plan, StepCounts
 from ft.distributed import loss_scale, sum_across
+
+if TYPE_CHECKING:
+    from ft.data.encoded import EncodedData
 
 
 class Learner(Protocol):
@@ -67,9 +70,9 @@ class Objective(Protocol):
         """What a step of the plan costs relative to another (train.max_minutes plans future steps from timed ones)."""
     report: dict  # what prepare kept and left out (the start-up log line's "encoding")
 
-    def prepare(self, rows: list, tokenizer, world_size: int, device=None) -> Plan:
-        """The training rows as this objective trains on them, laid out in steps (deterministic, resumable by step);
-        a DataError naming what to change when they make no step."""
+    def prepare(self, encoded: EncodedData, tokenizer, world_size: int, device=None) -> Plan:
+        """The run's data (ft/data/encoded.py: training rows and examples) as this objective trains on it, laid out
+        in steps (deterministic, resumable by step); a DataError naming what to change when they make no step."""
         ...
 
     def start(self, run: Learner, attn: str) -> None:

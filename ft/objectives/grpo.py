@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ft import distributed as dist
 from ft import grpo
@@ -18,6 +19,9 @@ from ft.data.batching import Plan, StepCounts
 from ft.data.rows import DataError, Row
 from ft.distributed import sum_across
 from ft.objectives.base import Learner, StepData, StepResult, backward_window, optimizer_step
+
+if TYPE_CHECKING:
+    from ft.data.encoded import EncodedData
 
 log = logging.getLogger("sqlft")
 
@@ -47,9 +51,9 @@ class GRPO:
         self.rollout: grpo.Rollout | None = None
         self.report: dict = {}  # prompts kept and skipped, for the start-up log line
 
-    def prepare(self, rows: list[Row], tokenizer, world_size: int, device=None) -> Plan:
+    def prepare(self, encoded: EncodedData, tokenizer, world_size: int, device=None) -> Plan:
         d = self.data
-        self.rows, lengths, self.report = grpo.prompt_rows(rows, tokenizer, d.template, d.max_length,
+        self.rows, lengths, self.report = grpo.prompt_rows(encoded.train_rows, tokenizer, d.template, d.max_length,
                                                            self.grpo.max_new_tokens, d.source)
         plan = grpo.prompt_plan(lengths, self.train, d.max_length, world_size)
         if plan.steps_per_epoch() == 0:

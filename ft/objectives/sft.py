@@ -3,14 +3,16 @@ of the accumulation window on all processes (ft.objectives.base.backward_window)
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from ft.config import Config
 from ft.data.batching import Plan, StepCounts
-from ft.data.linking import make_linker
 from ft.data.prefix import no_step_message, plan_for
-from ft.data.prompt import encode_rows
-from ft.data.rows import DataError, Row
+from ft.data.rows import DataError
 from ft.objectives.base import Learner, StepData, StepResult, backward_window, optimizer_step
+
+if TYPE_CHECKING:
+    from ft.data.encoded import EncodedData
 
 log = logging.getLogger("sqlft")
 
@@ -28,12 +30,10 @@ class SFT:
         self.pad_id: int | None = None
         self.report: dict = {}  # the encoding's counts (kept, truncated, skipped), for the start-up log line
 
-    def prepare(self, rows: list[Row], tokenizer, world_size: int, device=None) -> Plan:
+    def prepare(self, encoded: EncodedData, tokenizer, world_size: int, device=None) -> Plan:
         data, train = self.data, self.train
-        # Schema linking (data.schema_linking, ft/data/linking.py): training rows keep their gold tables.
-        link = make_linker(data, tokenizer, data.template) if data.schema_linking else None
-        self.examples, self.report = encode_rows(rows, tokenizer, data.template, data.max_length, data.overlong,
-                                                 link=link)
+        # Encoded once for the run (ft/data/encoded.py); with schema linking, training rows keep their gold tables.
+        self.examples, self.report = encoded.train, encoded.encoding
         if not self.examples:
             raise DataError(f"No training examples left from '{data.source}' after encoding ({self.report}).")
         self.plan = plan_for(self.examples, data, train, world_size, attn=self.attn, device=device)
