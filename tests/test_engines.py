@@ -421,7 +421,7 @@ def test_the_warehouse_in_postgres_feeds_the_linker(bundled):
     assert "-- ISO 4217 code" in pg_rows[0].schema  # column comments, from the live database
     recalls = {}
     for name, rows in (("sqlite", sqlite_rows), ("postgres", pg_rows)):
-        linking._VALUE_CACHE.clear()
+        linking.values._VALUE_CACHE.clear()
         hits = [linking.recall(r, linking.link_schema(r, 1024, words))[0] for r in rows]
         recalls[name] = sum(hits) / len(hits)
     assert recalls["postgres"] >= recalls["sqlite"] - 0.05 and recalls["postgres"] >= 0.9, recalls

@@ -197,7 +197,7 @@ def test_same_question_same_schema_and_inference_never_reads_the_gold_query(ware
     rows = warehouse[:40]
     first = [link_schema(r, 700, words) for r in rows]
     parse_schema.cache_clear()
-    linking._VALUE_CACHE.clear()
+    linking.values._VALUE_CACHE.clear()
     again = [link_schema(r, 700, words) for r in rows]
     assert [a.schema for a in first] == [b.schema for b in again]
     # Inference: the gold query can't matter (a row with another, or no, query gets the same schema).
@@ -214,7 +214,7 @@ def test_training_path_never_drops_a_gold_table_or_column(warehouse):
     for budget in (40, 600):
         for r in warehouse:
             linked = link_schema(r, budget, words, gold=True)
-            tables, cols = linking._gold(r.query, r.schema)  # gold_columns, memoized
+            tables, cols = linking.schema._gold(r.query, r.schema)  # gold_columns, memoized
             shown = linked.shown_columns if linked.changed else None
             if shown is None:
                 continue
@@ -292,7 +292,7 @@ def test_value_hints_come_only_through_the_read_only_connection(tmp_path, monkey
 
     monkeypatch.setattr(ex, "execute", spy_execute)
     monkeypatch.setattr(sqlite3, "connect", spy_connect)
-    linking._VALUE_CACHE.clear()
+    linking.values._VALUE_CACHE.clear()
     parse_schema.cache_clear()
     row = Row(question=f"Which shops are in Paris, Lyon, Nice, Lille, Rennes or Tours, run by O'Brien, noted "
                        f"multi line or {'x' * (MAX_HINT_CHARS + 5)}?",
