@@ -49,8 +49,8 @@ FORMAT_VERSION = 2
 # data.* settings that only decide how examples are laid out in batches: the same cache serves all of them.
 PLAN_ONLY = ("packing", "group_by_length", "prefix_sharing", "cache_dir")
 OUTCOMES = ("kept", "truncated_schema", "linked_schema")
-_CODE = ("ft/data/encoded.py", "ft/data/sources.py", "ft/data/prompt.py", "ft/data/linking.py", "ft/data/rows.py",
-         "ft/sql/macros.py", "ft/sql/parse.py")
+_CODE = ("ft/data/encoded.py", "ft/data/sources.py", "ft/data/prompt.py", "ft/data/linking", "ft/data/rows.py",
+         "ft/sql/macros.py", "ft/sql/parse.py", "ft/sql/engine.py")  # files, or folders of .py files
 _BATCH = 4096  # rows per Arrow record batch while writing: what the builder holds beyond the rows themselves
 
 
@@ -252,7 +252,9 @@ def _code_fingerprint() -> str:
     repo = Path(__file__).resolve().parents[2]
     h = hashlib.sha256()
     for name in _CODE:
-        h.update(name.encode() + (repo / name).read_bytes())
+        path = repo / name
+        for f in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            h.update(str(f.relative_to(repo)).encode() + f.read_bytes())
     for package in ("tokenizers", "transformers", "sqlglot", "pyarrow"):
         h.update(f"{package}={md.version(package)}".encode())
     return h.hexdigest()
