@@ -139,12 +139,14 @@ def eval_loss(model, accelerator, batches: Sequence[dict], max_batches: int | No
 
 def execution_eval(model, accelerator, tokenizer, rows, cfg: Config, *, train_dbs: set[str] | None = None,
                    log: PredictionLog | None = None, stop: StopFlag | None = None,
-                   label: str | None = None, prompts: list | None = None) -> tuple[list, dict] | None:
+                   label: str | None = None, prompts: list | None = None, trained: set | None = None,
+                   scored_model: str | None = None) -> tuple[list, dict] | None:
     """Generate + pick + execute on `rows` (those `log` has not done yet), sharded over processes, each batch's
     predictions gathered on every rank and written by the main one as they come. A stop signal ends it after the
     current batch (`summary["complete"]` False); every rank runs the same number of batches (the last shard is
     padded with repeats that are dropped), so per-batch collectives and ZeRO-3's synced generation line up.
-    `prompts`: the rows as the model reads them (schemas fitted to its context), aligned with `rows`."""
+    `prompts`: the rows as the model reads them (schemas fitted to its context), aligned with `rows`; `trained`:
+    question_key()s of training rows among them (reported apart); `scored_model`: words for the model scored."""
     from accelerate.utils import gather_object
 
     from ft.eval.scoring import evaluate, summarize
@@ -178,10 +180,13 @@ def execution_eval(model, accelerator, tokenizer, rows, cfg: Config, *, train_db
                  should_stop=(lambda: stop.should_stop(accelerator)) if stop is not None else None,
                  interrupt=(lambda: stop.received is not None) if stop is not None else None,
                  progress=label if accelerator.is_main_process else None,
-                 prompt_rows=[prompts[i] for i in mine] if prompts is not None else None, dataset=rows)
+                 prompt_rows=[prompts[i] for i in mine] if prompts is not None else None, dataset=rows,
+                 trained=trained)
     preds = log.predictions()
     wall = time.perf_counter() - t0
     summary = summarize(preds) | {"complete": len(preds) == len(rows)}
+    if scored_model:
+        summary["scored_model"] = scored_model
     if len(preds) > before:
         summary["questions_per_s"] = (len(preds) - before) / wall  # this attempt's questions only
     log.finish(summary)
@@ -189,11 +194,17 @@ def execution_eval(model, accelerator, tokenizer, rows, cfg: Config, *, train_db
 
 
 def final_evaluation(model, accelerator, tokenizer, eval_rows, cfg: Config, state, stop, tracker,
-                     prompts: list | None = None, names=("base", "finetuned")) -> dict[str, dict]:
+                     prompts: list | None = None, names=("base", "finetuned"), trained: set | None = None
+                     ) -> dict[str, dict]:
     """Base (adapter off) and fine-tuned on the whole held-out split, into <output_dir>/eval/{base,finetuned}_*; an
-    evaluation finished by an earlier attempt of this run (same settings, same step) is reused, not redone."""
+    evaluation finished by an earlier attempt of this run (same settings, same step) is reused, not redone. The
+    model is scored as trained (the base quantized as configured, the adapter on top), and each result says so:
+    `sqlft eval --as trained` scores the same form, its default `--as served` the merged 16-bit model."""
     e = cfg.eval
-    settings = result_settings(e) | {"template": cfg.data.template}
+    settings = result_settings(e) | {"template": cfg.data.template, "form": "trained"}
+    q = cfg.quantization
+    as_trained = (f"as trained: base {q.mode}" + (f" {q.quant_type}" if q.mode == "4bit" else "")
+                  + f", compute {q.compute_dtype}")
     train_dbs = set(state.train_dbs) if state.train_dbs else None
     summaries = {}
     for name in names:
@@ -207,9 +218,11 @@ def final_evaluation(model, accelerator, tokenizer, eval_rows, cfg: Config, stat
         else:
             off = accelerator.unwrap_model(model).disable_adapter() if name == "base" else contextlib.nullcontext()
             with off:
+                what = (f"{cfg.model.name_or_path}" + (f" + adapter at step {state.step}" if name != "base" else "")
+                        + f", {as_trained}")
                 preds, summaries[name] = execution_eval(model, accelerator, tokenizer, eval_rows, cfg,
                                                         train_dbs=train_dbs, log=log, stop=stop, label=f"eval {name}",
-                                                        prompts=prompts)
+                                                        prompts=prompts, trained=trained, scored_model=what)
         if not summaries[name]["complete"]:
             break
         tracker.log(eval_metrics(f"final/{name}", summaries[name]), step=state.step)
@@ -306,6 +319,9 @@ class HeldOut:
     sample: list[Row]  # the first eval.sample_size rows: the same questions at every periodic evaluation
     loss_batches: Sequence[dict]  # eval_loss_batches: the held-out loss (each batch collated when read)
     prompts: list | None = None  # the rows as the model reads them at evaluation (schemas fitted to its context)
+    # question_key()s of training rows that are also held-out questions (a separate data.eval_source can repeat
+    # them): reported apart, never as unseen questions
+    trained: set | None = None
 
 
 @dataclass
@@ -421,8 +437,23 @@ def load_data(cfg: Config, accelerator, tokenizer) -> tuple[EncodedData, HeldOut
     if accelerator.is_main_process:
         log.info("encoded data: %s (%d training, %d held-out examples)", data.folder, len(data.train), len(data.eval))
     held_out = HeldOut(data.eval_rows, data.eval_rows[: cfg.eval.sample_size],
-                       eval_loss_batches(data.eval, tokenizer.pad_token_id, cfg, accelerator.device))
+                       eval_loss_batches(data.eval, tokenizer.pad_token_id, cfg, accelerator.device),
+                       trained=trained_keys(data.train_rows, data.eval_rows))
     return data, held_out
+
+
+def trained_keys(train_rows, eval_rows: list[Row]) -> set:
+    """question_key()s of the training rows whose question is also a held-out one (from two columns: a million
+    training rows are not made into Row objects for this)."""
+    from ft.eval.scoring import question_key
+
+    def norm(q):
+        return " ".join((q or "").lower().split())
+
+    wanted = {norm(r.question) for r in eval_rows}
+    pairs = zip(train_rows.column("question"), train_rows.column("query")) if hasattr(train_rows, "column") \
+        else ((r.question, r.query) for r in train_rows)
+    return {question_key(q, sql) for q, sql in pairs if norm(q) in wanted}
 
 
 def resume_point(cfg: Config, accelerator, data_sha1: str) -> Path | None:
@@ -501,7 +532,8 @@ def plan_budget(run: Setup, stop: StopFlag) -> bool:
             run.tracker.log({"eval/loss": losses[0]}, step=state.step)
     if e.at_end and held_out.rows:
         eval_s = bud.timed(lambda: final_evaluation(run.model, acc, run.tokenizer, held_out.rows, cfg, state, stop,
-                                                    run.tracker, held_out.prompts, names=("base",)))
+                                                    run.tracker, held_out.prompts, names=("base",),
+                                                    trained=held_out.trained))
     checkpoint_s = bud.timed(lambda: save_checkpoint(acc, run.model, run.optimizer, run.scheduler, run.tokenizer,
                                                      state, cfg))
     if stop.should_stop(acc):
@@ -609,7 +641,7 @@ def periodic_evaluation(run: Setup, eval: EvalConfig) -> None:
         sample = run.held_out.sample
         result = execution_eval(run.model, run.accelerator, run.tokenizer, sample, run.cfg,
                                 train_dbs=set(run.state.train_dbs) if run.state.train_dbs else None,
-                                prompts=run.held_out.prompts[: len(sample)])
+                                prompts=run.held_out.prompts[: len(sample)], trained=run.held_out.trained)
         if result is not None:
             run.tracker.log(eval_metrics("eval", result[1]), step=step)
             run.tracker.log_table("eval/predictions", *prediction_table_rows(result[0]), step=step)
@@ -634,7 +666,7 @@ def finish(run: Setup, eval: EvalConfig, stop: StopFlag, preempted: bool) -> dic
             # Base vs fine-tuned on the held-out split: the same model with its adapter switched off, then on. Each
             # is written as it goes; a stop keeps what is done, and the same command continues from there.
             summaries = final_evaluation(run.model, acc, run.tokenizer, held_out.rows, run.cfg, state, stop,
-                                         run.tracker, held_out.prompts)
+                                         run.tracker, held_out.prompts, trained=held_out.trained)
             result["eval"] = summaries
             if not all(m["complete"] for m in summaries.values()):
                 result["preempted"] = preempted = True

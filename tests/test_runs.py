@@ -98,6 +98,28 @@ def test_too_few_rows_for_a_step_says_why(tmp_path, tiny_model, rows_file):
 # evaluation: stopped and continued, in one place
 
 
+def test_the_final_evaluation_says_what_it_scored_and_sets_trained_questions_apart(tmp_path, tiny_model,
+                                                                                   shop_rows_file):
+    # A separate held-out file that repeats two training rows (question and SQL), and one training question with
+    # other SQL (the negative control: not the row trained on).
+    rows = [json.loads(line) for line in shop_rows_file.read_text().splitlines()]
+    held = tmp_path / "held.jsonl"
+    other = dict(rows[2], query=next(r["query"] for r in rows if r["query"] != rows[2]["query"]))
+    held_rows = [rows[0], dict(rows[1], question="  " + rows[1]["question"].upper()), other]
+    held.write_text("".join(json.dumps(r | {"db_path": str(shop_rows_file.parent / "shop.sqlite")}) + "\n"
+                            for r in held_rows))
+    cfg = write_config(tmp_path, tiny_model, shop_rows_file, train={"max_steps": 1},
+                       data={"eval_source": str(held)}, eval={"at_end": True, "batch_size": 3, "max_new_tokens": 8})
+    run(cfg)
+    for name, what in (("base", "tiny"), ("finetuned", "+ adapter at step 1")):
+        m = json.loads((tmp_path / "run" / "eval" / f"{name}_metrics.json").read_text())
+        assert m["trained_questions"] == 2 and m["n"] == 3, m
+        assert what in m["scored_model"] and "as trained: base none" in m["scored_model"], m["scored_model"]
+        keyed = {json.loads(line)["key"]: json.loads(line) for line in
+                 (tmp_path / "run" / "eval" / f"{name}_predictions.jsonl").read_text().splitlines()}
+        assert sorted(bool(p.get("trained")) for p in keyed.values()) == [False, True, True]
+
+
 @pytest.mark.slow
 def test_a_stop_during_the_final_evaluation_keeps_what_is_done(tmp_path, tiny_model, shop_rows_file):
     cfg = write_config(tmp_path, tiny_model, shop_rows_file, train={"max_steps": 4},
