@@ -8,6 +8,7 @@ import torch
 from test_train import adapter_tensors, run, write_config
 
 from ft import budget as bud
+from ft import checkpoint as ckpt
 
 
 class FakeClock:
@@ -159,6 +160,7 @@ def test_budgeted_run_schedule_is_fixed_after_calibration_and_resume_keeps_it(tm
         shutil.rmtree(folder / "run" / "adapter")
         state_file = folder / "run" / "checkpoints" / "step-000004" / "state.json"
         state_file.write_text(json.dumps(json.loads(state_file.read_text()) | {"budget": plan}))
+        ckpt.write_manifest(state_file.parent)  # the changed checkpoint verifies: the plan is what is tested
         proc = run(write_config(folder, tiny_model, rows_file, **common))
         return proc, adapter_tensors(folder / "run" / "adapter")
 
