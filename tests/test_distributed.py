@@ -250,12 +250,13 @@ def test_a_faulty_distributed_run_fails_the_comparison(fault, caught_by, work, m
     # leaves the loss curve alone (Adam is blind to a constant factor) but halves the gradient norm. (same_rows, both
     # ranks on rank 0's rows, is caught by the loss: measured once, left out of CI for time; the GRPO test runs it.)
     folder = work / f"fault-{fault}"
-    cfg = write_config(folder, model_dir, rows, accumulation=ACCUMULATION, train={"max_steps": 2},
+    cfg = write_config(folder, model_dir, rows, BASE,
+                       train={"gradient_accumulation_steps": ACCUMULATION, "max_steps": 2},
                        eval={"at_end": False, "loss_every": 0, "loss_batches": 1})
     cmd = launch_command("ddp", cfg)
     at = cmd.index(str(REPO / "ft" / "train.py"))
     cmd[at:at + 1] = [str(REPO / "tests" / "faulty_train.py"), fault]
-    run(cmd, folder / "log.txt")
+    run(cmd, folder / "log.txt", TRAIN_ENV)
     assert caught_by in disagreement(folder / "run", single), (fault, disagreement(folder / "run", single))
 
 
