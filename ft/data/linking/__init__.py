@@ -33,7 +33,7 @@ One job per module, in the order a question goes through them:
     schema.py     DDL -> SchemaIndex (tables, columns, keys, comments), rendering, the tables a query reads
     values.py     the database's text values (through the engine interface), those a question names, hint lines
     scoring.py    tables and columns scored against the question's terms and values
-    selection.py  link_schema: the tables and hints kept under the budget (a Linker per question)
+    selection.py  link_schema: the tables and hints kept under the budget (a _Linker per question)
     fitting.py    the room a prompt leaves, the training linker, the inference fitter
     measuring.py  recall of the gold tables and columns, prompt tokens before / after
 """
