@@ -10,6 +10,7 @@ import argparse
 import json
 import shutil
 import socket
+import sqlite3
 import threading
 import time
 import urllib.request
@@ -69,8 +70,13 @@ def world(tmp_path_factory, tiny_model, request):
     root = tmp_path_factory.mktemp("serve")
     db = build_shop_db(root / "shop.sqlite")
     # The shop copied to DuckDB and PostgreSQL as `sqlft data convert --to-db` does: each row's schema is the one
-    # read back from the copy (what serving reads), its SQL in that dialect.
-    on_db = Row(question=PARIS.question, query=PARIS.query, schema=SCHEMA, db_id="shop", db_path=str(db))
+    # read back from the copy (what serving reads), its SQL in that dialect. The copies are of a shop with one more
+    # customer in Paris: an answer counting Paris must come from the database it names.
+    (root / "source").mkdir()
+    extra = build_shop_db(root / "source" / "shop.sqlite")
+    with sqlite3.connect(extra) as conn:
+        conn.execute("INSERT INTO customers VALUES (1001, 'extra', 'Paris')")
+    on_db = Row(question=PARIS.question, query=PARIS.query, schema=SCHEMA, db_id="shop", db_path=str(extra))
     copies = {"duckdb": copy_rows([on_db], f"duckdb:///{root}/shop.duckdb", log=lambda *_: None)[0][0]}
     try:
         pg = request.getfixturevalue("postgres")
@@ -78,14 +84,6 @@ def world(tmp_path_factory, tiny_model, request):
         pg = None  # test_serve_postgres skips on its own, naming why
     if pg is not None:
         copies["postgres"] = copy_rows([on_db], pg.create_database("serve_shop"), log=lambda *_: None)[0][0]
-    # One more customer in Paris in each copy: an answer counting Paris must come from the database it names.
-    import duckdb
-
-    with duckdb.connect(str(root / "shop.duckdb")) as conn:
-        conn.execute("INSERT INTO customers VALUES (1001, 'extra', 'Paris')")
-    if pg is not None:
-        with pg.admin("serve_shop") as conn:
-            conn.execute("INSERT INTO shop.customers VALUES (1001, 'extra', 'Paris')")
     base = teach(tiny_model, root / "taught", [PARIS, TOP3, *copies.values()])
     rows = root / "rows.jsonl"
     rows.write_text("".join(json.dumps({"question": r.question, "query": r.query, "schema": r.schema, "db_id": "shop",
@@ -95,8 +93,9 @@ def world(tmp_path_factory, tiny_model, request):
 
 
 def args_for(source: Path, db: Path | str | list, **kw) -> argparse.Namespace:
-    ns = dict(source=str(source), db=[str(d) for d in db] if isinstance(db, list) else [str(db)], schema=None, macros=None, host="127.0.0.1", port=0, window_ms=20.0,
-              max_batch=8, timeout=600.0, overrides={}, config=None)
+    ns = dict(source=str(source), db=[str(d) for d in (db if isinstance(db, list) else [db])], schema=None,
+              macros=None, host="127.0.0.1", port=0, window_ms=20.0, max_batch=8, timeout=600.0, overrides={},
+              config=None)
     return argparse.Namespace(**(ns | kw))
 
 
@@ -147,8 +146,6 @@ def server(world):
 
 
 def paris_count(db: Path) -> int:
-    import sqlite3
-
     return sqlite3.connect(db).execute("SELECT COUNT(*) FROM customers WHERE city = 'Paris'").fetchone()[0]
 
 
@@ -245,7 +242,7 @@ def served_elsewhere(world, engine: str) -> None:
     try:
         schema = s.get("/v1/schema")
         assert schema["engine"] == db.display and schema["url"] == db.url and schema["ddl"] == db.schema()
-        assert [t["name"] for t in schema["tables"]] == ["customers", "orders", "products"]
+        assert sorted(t["name"] for t in schema["tables"]) == ["customers", "orders", "products"]
         status, a = s.post("/v1/sql", {"question": PARIS.question})
         assert status == 200, a
         assert a["dialect"] == db.display and a["sql"] == copy.query and a["valid"], a
@@ -254,7 +251,10 @@ def served_elsewhere(world, engine: str) -> None:
         status, b = s.post("/v1/sql", {"question": PARIS.question, "db": str(world["db"])})
         assert status == 200 and b["dialect"] == "SQLite" and b["sql"] == PARIS.query, b
         assert b["rows"] == [[paris_count(world["db"])]]
-        assert set(s.get("/v1/health")["databases"]) == {schema["db"], str(world["db"])}
+        health = s.get("/v1/health")["databases"]
+        assert [(d["url"], d["engine"]) for d in health.values()] == [(db.url, db.display),
+                                                                      (str(world["db"]), "SQLite")]
+        assert next(iter(health)) == schema["db"] == (db_id := "shop" if engine == "duckdb" else "serve_shop"), db_id
     finally:
         s.stop()
 
@@ -275,6 +275,7 @@ def serve_error(capsys, source: Path, *args: str) -> str:
     """`sqlft serve SOURCE ARGS`'s one `error:` line (its exit status 2)."""
     from ft.serve.__main__ import main
 
+    capsys.readouterr()  # what came before
     code = main([str(source), *args])
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.strip()]

@@ -122,7 +122,7 @@ def create_app(state: ServeState) -> FastAPI:
     default_db = next(iter(state.databases))
     dialect_set = None if cfg.data.dialect == "auto" else cfg.data.dialect
 
-    def database(name: str | None) -> Database:
+    def served(name: str | None) -> Database:
         if name is None:
             return state.databases[default_db]
         for db in state.databases.values():
@@ -195,7 +195,7 @@ def create_app(state: ServeState) -> FastAPI:
     @app.get("/v1/schema")
     async def schema(db: str | None = None):
         try:
-            d = database(db)
+            d = served(db)
         except KeyError as e:
             return _error(404, str(e).strip("'\""))
         return {"db": d.name, "url": d.url, "engine": display_name(d.dialect), "tables": d.tables, "ddl": d.schema}
@@ -203,7 +203,7 @@ def create_app(state: ServeState) -> FastAPI:
     @app.post("/v1/sql")
     async def sql(req: SqlRequest, request: Request):
         try:
-            d = database(req.db)
+            d = served(req.db)
         except KeyError as e:
             return _error(404, str(e).strip("'\""))
         status, body = await ask(request, req.question, d, None, req.samples, req.base,
