@@ -102,6 +102,21 @@ class ChatRequest(BaseModel):
     n: int = 1  # accepted, one answer is returned
 
 
+def find_database(databases: dict[str, Database], name: str | None) -> Database:
+    """The served database a request names: by name, by URL or another spelling of it (a relative path,
+    sqlite:///...); None names the first. KeyError for one the server doesn't answer on."""
+    if name is None:
+        return next(iter(databases.values()))
+    try:
+        url = database(name).url
+    except DatabaseError:
+        url = None
+    for db in databases.values():
+        if name in (db.name, db.url) or url == db.url:
+            return db
+    raise KeyError(f"unknown database '{name}': this server answers on {', '.join(databases)}")
+
+
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
@@ -121,21 +136,6 @@ def create_app(state: ServeState) -> FastAPI:
                       reserve=cfg.eval.max_new_tokens)
     default_db = next(iter(state.databases))
     dialect_set = None if cfg.data.dialect == "auto" else cfg.data.dialect
-
-    def served(name: str | None) -> Database:
-        if name is None:
-            return state.databases[default_db]
-        for db in state.databases.values():
-            if name in (db.name, db.url):
-                return db
-        try:
-            url = database(name).url  # another spelling of a served one: a relative path, sqlite:///...
-        except DatabaseError:
-            url = None
-        for db in state.databases.values():
-            if url == db.url:
-                return db
-        raise KeyError(f"unknown database '{name}': this server answers on {', '.join(state.databases)}")
 
     async def wait(job, request: Request, timeout_s: float):
         """The job's answer, or None when the client disconnected or the timeout passed (the job abandoned)."""
@@ -195,7 +195,7 @@ def create_app(state: ServeState) -> FastAPI:
     @app.get("/v1/schema")
     async def schema(db: str | None = None):
         try:
-            d = served(db)
+            d = find_database(state.databases, db)
         except KeyError as e:
             return _error(404, str(e).strip("'\""))
         return {"db": d.name, "url": d.url, "engine": display_name(d.dialect), "tables": d.tables, "ddl": d.schema}
@@ -203,7 +203,7 @@ def create_app(state: ServeState) -> FastAPI:
     @app.post("/v1/sql")
     async def sql(req: SqlRequest, request: Request):
         try:
-            d = served(req.db)
+            d = find_database(state.databases, req.db)
         except KeyError as e:
             return _error(404, str(e).strip("'\""))
         status, body = await ask(request, req.question, d, None, req.samples, req.base,
