@@ -298,6 +298,8 @@ def test_bad_input_one_line_exit_2_before_loading(world, tmp_path, capsys, monke
     assert "database '/no/such.sqlite' does not exist (--db)" in serve("--db", "/no/such.sqlite", "--port", "0")
     (tmp_path / "notes.txt").write_text("not a database")
     assert "is not a SQLite database" in serve("--db", str(tmp_path / "notes.txt"), "--port", "0")
+    (tmp_path / "empty.sqlite").write_bytes(b"")  # a valid SQLite database without tables
+    assert f"'{tmp_path}/empty.sqlite' (--db) has no table" in serve("--db", f"sqlite:///{tmp_path}/empty.sqlite")
     assert f"'{tmp_path}/gone.duckdb' does not exist" in serve("--db", f"duckdb:///{tmp_path}/gone.duckdb")
     assert "engine 'mysql' is not supported" in serve("--db", "mysql://db.example/sales")
     # PostgreSQL: a password is never shown, neither one written in the URL nor the one libpq reads from the env

@@ -99,7 +99,7 @@ def _name_of(db) -> str:
 def databases(args) -> dict:
     """The served databases by name, through the engine interface (ft.sql.engine): each checked reachable, its
     schema read from the live database (or --schema), its functions as macros (or --macros)."""
-    from ft.serve.app import Database, open_database, read_schema, tables_of
+    from ft.serve.app import Database, from_engine, open_database, read_schema, tables_of
 
     macros = None
     if args.macros:
@@ -116,15 +116,15 @@ def databases(args) -> dict:
     out = {}
     for given in args.db:
         db = open_database(given)
-        ddl, functions = read_schema(db)
-        ddl = schema if schema is not None else ddl
+        ddl = schema if schema is not None else read_schema(db)
+        own = macros if args.macros else from_engine(db, "functions", db.functions) or None  # as sqlft generate
         try:
             tables = tables_of(ddl)
         except ValueError as e:
             raise DatabaseError(f"schema of '{db.url}' can't be read: {e}") from None
         name = _name_of(db)
         name = name if name not in out else db.url
-        out[name] = Database(name, db.url, db.dialect, ddl, macros if args.macros else functions, tables)
+        out[name] = Database(name, db.url, db.dialect, ddl, own, tables)
     return out
 
 

@@ -42,17 +42,21 @@ def open_database(name: str, flag: str = "--db"):
     return db
 
 
-def read_schema(db) -> tuple[str, list[dict] | None]:
-    """(CREATE TABLE statements, the database's own functions as macros or None) of the live database, through the
-    engine interface (as `sqlft generate --db` reads them)."""
+def from_engine(db, what: str, call):
+    """call() (one of the engine interface's reads), its failure one line naming the database (never a password)."""
     try:
-        ddl, functions = db.schema(), db.functions()
+        return call()
     except Exception as e:  # noqa: BLE001 - the engine's own error (permissions, a lost connection), as one line
-        raise DatabaseError(f"database '{db.url}' (--db): its schema can't be read: "
+        raise DatabaseError(f"database '{db.url}' (--db): its {what} can't be read: "
                             f"{redact(str(e).splitlines()[0] if str(e) else type(e).__name__)}") from None
+
+
+def read_schema(db) -> str:
+    """The CREATE TABLE statements of the live database, through the engine interface (as `sqlft generate --db`)."""
+    ddl = from_engine(db, "schema", db.schema)
     if not ddl.strip():
-        raise DatabaseError(f"database '{db.url}' (--db) has no table this role can read")
-    return ddl, functions or None
+        raise DatabaseError(f"database '{db.url}' (--db) has no table this role can read; give --schema")
+    return ddl
 
 
 def tables_of(ddl: str) -> list[dict]:
