@@ -8,6 +8,7 @@ skipped, only where the PostgreSQL binaries are absent), prompted as serving pro
 read back from the live database, and its dialect named."""
 import argparse
 import json
+import os
 import shutil
 import socket
 import sqlite3
@@ -196,6 +197,9 @@ def test_requests_share_a_batch_and_bad_requests_get_one_line(server):
     assert status == 422 and err["error"].startswith("question: ")
     status, err = server.post("/v1/sql", {"question": PARIS.question, "db": "elsewhere"})
     assert status == 404 and "unknown database 'elsewhere'" in err["error"]
+    status, err = server.post("/v1/sql", {"question": PARIS.question, "db": "postgresql://a:hunter2@h/db"})
+    assert status == 404 and "unknown database 'postgresql://a:***@h/db'" in err["error"]
+    assert "hunter2" not in err["error"]
 
 
 def test_an_abandoned_question_costs_nothing(server, world):
@@ -287,6 +291,8 @@ def test_bad_input_one_line_exit_2_before_loading(world, tmp_path, capsys, monke
     def serve(*args, source=world["run"]):
         return serve_error(capsys, source, *args)
 
+    monkeypatch.delenv("DS_ACCELERATOR", raising=False)  # main() sets the process defaults (ft.system), at once
+
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
     taken.listen(1)
@@ -295,6 +301,7 @@ def test_bad_input_one_line_exit_2_before_loading(world, tmp_path, capsys, monke
         assert f"port {port} on 127.0.0.1 (--port) can't be used" in serve("--db", str(world["db"]), "--port", port)
     finally:
         taken.close()
+    assert os.environ.get("DS_ACCELERATOR") == (None if torch.cuda.is_available() else "cpu")
     assert "database '/no/such.sqlite' does not exist (--db)" in serve("--db", "/no/such.sqlite", "--port", "0")
     (tmp_path / "notes.txt").write_text("not a database")
     assert "is not a SQLite database" in serve("--db", str(tmp_path / "notes.txt"), "--port", "0")

@@ -118,7 +118,7 @@ def find_database(databases: dict[str, Database], name: str | None) -> Database:
     for db in databases.values():
         if name in (db.name, db.url) or url == db.url:
             return db
-    raise KeyError(f"unknown database '{name}': this server answers on {', '.join(databases)}")
+    raise KeyError(f"unknown database '{redact(name)}': this server answers on {', '.join(databases)}")
 
 
 def _error(status: int, message: str) -> JSONResponse:
