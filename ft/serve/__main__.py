@@ -3,12 +3,16 @@
     sqlft serve exported --db shop.sqlite                       # an `sqlft export` folder
     sqlft serve runs/demo --db shop.sqlite --port 8000          # a run's adapter (the base answer can be shown beside)
     sqlft serve runs/demo --db a.sqlite --db b.sqlite --samples 8 --window-ms 20 --max-batch 8
+    sqlft serve exported --db postgresql://analyst@warehouse:5432/sales   # or duckdb:///sales.duckdb
 
-The model loads once. Each question is prompted exactly as in training and evaluation (its schema linked to fit the
-model's context), answered greedily (or by voting over --samples executed candidates, or retried on validation
-failure with --retries), validated against the schema and executed read-only with eval.timeout_s / eval.max_rows,
-as `sqlft eval` does. Questions arriving within --window-ms of each other are generated in one batch (up to
---max-batch). Open http://HOST:PORT/ for the page; the API is under /v1 (see ft/serve/app.py, /docs).
+Databases are named as everywhere in sqlft (ft.sql.engine.database): a SQLite file, duckdb:///F, or a PostgreSQL
+URL whose password comes from PGPASSWORD / ~/.pgpass, never the URL. The model loads once. Each question is
+prompted exactly as in training and evaluation (the schema read from the live database, the engine's dialect named,
+the schema linked to fit the model's context), answered greedily (or by voting over --samples executed candidates,
+or retried on validation failure with --retries), validated against the schema and executed read-only with the
+engine's safety layers, eval.timeout_s and eval.max_rows, as `sqlft eval` does. Questions arriving within
+--window-ms of each other are generated in one batch (up to --max-batch). Open http://HOST:PORT/ for the page; the
+API is under /v1 (see ft/serve/app.py, /docs).
 Bad input (a port in use, a database that can't be opened, a macros file that can't be read) is one `error:` line
 and exit 2, before the model is loaded.
 """
@@ -24,7 +28,7 @@ from ft.config import ConfigError
 from ft.constants import EXIT_USAGE
 from ft.data.rows import DataError
 from ft.model import ModelError
-from ft.serve.app import DatabaseError
+from ft.sql.guard import DatabaseError
 
 EXPORT_MARKER = "sqlft.yaml"
 
@@ -41,7 +45,8 @@ def _source_config(args):
 def _own(p) -> None:
     p.add_argument("source", help="an `sqlft export` folder, or a run folder / adapter / checkpoint")
     p.add_argument("--db", action="append", required=True,
-                   help="SQLite database to answer on (repeat for several; the first is the default)")
+                   help="database to answer on: a SQLite file, sqlite:///F, duckdb:///F or postgresql://user@host:"
+                        "port/db (password from PGPASSWORD / ~/.pgpass); repeat for several, the first is the default")
     p.add_argument("--schema", help="file with the CREATE TABLE statements [read from the database]")
     p.add_argument("--macros", help="JSON file with in-house macros [{name, params, body, doc}]")
     p.add_argument("--host", default="127.0.0.1")
@@ -82,8 +87,19 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _name_of(db) -> str:
+    """What a request's "db" calls a database: a file's stem, a PostgreSQL URL's dbname."""
+    if db.is_file:
+        return Path(db.location).stem
+    from psycopg.conninfo import conninfo_to_dict
+
+    return conninfo_to_dict(db.location).get("dbname") or db.url
+
+
 def databases(args) -> dict:
-    from ft.serve.app import Database, read_schema, tables_of
+    """The served databases by name, through the engine interface (ft.sql.engine): each checked reachable, its
+    schema read from the live database (or --schema), its functions as macros (or --macros)."""
+    from ft.serve.app import Database, from_engine, open_database, read_schema, tables_of
 
     macros = None
     if args.macros:
@@ -98,16 +114,17 @@ def databases(args) -> dict:
         except OSError as e:
             raise DataError(f"schema file '{args.schema}' (--schema) can't be read: {e.strerror or e}") from None
     out = {}
-    for db in args.db:
+    for given in args.db:
+        db = open_database(given)
         ddl = schema if schema is not None else read_schema(db)
-        if schema is not None and not Path(db).expanduser().is_file():
-            raise DatabaseError(f"database '{db}' (--db) does not exist")
+        own = macros if args.macros else from_engine(db, "functions", db.functions) or None  # as sqlft generate
         try:
             tables = tables_of(ddl)
         except ValueError as e:
-            raise DatabaseError(f"schema of '{db}' can't be read: {e}") from None
-        name = Path(db).stem
-        out[name if name not in out else db] = Database(name if name not in out else db, db, ddl, macros, tables)
+            raise DatabaseError(f"schema of '{db.url}' can't be read: {e}") from None
+        name = _name_of(db)
+        name = name if name not in out else db.url
+        out[name] = Database(name, db.url, db.dialect, ddl, own, tables)
     return out
 
 
@@ -166,6 +183,9 @@ def config_for(args, extra: dict | None = None):
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ft.system import set_process_defaults
+
+    set_process_defaults()
     try:
         _, args = parse(COMMAND, argv, load=False)
         return serve_command(config_for(args), args)

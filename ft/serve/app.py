@@ -1,8 +1,9 @@
 """The HTTP side of `sqlft serve` (FastAPI): a JSON API, an OpenAI-compatible chat route and the playground page.
 
-    POST /v1/sql               {"question", "db"?, "samples"?, "base"?, "timeout_s"?} -> SQL, validation notes, rows,
-                               candidates and votes (samples > 0), timings, linked tables, resampled, hit_token_limit
-    GET  /v1/schema            the database's tables, columns and CREATE TABLE text
+    POST /v1/sql               {"question", "db"?, "samples"?, "base"?, "timeout_s"?} -> SQL (in the database's
+                               dialect), validation notes, rows, candidates and votes (samples > 0), timings, linked
+                               tables, resampled, hit_token_limit
+    GET  /v1/schema            the database's engine, tables, columns and CREATE TABLE text
     GET  /v1/health            model, databases, batching settings, counters
     POST /v1/chat/completions  OpenAI-style: system message = schema (else the server's database), last user
                                message = question; the answer is the checked SQL
@@ -14,12 +15,10 @@ A request waits for its answer while watching its client: one that disconnects o
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -27,36 +26,37 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field
 
 from ft.data.rows import DataError, Row
+from ft.sql.engine import database, display_name
+from ft.sql.guard import DatabaseError, redact
 from ft.sql.parse import split_ddl
 
 STATIC = Path(__file__).parent / "static"
 
 
-class DatabaseError(ValueError):
-    """A database the server can't open or read a schema from (the message names it)."""
+def open_database(name: str, flag: str = "--db"):
+    """The ft.sql.engine Database `name` stands for (a SQLite / DuckDB file or a PostgreSQL URL), checked to be
+    usable now: DatabaseError (one line naming the database, never a password) otherwise."""
+    db = database(name)  # DatabaseError for a malformed URL, a password in it, an engine we don't support
+    if problem := db.problem():
+        raise DatabaseError(f"database {problem} ({flag})")
+    return db
 
 
-def read_schema(db: str) -> str:
-    """CREATE TABLE statements of a SQLite file, one a line, blank lines between (as the bundled data's schemas),
-    read through a read-only connection. (Other engines: once databases are URLs behind ft.sql's engine interface.)"""
-    if "://" in db:
-        raise DatabaseError(f"database '{db}' (--db): only SQLite files can be served so far; give a file path, or "
-                            "its schema with --schema")
-    path = Path(db).expanduser()
-    if not path.is_file():
-        raise DatabaseError(f"database '{db}' (--db) does not exist")
+def from_engine(db, what: str, call):
+    """call() (one of the engine interface's reads), its failure one line naming the database (never a password)."""
     try:
-        conn = sqlite3.connect("file:" + quote(str(path.resolve())) + "?mode=ro", uri=True)
-        try:
-            rows = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
-                                "ORDER BY rowid").fetchall()
-        finally:
-            conn.close()
-    except sqlite3.Error as e:
-        raise DatabaseError(f"database '{db}' (--db) cannot be opened as SQLite: {e}") from None
-    if not rows:
-        raise DatabaseError(f"database '{db}' (--db) has no tables")
-    return "\n\n".join(" ".join(sql.split()).replace("( ", "(").replace(" )", ")") + ";" for (sql,) in rows)
+        return call()
+    except Exception as e:  # noqa: BLE001 - the engine's own error (permissions, a lost connection), as one line
+        raise DatabaseError(f"database '{db.url}' (--db): its {what} can't be read: "
+                            f"{redact(str(e).splitlines()[0] if str(e) else type(e).__name__)}") from None
+
+
+def read_schema(db) -> str:
+    """The CREATE TABLE statements of the live database, through the engine interface (as `sqlft generate --db`)."""
+    ddl = from_engine(db, "schema", db.schema)
+    if not ddl.strip():
+        raise DatabaseError(f"database '{db.url}' (--db) has no table this role can read; give --schema")
+    return ddl
 
 
 def tables_of(ddl: str) -> list[dict]:
@@ -69,8 +69,9 @@ def tables_of(ddl: str) -> list[dict]:
 
 @dataclass
 class Database:
-    name: str  # what a request's "db" names it by (the file's stem)
-    path: str  # passed on as the row's database, as given
+    name: str  # what a request's "db" names it by (the file's stem, a PostgreSQL URL's dbname)
+    url: str  # the engine interface's name for it (ft.sql.engine.Database.url): the row's database, safe to show
+    dialect: str  # sqlglot's name: the prompt and validation follow it
     schema: str
     macros: list | None = None
     tables: list[dict] = field(default_factory=list)
@@ -105,6 +106,21 @@ class ChatRequest(BaseModel):
     n: int = 1  # accepted, one answer is returned
 
 
+def find_database(databases: dict[str, Database], name: str | None) -> Database:
+    """The served database a request names: by name, by URL or another spelling of it (a relative path,
+    sqlite:///...); None names the first. KeyError for one the server doesn't answer on."""
+    if name is None:
+        return next(iter(databases.values()))
+    try:
+        url = database(name).url
+    except DatabaseError:
+        url = None
+    for db in databases.values():
+        if name in (db.name, db.url) or url == db.url:
+            return db
+    raise KeyError(f"unknown database '{redact(name)}': this server answers on {', '.join(databases)}")
+
+
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
@@ -123,14 +139,7 @@ def create_app(state: ServeState) -> FastAPI:
     fit = make_fitter(answerer.tok, cfg.data.template, cfg.data, state.context_length,
                       reserve=cfg.eval.max_new_tokens)
     default_db = next(iter(state.databases))
-
-    def database(name: str | None) -> Database:
-        if name is None:
-            return state.databases[default_db]
-        for db in state.databases.values():
-            if name in (db.name, db.path):
-                return db
-        raise KeyError(f"unknown database '{name}': this server answers on {', '.join(state.databases)}")
+    dialect_set = None if cfg.data.dialect == "auto" else cfg.data.dialect
 
     async def wait(job, request: Request, timeout_s: float):
         """The job's answer, or None when the client disconnected or the timeout passed (the job abandoned)."""
@@ -146,8 +155,12 @@ def create_app(state: ServeState) -> FastAPI:
 
     async def ask(request: Request, question: str, db: Database | None, schema: str | None, samples: int,
                   base: bool, timeout_s: float) -> tuple[int, dict]:
+        # The SQL's dialect is the database's (the prompt names it as training does), unless data.dialect says
+        # otherwise (as in `sqlft generate`); a chat request's own schema is taken to be in the server's dialect.
+        dialect = dialect_set or (None if db is not None else state.databases[default_db].dialect)
         row = Row(question=question, query="", schema=schema if schema is not None else db.schema,
-                  db_path=db.path if db is not None else None, macros=db.macros if db is not None else None)
+                  db=db.url if db is not None else None, dialect=dialect,
+                  macros=db.macros if db is not None else None)
         try:
             prompt = await asyncio.to_thread(fit, row)
         except DataError as e:  # over the model's context even when linked
@@ -165,7 +178,8 @@ def create_app(state: ServeState) -> FastAPI:
                 j.abandon()
             return 504, {"error": f"no answer within {timeout_s:g} s (or the client left); the question was dropped"}
         out = dict(zip(jobs, results))
-        answer = out["finetuned"] | {"question": question, "db": db.name if db else None, "linked_tables": linked,
+        answer = out["finetuned"] | {"question": question, "db": db.name if db else None,
+                                     "dialect": display_name(row.sql_dialect), "linked_tables": linked,
                                      "schema_linked": prompt is not row}
         if base:
             answer["base"] = out["base"]
@@ -177,22 +191,23 @@ def create_app(state: ServeState) -> FastAPI:
 
     @app.get("/v1/health")
     async def health():
-        return {"status": "ok", "model": state.model_name, "databases": list(state.databases),
+        return {"status": "ok", "model": state.model_name,
+                "databases": {n: {"url": d.url, "engine": display_name(d.dialect)} for n, d in state.databases.items()},
                 "base_available": answerer.has_base, "window_s": answerer.window_s, "max_batch": answerer.max_batch,
                 "max_new_tokens": cfg.eval.max_new_tokens, "stats": answerer.stats}
 
     @app.get("/v1/schema")
     async def schema(db: str | None = None):
         try:
-            d = database(db)
+            d = find_database(state.databases, db)
         except KeyError as e:
             return _error(404, str(e).strip("'\""))
-        return {"db": d.name, "path": d.path, "tables": d.tables, "ddl": d.schema}
+        return {"db": d.name, "url": d.url, "engine": display_name(d.dialect), "tables": d.tables, "ddl": d.schema}
 
     @app.post("/v1/sql")
     async def sql(req: SqlRequest, request: Request):
         try:
-            d = database(req.db)
+            d = find_database(state.databases, req.db)
         except KeyError as e:
             return _error(404, str(e).strip("'\""))
         status, body = await ask(request, req.question, d, None, req.samples, req.base,
