@@ -45,13 +45,13 @@ def _int(node) -> int | None:
     return int(node.this) if isinstance(node, exp.Literal) and not node.is_string and node.this.isdigit() else None
 
 
-def _tie_probes(sql: str) -> list[tuple[str, int, list[int], int, int | None, bool]] | None:
+def _tie_probes(sql: str, dialect: str = DIALECT) -> list[tuple[str, int, list[int], int, int | None, bool]] | None:
     """For each ORDER BY whose ties could change the result (the outermost one; an inner one with a LIMIT): (a query
     giving its rows in order with its sort keys appended, how many were appended, the key columns (>= 0: an output
     column; < 0: from the end), OFFSET, LIMIT, whether ties inside the window count too). None when some such ORDER BY
     can't be probed (the question can't be judged on a neighbour with ties)."""
     try:
-        tree = parse_one(sql)
+        tree = parse_one(sql, dialect)
     except (*SQLGLOT_ERRORS, ValueError):
         return None
     top = tree
@@ -92,7 +92,7 @@ def _tie_probes(sql: str) -> list[tuple[str, int, list[int], int, int | None, bo
             probe.select(exp.alias_(k.copy(), f"{_KEY}{i}"), copy=False)
         if tree.args.get("with_") is not None and not outer:
             probe.set("with_", tree.args["with_"].copy())
-        probes.append((probe.sql(dialect=DIALECT), len(added), keys, off, n, outer))
+        probes.append((probe.sql(dialect=dialect), len(added), keys, off, n, outer))
     return probes
 
 
@@ -221,7 +221,7 @@ class TestSuite:
             if gold is None:
                 return Distilled([], 0, 0, 0, 0)
             runs = []
-            for m in mutants(row.query):
+            for m in mutants(row.query, dialect=row.sql_dialect):
                 # a short limit: some mutants (a join condition dropped) are cross products of the whole database;
                 # one that runs out of time here may still tell a small neighbour apart
                 res = orig.run(m, timeout_s=MUTANT_TIMEOUT_S)
@@ -230,7 +230,7 @@ class TestSuite:
         finally:
             orig.close()
         survivors = {m for m, res in runs if same(gold, res)}
-        probes = _tie_probes(row.query)
+        probes = _tie_probes(row.query, row.sql_dialect)
         kept, killed, unstable = [], set(), 0
         for i, nb in enumerate(neighbours):
             s = Session(nb, row.macros, self.timeout_s, self.max_rows)

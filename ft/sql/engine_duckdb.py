@@ -313,7 +313,8 @@ def sample(db, rows: int):
                 "database_name = current_database() ORDER BY function_oid"):
         table = "TABLE " if kind == "table_macro" else ""
         after.append(f"CREATE MACRO {_name(nsp, name)}({', '.join(params or [])}) AS {table}{body}")
-    after += [r[0] for r in _rows(db, f"SELECT sql FROM duckdb_indexes() WHERE {here} AND sql IS NOT NULL")]
+    after += [r[0] for r in _rows(db, "SELECT sql FROM duckdb_indexes() WHERE database_name = current_database() "
+                                      "AND sql IS NOT NULL")]
     return Sample(list(by_oid.values()), ddl, after)
 
 
