@@ -181,6 +181,10 @@ class EvalConfig:
     test_suite: int = 0
     test_suite_seed: int = 0  # neighbours are deterministic for (database content, this seed, the gold literals)
     test_suite_cache: str = "~/.cache/sqlft/testsuite"  # built once, read-only, reused by every evaluation
+    # A writable scratch PostgreSQL database (postgresql://user@host/scratch) where the neighbours of PostgreSQL
+    # databases are created, one schema each, and reused: sqlft's role on your database only reads. TS on a
+    # PostgreSQL database without it is refused. SQLite and DuckDB neighbours are files under test_suite_cache.
+    neighbour_db: str | None = None
     # Which form of a fine-tuned model `sqlft eval --adapter` scores: served (the merged 16-bit model `sqlft merge`
     # writes, what a serving engine runs) or trained (the base quantized as quantization.* says, the adapter on top:
     # what training's own evaluations score). Measured differences: README, "Which model is scored".
@@ -518,6 +522,11 @@ def validate(cfg: Config) -> None:
     _check(not cfg.grpo.reward_test_suite or e.test_suite > 0, "grpo.reward_test_suite", cfg.grpo.reward_test_suite,
            "needs neighbour databases: set eval.test_suite K (> 0)")
     _check(0 <= e.test_suite <= 100, "eval.test_suite", e.test_suite, "must be 0 (off) to 100 neighbour databases")
+    if e.neighbour_db and _has_password(e.neighbour_db):
+        raise ConfigError("Config key 'eval.neighbour_db' holds a password; sqlft never stores or logs one: take it "
+                          "out of the URL and put it in PGPASSWORD or ~/.pgpass")
+    _check(not e.neighbour_db or str(e.neighbour_db).split("://", 1)[0].lower() in ("postgresql", "postgres"),
+           "eval.neighbour_db", e.neighbour_db, "must be a PostgreSQL URL (postgresql://user@host:port/scratch)")
     _check(m.adapter is None or Path(m.adapter).expanduser().exists(), "model.adapter", m.adapter,
            "path does not exist (a LoRA adapter folder, a checkpoint or a run folder)")
     g = cfg.grpo

@@ -11,9 +11,12 @@ it (ft.sql.neighbours, cached, read-only). For each question, a neighbour is kep
 from at least one of its mutants (ft.sql.mutants) and the gold result on it doesn't depend on an order the query
 left open; the answer must then match the gold result on each kept neighbour, by the same comparison as EX.
 
-Distillation runs the trusted gold and mutant queries (ft.sql.neighbours.Session); the answer being scored runs
-through ft.sql.execute, the one path for model-written SQL. The kept neighbours of each question are cached beside
-the neighbours (suite.json), keyed by the gold query and K.
+The same code serves every engine (ft.sql.engine): SQLite and DuckDB neighbours are read-only files in the cache,
+PostgreSQL's are schemas of the scratch database `eval.neighbour_db` (without it, TS on a PostgreSQL database is
+refused with a line naming that key). Distillation runs the trusted gold and mutant queries
+(ft.sql.neighbours.Session); the answer being scored runs through the engine's execute, the one path for
+model-written SQL. The kept neighbours of each question are cached beside the neighbours (suite.json), keyed by the
+gold query and K.
 """
 from __future__ import annotations
 
@@ -26,11 +29,12 @@ from pathlib import Path
 
 from sqlglot import exp
 
+from ft.config import ConfigError
 from ft.data.rows import Row
 from ft.sql.compare import order_matters, results_match
-from ft.sql.execute import execute
+from ft.sql.engine import DatabaseError, database
 from ft.sql.mutants import mutants
-from ft.sql.neighbours import Session, build_neighbours, literals_of
+from ft.sql.neighbours import Neighbour, Session, build_neighbours, literals_of
 from ft.sql.parse import DIALECT, SQLGLOT_ERRORS, parse_one
 
 MUTANT_TIMEOUT_S = 0.5
@@ -41,13 +45,13 @@ def _int(node) -> int | None:
     return int(node.this) if isinstance(node, exp.Literal) and not node.is_string and node.this.isdigit() else None
 
 
-def _tie_probes(sql: str) -> list[tuple[str, int, list[int], int, int | None, bool]] | None:
+def _tie_probes(sql: str, dialect: str = DIALECT) -> list[tuple[str, int, list[int], int, int | None, bool]] | None:
     """For each ORDER BY whose ties could change the result (the outermost one; an inner one with a LIMIT): (a query
     giving its rows in order with its sort keys appended, how many were appended, the key columns (>= 0: an output
     column; < 0: from the end), OFFSET, LIMIT, whether ties inside the window count too). None when some such ORDER BY
     can't be probed (the question can't be judged on a neighbour with ties)."""
     try:
-        tree = parse_one(sql)
+        tree = parse_one(sql, dialect)
     except (*SQLGLOT_ERRORS, ValueError):
         return None
     top = tree
@@ -88,7 +92,7 @@ def _tie_probes(sql: str) -> list[tuple[str, int, list[int], int, int | None, bo
             probe.select(exp.alias_(k.copy(), f"{_KEY}{i}"), copy=False)
         if tree.args.get("with_") is not None and not outer:
             probe.set("with_", tree.args["with_"].copy())
-        probes.append((probe.sql(dialect=DIALECT), len(added), keys, off, n, outer))
+        probes.append((probe.sql(dialect=dialect), len(added), keys, off, n, outer))
     return probes
 
 
@@ -141,9 +145,10 @@ class TestSuite:
         """`e`: an EvalConfig (test_suite K, test_suite_seed, test_suite_cache, timeout_s, max_rows, float_tolerance
         is not used: TS follows the official exact rule)."""
         self.k, self.seed, self.cache = e.test_suite, e.test_suite_seed, e.test_suite_cache
+        self.scratch = e.neighbour_db or None  # where PostgreSQL databases get their neighbours
         self.timeout_s, self.max_rows = e.timeout_s, e.max_rows
-        self.neighbours: dict[str, list[Path]] = {}  # db_path -> its neighbours
-        self.entries: dict[tuple[str, str], Distilled] = {}  # (db_path, gold key) -> its share
+        self.neighbours: dict[str, list[Neighbour]] = {}  # the row's db -> its neighbours
+        self.entries: dict[tuple[str, str], Distilled] = {}  # (the row's db, gold key) -> its share
 
     def prepare(self, rows: list[Row], dataset: list[Row] | None = None, log=None) -> dict:
         """Build (or find) the neighbours of every database in `rows` and distil each question not distilled yet.
@@ -153,16 +158,23 @@ class TestSuite:
         log = log or (lambda msg: None)
         by_db: dict[str, list[Row]] = {}
         for r in rows:
-            if r.db_path and Path(r.db_path).is_file():
-                by_db.setdefault(r.db_path, []).append(r)
+            if r.db:
+                by_db.setdefault(r.db, []).append(r)
         for db, its in by_db.items():
             if db not in self.neighbours:
+                if database(db).problem() is not None:
+                    continue  # no database to draw from: its gold queries fail (and say why) anyway
                 t0 = time.perf_counter()
-                queries = [r.query for r in (dataset if dataset is not None else rows) if r.db_path == db]
-                self.neighbours[db] = build_neighbours(db, self.k, self.seed, literals_of(queries), self.cache)
+                queries = [r.query for r in (dataset if dataset is not None else rows) if r.db == db]
+                try:
+                    self.neighbours[db] = build_neighbours(db, self.k, self.seed, literals_of(
+                        queries, its[0].sql_dialect), self.cache, self.scratch)
+                except DatabaseError as e:  # PostgreSQL without eval.neighbour_db, a scratch database that fails
+                    raise ConfigError(str(e)) from None
                 if time.perf_counter() - t0 > 2:
-                    log(f"test suite: {self.k} neighbours of {Path(db).name} in {time.perf_counter() - t0:.0f}s")
-            folder = self.neighbours[db][0].parent if self.neighbours[db] else None
+                    log(f"test suite: {self.k} neighbours of {database(db).label()} in "
+                        f"{time.perf_counter() - t0:.0f}s")
+            folder = self.neighbours[db][0].folder if self.neighbours[db] else None
             stored = self._load(folder)
             todo = [r for r in its if (db, _key(r)) not in self.entries]
             fresh = 0
@@ -176,13 +188,14 @@ class TestSuite:
             if fresh and folder is not None:
                 merged = self._load(folder) | stored  # another process may have added its own meanwhile
                 _write_json(folder / "suite.json", merged)
-                log(f"test suite: {fresh} questions of {Path(db).name} distilled in {time.perf_counter() - t0:.0f}s")
+                log(f"test suite: {fresh} questions of {database(db).label()} distilled in "
+                    f"{time.perf_counter() - t0:.0f}s")
         return self.stats(rows)
 
     def stats(self, rows: list[Row]) -> dict:
         """Over the questions of `rows` that have a share: neighbours kept a question, mutants the original database
         could not tell apart and the share of them the kept neighbours do."""
-        shares = [self.entries[(r.db_path, _key(r))] for r in rows if (r.db_path, _key(r)) in self.entries]
+        shares = [self.entries[(r.db, _key(r))] for r in rows if (r.db, _key(r)) in self.entries]
         if not shares:
             return {}
         survivors = sum(s.survivors for s in shares)
@@ -199,16 +212,16 @@ class TestSuite:
         except (OSError, ValueError):
             return {}
 
-    def _distil(self, row: Row, neighbours: list[Path]) -> Distilled:
+    def _distil(self, row: Row, neighbours: list[Neighbour]) -> Distilled:
         ordered = order_matters(row.query)
         same = lambda a, b: a is not None and b is not None and results_match(a, b, ordered=ordered)  # noqa: E731
-        orig = Session(row.db_path, row.macros, self.timeout_s, self.max_rows)
+        orig = Session(row.db, row.macros, self.timeout_s, self.max_rows)
         try:
             gold = orig.run(row.query)
             if gold is None:
                 return Distilled([], 0, 0, 0, 0)
             runs = []
-            for m in mutants(row.query):
+            for m in mutants(row.query, dialect=row.sql_dialect):
                 # a short limit: some mutants (a join condition dropped) are cross products of the whole database;
                 # one that runs out of time here may still tell a small neighbour apart
                 res = orig.run(m, timeout_s=MUTANT_TIMEOUT_S)
@@ -217,10 +230,10 @@ class TestSuite:
         finally:
             orig.close()
         survivors = {m for m, res in runs if same(gold, res)}
-        probes = _tie_probes(row.query)
+        probes = _tie_probes(row.query, row.sql_dialect)
         kept, killed, unstable = [], set(), 0
-        for i, path in enumerate(neighbours):
-            s = Session(path, row.macros, self.timeout_s, self.max_rows)
+        for i, nb in enumerate(neighbours):
+            s = Session(nb, row.macros, self.timeout_s, self.max_rows)
             try:
                 g = s.run(row.query)
                 # the gold result must not depend on an order the query leaves open: unordered rows (scanned
@@ -238,7 +251,7 @@ class TestSuite:
         return Distilled(kept, len(runs), len(survivors), len(killed), unstable)
 
     def share(self, row: Row) -> Distilled | None:
-        return self.entries.get((row.db_path, _key(row)))
+        return self.entries.get((row.db, _key(row)))
 
     def check(self, row: Row, sql: str) -> tuple[bool, str | None]:
         """(matches the gold result on every kept neighbour, the first neighbour where it doesn't and why)."""
@@ -246,14 +259,14 @@ class TestSuite:
         if share is None:
             return False, "question not prepared for the test suite"
         ordered = order_matters(row.query)
-        for i in share.kept:
-            path = self.neighbours[row.db_path][i]
-            gold = execute(path, row.query, row.macros, timeout_s=self.timeout_s * 4, max_rows=self.max_rows)
-            got = execute(path, sql, row.macros, timeout_s=self.timeout_s, max_rows=self.max_rows)
+        for i in share.kept:  # each through its engine's read-only, time-limited execute, like every answer
+            nb = self.neighbours[row.db][i]
+            gold = nb.db.execute(row.query, row.macros, timeout_s=self.timeout_s * 4, max_rows=self.max_rows)
+            got = nb.db.execute(sql, row.macros, timeout_s=self.timeout_s, max_rows=self.max_rows)
             if not gold.ok or gold.truncated:  # it ran at distillation; a slower machine now: not the answer's fault
                 continue
             if not got.ok:
-                return False, f"neighbour {path.name}: {got.error}"
+                return False, f"neighbour {nb.name}: {got.error}"
             if got.truncated or not results_match(gold.rows, got.rows, ordered=ordered):
-                return False, f"neighbour {path.name}: a different result"
+                return False, f"neighbour {nb.name}: a different result"
         return True, None

@@ -19,6 +19,11 @@ _SHORT_TYPES = [(re.compile(p), r) for p, r in (
     (r"^timestamp with time zone", "timestamptz"), (r"^time without time zone", "time"))]
 
 
+def quote_ident(name: str) -> str:
+    """A double-quoted identifier: the same in SQLite, DuckDB and PostgreSQL."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def ident(name: str) -> str:
     """`name` bare when every engine reads it as written (lower-case, not a keyword), else double-quoted."""
     if _PLAIN.fullmatch(name) and name not in _SQLITE_KEYWORDS:

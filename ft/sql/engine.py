@@ -27,6 +27,7 @@ from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
 from . import engine_duckdb, engine_postgres, engine_sqlite
+from .ddl import quote_ident
 from .execute import ExecResult
 from .guard import DatabaseError, redact
 
@@ -119,6 +120,30 @@ class Database:
         """Why this database can't be used (missing file, not that engine's file, server unreachable), or None."""
         return self._backend().problem(self)
 
+    # -- neighbour databases (test-suite accuracy, ft/sql/neighbours.py) ------------------------------------
+
+    def label(self) -> str:
+        """A short name for cache folders: the file's stem, the PostgreSQL database's name."""
+        return self._backend().label(self)
+
+    def fingerprint(self) -> str:
+        """A digest that changes when the database does (files: their bytes; PostgreSQL: schema and row counts)."""
+        return self._backend().fingerprint(self)
+
+    def sample(self, rows: int):
+        """ft.sql.sample.Sample: the tables' keys, up to `rows` rows of each in key order, and the engine's DDL
+        to recreate the schema (trusted catalog reads, in the engine's read-only session)."""
+        return self._backend().sample(self, rows)
+
+    def neighbour_writer(self, folder, tag: str, scratch: str | None):
+        """Where this database's neighbours live and how one is written (ft.sql.neighbours.NeighbourWriter):
+        files under `folder`, or (PostgreSQL) schemas named with `tag` in the `scratch` database."""
+        return self._backend().neighbour_writer(self, folder, tag, scratch)
+
+    def session(self, macros: list[dict] | None = None, timeout_s: float = 5.0, max_rows: int = 10000):
+        """For many trusted reads (distillation): `run(sql, reverse=False, timeout_s=None)` -> rows or None."""
+        return self._backend().session(self, macros, timeout_s, max_rows)
+
     def distinct_values(self, table: str, columns: list[str], per_column: int,
                         timeout_s: float = 2.0) -> ExecResult:
         """Up to `per_column` distinct non-NULL values of each column of `table`, as rows (column index, value):
@@ -129,11 +154,6 @@ class Database:
 
 
 _BACKENDS = {"sqlite": engine_sqlite, "duckdb": engine_duckdb, "postgres": engine_postgres}
-
-
-def quote_ident(name: str) -> str:
-    """A double-quoted identifier: the same in SQLite, DuckDB and PostgreSQL."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _file_path(path: str, base_dir) -> str:

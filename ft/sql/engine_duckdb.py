@@ -23,7 +23,7 @@ import threading
 import time
 from pathlib import Path
 
-from .ddl import ColumnInfo, TableInfo, ident, render_schema
+from .ddl import ColumnInfo, TableInfo, ident, quote_ident, render_schema
 from .execute import ExecResult
 from .guard import check_statement
 from .values import canonical_row
@@ -253,3 +253,147 @@ def problem(db) -> str | None:
     except Exception as e:  # noqa: BLE001 - not a DuckDB file, a newer storage version, locked by a writer
         return f"'{p}' cannot be opened as a DuckDB file ({_message(e)})"
     return None
+
+
+# ------------------------------------------------------------------------------------------------ neighbours
+
+
+def label(db) -> str:
+    return Path(db.location).stem
+
+
+def fingerprint(db) -> str:
+    from .engine_sqlite import fingerprint as file_digest
+
+    return file_digest(db)
+
+
+def sample(db, rows: int):
+    """Tables (keys, UNIQUE sets, a sample of rows in key order) and the file's own DDL as DuckDB keeps it in its
+    catalog (`sql` of duckdb_tables / _views / _indexes / _sequences; macros rebuilt from their definitions)."""
+    from .sample import Sample, SampledTable, order_clause
+
+    here = "database_name = current_database() AND NOT internal AND NOT temporary"
+    tables = _rows(db, f"SELECT table_oid, schema_name, table_name, sql FROM duckdb_tables() WHERE {here} "
+                       "ORDER BY table_oid")
+    ddl = [f"CREATE SCHEMA IF NOT EXISTS {ident(s)}" for s in sorted({t[1] for t in tables} - {"main"})]
+    ddl += [r[0] for r in _rows(db, "SELECT sql FROM duckdb_sequences() WHERE database_name = current_database() "
+                                    "AND NOT temporary ORDER BY sequence_oid")]
+    ddl += [t[3] for t in tables]
+    by_oid = {oid: SampledTable(name, [], [], [], [], schema=None if nsp == "main" else nsp)
+              for oid, nsp, name, _ in tables}
+    for oid, col, typ, nullable in _rows(db, "SELECT table_oid, column_name, data_type, is_nullable FROM "
+                                             "duckdb_columns() WHERE database_name = current_database() AND NOT "
+                                             "internal ORDER BY table_oid, column_index"):
+        if oid in by_oid:
+            by_oid[oid].columns.append(col)
+            by_oid[oid].types.append(typ.upper())
+            by_oid[oid].notnull.append(not nullable)
+    for oid, kind, cols, ref, ref_cols in _rows(
+            db, "SELECT table_oid, constraint_type, constraint_column_names, referenced_table, "
+                "referenced_column_names FROM duckdb_constraints() WHERE database_name = current_database() AND "
+                "constraint_type IN ('PRIMARY KEY', 'FOREIGN KEY', 'UNIQUE') ORDER BY table_oid, constraint_index"):
+        t = by_oid.get(oid)
+        if t is None:
+            continue
+        if kind == "PRIMARY KEY":
+            t.pk = list(cols)
+        elif kind == "UNIQUE":
+            t.uniques.append(list(cols))
+        else:
+            t.fks.append((list(cols), ref, list(ref_cols or [])))
+    for t in by_oid.values():
+        cols = ", ".join(quote_ident(c) for c in t.columns)
+        t.rows = _rows(db, f"SELECT {cols} FROM {t.ref} {order_clause(t.columns, t.pk, quote_ident)} "
+                           f"LIMIT {int(rows)}")
+    after = [r[0] for r in _rows(db, f"SELECT sql FROM duckdb_views() WHERE {here} ORDER BY view_oid")]
+    for nsp, name, kind, params, body in _rows(
+            db, "SELECT schema_name, function_name, function_type, parameters, macro_definition FROM "
+                "duckdb_functions() WHERE function_type IN ('macro', 'table_macro') AND NOT internal AND "
+                "database_name = current_database() ORDER BY function_oid"):
+        table = "TABLE " if kind == "table_macro" else ""
+        after.append(f"CREATE MACRO {_name(nsp, name)}({', '.join(params or [])}) AS {table}{body}")
+    after += [r[0] for r in _rows(db, "SELECT sql FROM duckdb_indexes() WHERE database_name = current_database() "
+                                      "AND sql IS NOT NULL")]
+    return Sample(list(by_oid.values()), ddl, after)
+
+
+class NeighbourFiles:
+    """Neighbours as read-only DuckDB files in the cache folder, each written whole, checkpointed and then moved into
+    place; a mirror beside each (DuckDB can't scan backwards)."""
+
+    mirrored = True
+
+    def __init__(self, db, folder: Path):
+        self.db, self.folder, self.conn, self.tmp, self.dest, self.ddl = db, folder, None, None, None, None
+
+    def locate(self, name: str) -> str:
+        return "duckdb:///" + str(self.folder / f"{name}.duckdb")
+
+    def exists(self, name: str) -> bool:
+        return (self.folder / f"{name}.duckdb").is_file()
+
+    def begin(self, name: str) -> bool:
+        import duckdb
+
+        if self.ddl is None:
+            s = sample(self.db, 0)
+            self.ddl = (s.ddl, s.ddl_after)
+        self.dest = self.folder / f"{name}.duckdb"
+        self.tmp = self.dest.with_name(f".{name}.{os.getpid()}.tmp.duckdb")
+        self.tmp.unlink(missing_ok=True)
+        self.conn = duckdb.connect(str(self.tmp), config={"enable_external_access": False})
+        for statement in self.ddl[0]:
+            self.conn.execute(statement)
+        return True
+
+    def insert(self, table, rows: list[list]) -> list[list]:
+        sql = (f"INSERT INTO {table.ref} ({', '.join(quote_ident(c) for c in table.columns)}) "
+               f"VALUES ({', '.join('?' * len(table.columns))})")
+        if not rows:
+            return rows
+        try:  # all at once; row by row only when the engine refuses one (a CHECK, a value of another type)
+            self.conn.execute("BEGIN")
+            self.conn.executemany(sql, rows)
+            self.conn.execute("COMMIT")
+            return rows
+        except Exception:  # noqa: BLE001 - which row: below
+            self.conn.execute("ROLLBACK")
+        kept = []
+        for r in rows:
+            try:
+                self.conn.execute(sql, r)
+                kept.append(r)
+            except Exception:  # noqa: BLE001 - the engine refuses this row: it is left out
+                pass
+        return kept
+
+    def commit(self) -> None:
+        for statement in self.ddl[1]:
+            self.conn.execute(statement)
+        self.conn.execute("CHECKPOINT")
+        self.conn.close()
+        self.conn = None
+        os.chmod(self.tmp, 0o444)
+        self.tmp.replace(self.dest)
+
+    def abort(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+        if self.tmp is not None:
+            self.tmp.unlink(missing_ok=True)
+            self.tmp.with_name(self.tmp.name + ".wal").unlink(missing_ok=True)
+
+    def close(self) -> None:
+        self.abort()
+
+
+def neighbour_writer(db, folder: Path, tag: str, scratch):
+    return NeighbourFiles(db, folder)
+
+
+def session(db, macros, timeout_s: float, max_rows: int):
+    from .execute import ExecSession
+
+    return ExecSession(db, macros, timeout_s, max_rows)

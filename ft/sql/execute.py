@@ -69,6 +69,26 @@ class ExecResult:
         return self.error is None
 
 
+class ExecSession:
+    """Many trusted reads of one database through its engine's own execute (read-only, time limit, row cap): what
+    distillation uses on engines without a session of their own (DuckDB, PostgreSQL). It can't scan backwards."""
+
+    def __init__(self, db, macros: list[dict] | None, timeout_s: float, max_rows: int):
+        self.db, self.macros, self.timeout_s, self.max_rows = db, macros, timeout_s, max_rows
+        self.timed_out = False
+
+    def run(self, sql: str, reverse: bool = False, timeout_s: float | None = None) -> list[tuple] | None:
+        if reverse:
+            raise ValueError(f"{self.db.display} can't scan backwards: read the neighbour's mirror")
+        res = self.db.execute(sql, self.macros, timeout_s=self.timeout_s if timeout_s is None else timeout_s,
+                              max_rows=self.max_rows)
+        self.timed_out = bool(res.error and res.error.startswith("timeout"))
+        return res.rows if res.ok and not res.truncated else None
+
+    def close(self) -> None:
+        pass
+
+
 def _single_read_statement(sql: str) -> tuple[str | None, str | None]:
     """(statement without trailing ';', None) or (None, reason it is refused)."""
     first = first_statement(sql)

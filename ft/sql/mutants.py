@@ -93,13 +93,14 @@ def _plus_one(text: str) -> str:
         return repr(float(text) + 1)
 
 
-def mutants(sql: str, limit: int = 60) -> list[str]:
-    """Up to `limit` distinct one-edit variants of `sql` (SQLite), in a fixed order; [] when it doesn't parse."""
+def mutants(sql: str, limit: int = 60, dialect: str = DIALECT) -> list[str]:
+    """Up to `limit` distinct one-edit variants of `sql` (in `dialect`, sqlglot's name), in a fixed order; [] when
+    it doesn't parse."""
     try:
-        tree = parse_one(sql)
+        tree = parse_one(sql, dialect)
     except (*SQLGLOT_ERRORS, ValueError):
         return []
-    original = tree.sql(dialect=DIALECT)
+    original = tree.sql(dialect=dialect)
     seen, out = {original}, []
     nodes = list(tree.walk())
     for index, node in enumerate(nodes):
@@ -116,7 +117,7 @@ def mutants(sql: str, limit: int = 60) -> list[str]:
                         copy = new
                     else:
                         target.replace(new)
-                text = copy.sql(dialect=DIALECT)
+                text = copy.sql(dialect=dialect)
             except Exception:  # noqa: BLE001 - an edit that doesn't fit this tree is no mutant
                 continue
             if text not in seen:
