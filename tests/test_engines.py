@@ -479,13 +479,14 @@ def warm(tiny_model, shop, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_voting_evaluation_and_a_grpo_step_against_postgres(warm, shop, monkeypatch):
+def test_voting_evaluation_and_a_grpo_step_against_postgres(warm, shop, monkeypatch, tmp_path):
     import torch
 
-    from ft import grpo
-    from ft.config import load_config
+    from ft import runlock
+    from ft.config import EvalConfig, load_config, resolve
     from ft.eval.scoring import evaluate
     from ft.sql import engine_postgres
+    from ft.train import setup
 
     ran = []
     real = engine_postgres.execute
@@ -499,41 +500,36 @@ def test_voting_evaluation_and_a_grpo_step_against_postgres(warm, shop, monkeypa
     tok = load_tokenizer(str(warm))
     model = AutoModelForCausalLM.from_pretrained(str(warm), dtype=torch.float32).eval()
     torch.manual_seed(0)
-    preds, summary = evaluate(model, tok, [row, row], template="schema_first", samples=4, max_new_tokens=16,
-                              batch_size=2)
+    preds, summary = evaluate(model, tok, [row, row], EvalConfig(samples=4, max_new_tokens=16, batch_size=2),
+                              template="schema_first")
     assert all(p.voted and p.candidates == 5 and p.valid_candidates >= 1 for p in preds)
     assert summary["ex"] == 1.0 and summary["valid_candidates"] >= 1
     assert len(ran) >= 2 * 5  # every candidate ran on PostgreSQL (and the gold query, once)
-    # a GRPO step: completions sampled from the policy, rewarded by running them on PostgreSQL, one update
+    # a GRPO step of the recipe (ft.train.setup, the GRPO objective): completions sampled from the policy, rewarded
+    # by running them on PostgreSQL, one update
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps(row.to_dict()) + "\n" for _ in range(2)))
     cfg = load_config(None, {"model.name_or_path": str(warm), "quantization.mode": "none",
                              "quantization.dtype": "float32", "quantization.compute_dtype": "float32",
                              "model.gradient_checkpointing": "false", "lora.r": "8", "lora.alpha": "16",
                              "lora.dropout": "0", "lora.target_modules": "q_proj,v_proj", "train.objective": "grpo",
                              "train.per_device_batch_size": "2", "train.warmup_steps": "0",
                              "grpo.group_size": "4", "grpo.max_new_tokens": "16", "data.max_length": "2048",
-                             "data.template": "schema_first"})
-    from accelerate import Accelerator
-
-    from ft.model import add_lora, load_base_model
-    from ft.train import grpo_step, make_optimizer, make_scheduler
-
-    acc = Accelerator(cpu=True)
+                             "data.template": "schema_first", "data.source": str(rows), "data.eval_fraction": "0",
+                             "train.output_dir": str(tmp_path / "run"), "tracking.wandb": "false",
+                             "eval.at_end": "false"})
     torch.manual_seed(0)
-    base, attn = load_base_model(cfg, str(warm))
-    net = add_lora(base, cfg)
-    opt = make_optimizer(net, cfg)
-    net, opt = acc.prepare(net, opt)
-    sched = make_scheduler(opt, cfg, 10)
-    rollout = grpo.Rollout(acc.unwrap_model(net), tok, cfg, attn=attn)
-    before = [p.detach().clone() for p in net.parameters() if p.requires_grad]
+    run = setup(resolve(cfg, training=True))
+    before = [p.detach().clone() for p in run.model.parameters() if p.requires_grad]
     ran.clear()
-    window = {"stats": {}}
-    grpo_step(net, acc, opt, sched, rollout, [[row, row]], cfg, 0, window)
-    rewards = [c.reward for grp in window["groups"] for c in grp.completions]
+    sampled = run.objective.sample(run, [[row, row]], 0)
+    result = run.objective.learn(run, sampled)
+    rewards = [c.reward for grp in sampled.flat for c in grp.completions]
     assert len(ran) >= 8 and len(rewards) == 8 and max(rewards) == 1.0  # a right answer, found by executing it
-    assert window["stats"]["correct"] >= 1
-    after = [p.detach() for p in net.parameters() if p.requires_grad]
-    assert any(not torch.equal(a, b) for a, b in zip(before, after)) or not any(grp.active for grp in window["groups"])
+    assert result.stats["correct"] >= 1
+    after = [p.detach() for p in run.model.parameters() if p.requires_grad]
+    assert any(not torch.equal(a, b) for a, b in zip(before, after)) or not any(grp.active for grp in sampled.flat)
+    runlock.release(run.lock)
 
 
 @pytest.mark.slow
