@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -114,8 +115,8 @@ def _answers(args, rows) -> tuple[list[str], dict]:
     model, tok = load_for_inference(cfg, args.adapter)
     fit = make_fitter(tok, cfg.data.template, cfg.data, model.config.max_position_embeddings, args.max_new_tokens)
     torch.manual_seed(0)
-    preds, summary = evaluate(model, tok, rows, template=cfg.data.template, batch_size=args.batch_size,
-                              max_new_tokens=args.max_new_tokens, prompt_rows=[fit(r) for r in rows],
+    e = dataclasses.replace(cfg.eval, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
+    preds, summary = evaluate(model, tok, rows, e, template=cfg.data.template, prompt_rows=[fit(r) for r in rows],
                               progress="answers")
     return [p.predicted for p in preds], {"adapter": args.adapter, "model": cfg.model.name_or_path,
                                           "quantization": cfg.quantization.mode, "note": note,

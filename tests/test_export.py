@@ -1,5 +1,6 @@
 """`sqlft export`: the merged model's prompt, the GGUF file read back by transformers' own GGUF loader, the model card
 from the run's records, and bad input (tiny random Llama: its SQL is wrong, the plumbing is real)."""
+import dataclasses
 import json
 import os
 import re
@@ -74,8 +75,8 @@ def make_run(out: Path, tiny_model: Path, rows_file: Path, evaluate: bool = True
         for name, at in (("base", 0), ("finetuned", step)):
             log = PredictionLog(out / "eval", name, rows, settings | {"model": str(tiny_model), "step": at})
             with (model.disable_adapter() if name == "base" else torch.no_grad()):
-                _, summary = run_eval(model, tok, rows, batch_size=4, max_new_tokens=12, train_dbs={"shop"},
-                                      on_batch=log.append)
+                _, summary = run_eval(model, tok, rows, dataclasses.replace(cfg.eval, batch_size=4, max_new_tokens=12),
+                                      train_dbs={"shop"}, on_batch=log.append)
             log.finish(summary)
     return out
 
