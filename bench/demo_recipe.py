@@ -5,6 +5,7 @@ questions of the training databases (seen_db, the users' case) and of the databa
     python bench/demo_recipe.py                       # every candidate below; results appended as they finish
     python bench/demo_recipe.py --only lr2e-3 --max-eval-rows 112
     python bench/demo_recipe.py --fresh-clone         # the README's main command as a new user runs it (below)
+    python bench/demo_recipe.py --fresh-clone --keep runs/demo    # ... and keep its run (adapter) for other benches
     python bench/demo_recipe.py --only budget budget-value-hints      # the time budget, value hints off / on
     python bench/demo_recipe.py --only budget --max-eval-rows 8 --set train.max_minutes=3 --out /tmp/check.json
 
@@ -81,8 +82,9 @@ def run(name: str, overrides: dict, max_eval_rows: int) -> dict:
     return summarise(rec | {"max_eval_rows": max_eval_rows}, out)
 
 
-def fresh_clone() -> dict:
-    """`make setup` then `make train` in a new clone of HEAD, with an empty cache; only `make train` is budgeted."""
+def fresh_clone(keep: Path | None = None) -> dict:
+    """`make setup` then `make train` in a new clone of HEAD, with an empty cache; only `make train` is budgeted.
+    `keep`: where the run's folder (runs/demo: adapter, checkpoints, evaluations) is copied before the clone goes."""
     from train_throughput import machine
 
     rec = {"name": "fresh-clone-make-train", "overrides": {}, "command": "make train",
@@ -110,6 +112,9 @@ def fresh_clone() -> dict:
         run_json = json.loads((clone / "runs" / "demo" / "run.json").read_text())
         rec["compute_dtype"] = run_json["config"]["quantization"]["compute_dtype"]
         rec["load_avg_at_end"] = list(os.getloadavg())  # a busy machine's record says so
+        if keep is not None:
+            shutil.rmtree(keep, ignore_errors=True)
+            shutil.copytree(clone / "runs" / "demo", keep)
         return summarise(rec, clone / "runs" / "demo")
 
 
@@ -175,6 +180,8 @@ def main() -> int:
     ap.add_argument("--fresh-clone", action="store_true", help="time `make train` in a new clone (README command)")
     ap.add_argument("--set", type=_override, action="append", default=[], metavar="KEY=VALUE",
                     help="an override on top of every candidate's (e.g. a short train.max_minutes to check the script)")
+    ap.add_argument("--keep", type=Path, metavar="DIR", help="with --fresh-clone: copy the run's folder to DIR (its "
+                    "adapter for the other benchmarks)")
     ap.add_argument("--out", type=Path, default=OUT, help=f"results file [{OUT.relative_to(REPO)}]")
     args = ap.parse_args()
     sys.path.insert(0, str(REPO / "bench"))
@@ -187,7 +194,7 @@ def main() -> int:
                       "candidates, made inside the timed run for fresh-clone-make-train) on every 2-core CPU "
                       "measured; a time-budgeted run within 5 % of its budget on a quiet machine"}
     if args.fresh_clone:
-        jobs = {"fresh-clone-make-train": fresh_clone}
+        jobs = {"fresh-clone-make-train": partial(fresh_clone, args.keep)}
     else:
         jobs = {name: partial(run, name, overrides | dict(args.set), args.max_eval_rows)
                 for name, overrides in CANDIDATES.items() if not args.only or name in args.only}
