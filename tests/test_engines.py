@@ -207,8 +207,10 @@ def test_duckdb_refuses_or_stops_untrusted_sql_and_nothing_changes(shop):
     before = file_state(path)
     assert db.execute("SELECT count(*) FROM customers").rows == [(40,)]
     settings = db.execute("SELECT current_setting('memory_limit'), current_setting('enable_external_access'), "
-                          "current_setting('temp_directory'), current_setting('lock_configuration')").rows
-    assert settings == [("953.6 MiB", 0, "", 1)]  # 1 GB, no files or network, nothing spilled to disk, locked
+                          "current_setting('temp_directory'), current_setting('lock_configuration'), "
+                          "current_setting('threads')").rows
+    # 1 GB, no files or network, nothing spilled to disk, locked, one thread (the same rows in the same order)
+    assert settings == [("953.6 MiB", 0, "", 1, 1)]
     for sql in DUCK_REFUSED + DUCK_STOPPED:
         res = db.execute(sql, timeout_s=0.5, max_rows=100)
         assert not res.ok and res.rows is None, (sql, res)
