@@ -210,6 +210,21 @@ def test_card_shows_what_the_run_measured(exported, evaluated_run):
     assert "### Task\nGenerate a SQL query" in card  # the prompt format, with an example
     assert "vllm serve" in card and "ollama create" in card and "gguf/model-q8_0.gguf" in card
     assert "not evaluated" not in card
+    # the run's figures are of the model as trained, and the card says they are not of the merged model it ships
+    assert "**These figures are of the model as trained, not of this merged model**" in card
+
+
+def test_card_says_which_form_was_scored():
+    from ft.export.card import Evaluation, _scored_form
+
+    trained = Evaluation("finetuned", {"scored_model": "m + adapter at step 4, as trained: base 4bit nf4",
+                                       "settings": {"form": "trained"}}, "finetuned")
+    served = Evaluation("eval", {"scored_model": "m + adapter (merged, bf16)", "settings": {"form": "served"}},
+                        "finetuned")
+    assert "not of this merged model" in _scored_form(trained, {"mode": "4bit"})
+    assert "as trained: base 4bit nf4" in _scored_form(trained, {"mode": "4bit"})
+    # negative control: the merged model's own evaluation is not flagged
+    assert "not of this merged model" not in _scored_form(served, {"mode": "4bit"})
 
 
 def test_card_of_an_unevaluated_run_says_so(tmp_path, tiny_model, shop_rows_file):

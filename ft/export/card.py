@@ -154,6 +154,19 @@ def _split(d: dict, ev: Evaluation) -> str:
     return text
 
 
+def _scored_form(ev: Evaluation, q: dict) -> str:
+    """Which model the figures are of. Training's own evaluation (and `sqlft eval --as trained`) scores the model as
+    trained, the base loaded as quantization.mode with the adapter on top: not the merged 16-bit weights exported
+    here, whose answers can differ; a reader must not take one for the other."""
+    what = ev.metrics.get("scored_model")
+    if ev.settings.get("form", "trained") != "trained":  # `sqlft eval --as served`: the merged model
+        return f"Scored: {what or 'the merged model'} (as this export holds it)."
+    mode = ev.settings.get("quantization") or q.get("mode", "?")
+    return (f"Scored: {what or f'the model as trained (base {mode}, the adapter on top)'}. **These figures are of the "
+            f"model as trained, not of this merged model**, whose answers can differ (the base is not loaded "
+            f"{mode} here); measure the export itself with `sqlft eval --config sqlft.yaml` in this folder.")
+
+
 def _result_table(pair: list[Evaluation]) -> list[str]:
     names = [("base model" if e.role == "base" else "fine-tuned") + f" ({e.decoding})" for e in pair]
     lines = ["| | " + " | ".join(names) + " |", "|---|" + "---|" * len(pair)]
@@ -292,6 +305,7 @@ def render(rec: Records, facts: Facts, tokenizer=None) -> str:
                                        "temperature", "top_p", "constrain", "template", "quantization") if k in s}
             out += ["", "Settings: " + ", ".join(f"`{k}` {v}" for k, v in rules.items())
                     + (f"; adapter of step {s['step']}" if s.get("step") else "") + "."]
+            out += ["", _scored_form(ev, q)]
         if rec.skipped:
             out += ["", "Not shown: " + "; ".join(rec.skipped) + "."]
     out += ["", "Not measured for this export: speed on your hardware, and the accuracy of the GGUF files"
