@@ -188,7 +188,7 @@ class EvalConfig:
     # Which form of a fine-tuned model `sqlft eval --adapter` scores: served (the merged 16-bit model `sqlft merge`
     # writes, what a serving engine runs) or trained (the base quantized as quantization.* says, the adapter on top:
     # what training's own evaluations score). Measured differences: README, "Which model is scored".
-    scored_model: str = "served"
+    scored_model: Literal["served", "trained"] = "served"
 
 
 @dataclass
@@ -518,7 +518,6 @@ def validate(cfg: Config) -> None:
     _check(e.max_rows > 0, "eval.max_rows", e.max_rows, "must be > 0")
     _check(0 <= e.float_tolerance < 1, "eval.float_tolerance", e.float_tolerance,
            "must be a relative tolerance in [0, 1) (0: exact comparison, the official rule)")
-    _one_of("eval.scored_model", e.scored_model, ("served", "trained"))
     _check(not cfg.grpo.reward_test_suite or e.test_suite > 0, "grpo.reward_test_suite", cfg.grpo.reward_test_suite,
            "needs neighbour databases: set eval.test_suite K (> 0)")
     _check(0 <= e.test_suite <= 100, "eval.test_suite", e.test_suite, "must be 0 (off) to 100 neighbour databases")

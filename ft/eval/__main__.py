@@ -48,10 +48,8 @@ COMMAND = Command(
         Alias("--split", "data.eval_split", "split of --data (bundled: eval; spider: dev ...)"),
         Alias("--limit", "data.max_eval_rows", "evaluate a fixed seeded subset of N rows"),
         Alias("--as", "eval.scored_model", "served: the merged 16-bit model `sqlft merge` writes (default); "
-                                           "trained: the base as the run's config loads it + the adapter",
-              choices=["served", "trained"]),
-        Alias("--quantization", "quantization.mode", "base model quantization (implies --as trained)",
-              choices=["4bit", "8bit", "none"]),
+                                           "trained: the base as the run's config loads it + the adapter"),
+        Alias("--quantization", "quantization.mode", "base model quantization (implies --as trained)"),
         Alias("--batch-size", "eval.batch_size"),
         Alias("--max-new-tokens", "eval.max_new_tokens"),
         Alias("--retries", "eval.retries", "sampled alternatives when an answer fails validation"),

@@ -53,8 +53,7 @@ COMMAND = Command(
     overrides={"quantization.mode": "none"},
     aliases=[
         Alias("--model", "model.name_or_path", "base model [the one the run was trained on]"),
-        Alias("--dtype", "quantization.dtype", "dtype of the merged weights [auto: the base's 16-bit dtype]",
-              choices=["auto", "bfloat16", "float16", "float32"]),
+        Alias("--dtype", "quantization.dtype", "dtype of the merged weights [auto: the base's 16-bit dtype]"),
     ],
 )
 

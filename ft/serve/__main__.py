@@ -64,7 +64,7 @@ COMMAND = Command(
     default_config=_source_config,
     aliases=[
         Alias("--model", "model.name_or_path", "base model [the run's]"),
-        Alias("--quantization", "quantization.mode", choices=["4bit", "8bit", "none"]),
+        Alias("--quantization", "quantization.mode"),
         Alias("--samples", "eval.samples", "default samples of /v1/chat/completions (a /v1/sql request sets its own)"),
         Alias("--retries", "eval.retries", "sampled alternatives when an answer fails validation"),
         Alias("--max-new-tokens", "eval.max_new_tokens"),
