@@ -432,6 +432,7 @@ def load_data(cfg: Config, accelerator, tokenizer) -> tuple[EncodedData, HeldOut
     the others dying in a barrier the first never reaches. Schema linking (data.schema_linking): training rows keep
     their gold tables, held-out ones are linked as at inference."""
     from ft.data.encoded import encoded_data
+    from ft.eval.scoring import trained_keys
 
     data = encoded_data(cfg, tokenizer, min_eval=cfg.train.per_device_batch_size)
     if accelerator.is_main_process:
@@ -440,20 +441,6 @@ def load_data(cfg: Config, accelerator, tokenizer) -> tuple[EncodedData, HeldOut
                        eval_loss_batches(data.eval, tokenizer.pad_token_id, cfg, accelerator.device),
                        trained=trained_keys(data.train_rows, data.eval_rows))
     return data, held_out
-
-
-def trained_keys(train_rows, eval_rows: list[Row]) -> set:
-    """question_key()s of the training rows whose question is also a held-out one (from two columns: a million
-    training rows are not made into Row objects for this)."""
-    from ft.eval.scoring import question_key
-
-    def norm(q):
-        return " ".join((q or "").lower().split())
-
-    wanted = {norm(r.question) for r in eval_rows}
-    pairs = zip(train_rows.column("question"), train_rows.column("query")) if hasattr(train_rows, "column") \
-        else ((r.question, r.query) for r in train_rows)
-    return {question_key(q, sql) for q, sql in pairs if norm(q) in wanted}
 
 
 def resume_point(cfg: Config, accelerator, data_sha1: str) -> Path | None:

@@ -105,7 +105,7 @@ def trained_questions(args, rows: list[Row]) -> set | None:
     """question_key()s of the rows the adapter's run trained on that are among `rows` (None: unknown)."""
     from ft.config import load_config
     from ft.data.sources import load_splits
-    from ft.eval.scoring import question_key
+    from ft.eval.scoring import trained_keys
     from ft.inference import resolve_adapter
 
     if not args.adapter:
@@ -120,8 +120,7 @@ def trained_questions(args, rows: list[Row]) -> set | None:
         print(f"note: the run's training rows could not be read ({type(e).__name__}: {e}); questions it trained on "
               "are not recognised", file=sys.stderr)
         return None
-    wanted = {" ".join(r.question.lower().split()) for r in rows}
-    return {question_key(t.question, t.query) for t in train if " ".join(t.question.lower().split()) in wanted}
+    return trained_keys(train, rows)
 
 
 def read_predictions(path: str, rows: list[Row]) -> tuple[list[str], int]:

@@ -133,7 +133,20 @@ def gold_result(row: Row, timeout_s: float, max_rows: int, cache: dict | None = 
 
 def question_key(question: str, sql: str) -> tuple[str, str]:
     """A question as training saw it: its text (case and spacing aside) and its SQL (normalised)."""
-    return " ".join((question or "").lower().split()), normalize_sql(sql)
+    return _question_text(question), normalize_sql(sql)
+
+
+def _question_text(question: str | None) -> str:
+    return " ".join((question or "").lower().split())
+
+
+def trained_keys(train_rows, rows: list[Row]) -> set[tuple[str, str]]:
+    """question_key()s of the training rows whose question is also one of `rows` (what `trained=` takes). A RowSet
+    (ft/data/encoded.py) is read from two columns: a million training rows are not made into Row objects for this."""
+    wanted = {_question_text(r.question) for r in rows}
+    pairs = zip(train_rows.column("question"), train_rows.column("query")) if hasattr(train_rows, "column") \
+        else ((t.question, t.query) for t in train_rows)
+    return {question_key(q, sql) for q, sql in pairs if _question_text(q) in wanted}
 
 
 def judge(row: Row, cand: Candidate, gold: ExecResult | None, seconds: float = 0.0,
