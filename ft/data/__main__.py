@@ -220,7 +220,7 @@ def _dialect_stats(rows) -> None:
     in it: SQL written for another engine than the rows say is seen here, before training on it."""
     import collections
 
-    from ft.data.rows import Row
+    from ft.data.rows import sql_dialect
     from ft.sql.engine import database, display_name
     from ft.sql.validate import validate
 
@@ -229,7 +229,7 @@ def _dialect_stats(rows) -> None:
         else collections.Counter((r.dialect, r.db) for r in rows)
     dialects = collections.Counter()
     for (dialect, db), n in pairs.items():
-        dialects[Row(question="", query="", schema="", db=db, dialect=dialect).sql_dialect] += n
+        dialects[sql_dialect(dialect, db)] += n
     print("SQL dialect (data.dialect, else each row's database): "
           + ", ".join(f"{display_name(d)} {n}" for d, n in dialects.most_common()))
     seen, bad = set(), []

@@ -6,6 +6,11 @@ from dataclasses import asdict, dataclass, field
 from ft.sql.engine import dialect_name, engine_of, file_of
 
 
+def sql_dialect(dialect: str | None, db: str | None) -> str:
+    """sqlglot's name of the dialect SQL is in: `dialect`, else the database's engine, else SQLite."""
+    return dialect_name(dialect or engine_of(db) or "sqlite")
+
+
 @dataclass(slots=True)  # no per-row __dict__: a million rows are held at once
 class Row:
     question: str
@@ -36,7 +41,7 @@ class Row:
     @property
     def sql_dialect(self) -> str:
         """sqlglot's name of the dialect the row's SQL is in: `dialect`, else its database's engine, else SQLite."""
-        return dialect_name(self.dialect or engine_of(self.db) or "sqlite")
+        return sql_dialect(self.dialect, self.db)
 
     def to_dict(self) -> dict:
         d = asdict(self)
