@@ -46,6 +46,23 @@ def tiny_model(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
 
 
+@pytest.fixture(scope="module")
+def tok(tiny_model):
+    """tiny_model's tokenizer (a module may define its own `tok`: tests/test_linking.py)."""
+    from ft.model import load_tokenizer
+
+    return load_tokenizer(str(tiny_model))
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model):
+    """tiny_model in fp32, sdpa, eval mode; one per module, so a module may wrap or change it."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(str(tiny_model), dtype=torch.float32, attn_implementation="sdpa").eval()
+
+
 @pytest.fixture(scope="session")
 def rows_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("rows") / "train.jsonl"

@@ -36,13 +36,6 @@ def write_rows(path, n=60, seed=0):
 
 
 @pytest.fixture(scope="module")
-def tok(tiny_model):
-    from ft.model import load_tokenizer
-
-    return load_tokenizer(str(tiny_model))
-
-
-@pytest.fixture(scope="module")
 def rows_path(tmp_path_factory):
     return write_rows(tmp_path_factory.mktemp("scale") / "rows.jsonl", n=120)
 

@@ -26,20 +26,6 @@ def schema_rows(n_big=7, n_small=5, n_mid=3) -> list[Row]:
 
 
 @pytest.fixture(scope="module")
-def tok(tiny_model):
-    from ft.model import load_tokenizer
-
-    return load_tokenizer(str(tiny_model))
-
-
-@pytest.fixture(scope="module")
-def model(tiny_model):
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(str(tiny_model), dtype=torch.float32, attn_implementation="sdpa").eval()
-
-
-@pytest.fixture(scope="module")
 def examples(tok):
     rows = schema_rows()
     ex, _ = encode_rows(rows, tok, "schema_first", 4096, "error")

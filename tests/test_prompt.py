@@ -5,13 +5,6 @@ from ft.data.prompt import build_prompt, encode_example, encode_rows
 from ft.data.rows import Row
 
 
-@pytest.fixture(scope="module")
-def tok(tiny_model):
-    from ft.model import load_tokenizer
-
-    return load_tokenizer(str(tiny_model))
-
-
 def row(**kw):
     base = dict(question="How many customers live in Paris?",
                 query="SELECT COUNT(*) FROM customers WHERE city = 'Paris';", schema=SCHEMA)

@@ -15,20 +15,6 @@ from ft.data.rows import Row
 
 
 @pytest.fixture(scope="module")
-def tok(tiny_model):
-    from ft.model import load_tokenizer
-
-    return load_tokenizer(str(tiny_model))
-
-
-@pytest.fixture(scope="module")
-def model(tiny_model):
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(str(tiny_model), dtype=torch.float32, attn_implementation="sdpa").eval()
-
-
-@pytest.fixture(scope="module")
 def shop_rows(tmp_path_factory) -> list[Row]:
     db = build_shop_db(tmp_path_factory.mktemp("hints") / "shop.sqlite")
     return [Row(**r, db_id="shop", db_path=str(db)) for r in make_rows(12)]
