@@ -2,13 +2,16 @@
 
     budget 10 min: ~5.6 s a step measured -> 105 steps; evaluation ~2 min
 
-1. Calibration: the first steps of the process are timed (its first step is left out: one-off costs such as
-   compilation, allocator growth and cold caches), ending within the warmup where the warmup is long enough: there
+1. Costs, right after the process's first step (left out of the timing: one-off costs such as compilation,
+   allocator growth and cold caches): a held-out loss batch, the end-of-training evaluation (the base model's half
+   is run now: it doesn't depend on training, and the fine-tuned half is expected to take as long) and a checkpoint
+   are timed. They come before the timed steps so those run as the rest of the run will, after a generation pass:
+   on the demo, steps timed before the base evaluation ran at 209 tokens/s and the ones after it at ~155, a plan
+   25 % short (bench/results/demo_recipe.json, the EPYC record of 2026-12-07).
+2. Calibration: the next steps are timed, ending within the warmup where the warmup is long enough: there
    the learning rate doesn't depend on the total, so the schedule built after calibration gives every step the
    same rate a schedule built from the start for that total would have (until then the scheduler is built for
    PROVISIONAL_STEPS, which is the peak rate held, should calibration outlast the warmup).
-2. Costs: a held-out loss batch, the end-of-training evaluation (the base model's half is run now, while planning:
-   it doesn't depend on training, and the fine-tuned half is expected to take as long) and a checkpoint are timed.
 3. The plan: the most steps for which start-up so far + the steps (each step's time from its tokens, known in
    advance from the batch plan) + periodic checkpoints and held-out losses + the final checkpoint, held-out loss
    and evaluation fit in the budget; at most train.max_steps. The LR schedule is built for that total once, and
@@ -77,8 +80,19 @@ def kept_plan(saved: dict | None, max_minutes: float | None, max_steps: int | No
     return BudgetPlan(**saved)
 
 
+@dataclass
+class Costs:
+    """What runs besides steps, timed once: one held-out loss batch, the end-of-training evaluation's expected time
+    (its base half, measured), a checkpoint."""
+
+    loss_batch_s: float = 0.0
+    eval_s: float = 0.0
+    checkpoint_s: float = 0.0
+
+
 class Calibration:
-    """Times the steps of this process: its first one is left out, then steps up to `end` are timed."""
+    """Times the steps of this process: its first one is left out (the costs are measured after it: `costs_due`),
+    then steps up to `end` are timed."""
 
     def __init__(self, start_step: int, warmup_steps: int, clock: Callable[[], float] = time.perf_counter):
         self.clock = clock
@@ -87,6 +101,7 @@ class Calibration:
         self.end = max(self.first + LEAST_TIMED, min(warmup_steps, self.first + MOST_TIMED))
         self.durations: list[float] = []
         self.weights: list[float] = []
+        self.costs: Costs | None = None
         self._t0: float | None = None
 
     def step_started(self) -> None:
@@ -98,6 +113,10 @@ class Calibration:
             self.durations.append(self.clock() - self._t0)
             self.weights.append(max(weight, 1.0))
         return step >= self.end
+
+    def costs_due(self, step: int) -> bool:
+        """True after the left-out step: time the costs now, before the timed steps."""
+        return step == self.first and self.costs is None
 
 
 @dataclass

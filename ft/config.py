@@ -157,6 +157,7 @@ class TrackingConfig:
 class EvalConfig:
     loss_every: int = 0  # held-out loss every N optimizer steps (0: only at the end, on the whole split)
     loss_batches: int = 8  # batches of the eval split used for the periodic held-out loss
+    final_loss_batches: int | None = None  # batches of the end-of-training held-out loss (None: the whole split)
     at_end: bool = True  # evaluate base and fine-tuned by execution at the end of training
     every: int = 0  # execution eval on a fixed sample every N steps (0: off)
     sample_size: int = 32
@@ -503,6 +504,8 @@ def validate(cfg: Config) -> None:
                "must be auto, none, or an existing checkpoint folder")
     _check(e.loss_every >= 0, "eval.loss_every", e.loss_every, "must be >= 0")
     _check(e.loss_batches > 0, "eval.loss_batches", e.loss_batches, "must be > 0")
+    _check(e.final_loss_batches is None or e.final_loss_batches > 0, "eval.final_loss_batches",
+           e.final_loss_batches, "must be > 0 (or null: the whole split)")
     _check(e.every >= 0, "eval.every", e.every, "must be >= 0")
     _check(e.sample_size > 0, "eval.sample_size", e.sample_size, "must be > 0")
     _check(e.max_new_tokens > 0, "eval.max_new_tokens", e.max_new_tokens, "must be > 0")

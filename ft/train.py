@@ -502,42 +502,50 @@ def budget_start(train: TrainConfig, resume_from: Path | None) -> tuple[bud.Budg
     return None, calibration
 
 
-def plan_budget(run: Setup, stop: StopFlag) -> bool:
-    """After the timed steps (train.max_minutes): time a held-out loss batch, the base model's half of the
-    end-of-training evaluation (run now: it doesn't depend on training, and the fine-tuned half is expected to take as
-    long) and a checkpoint; plan the total steps (ft/budget.py) and build the LR schedule for them (the timed steps
-    are within the warmup, whose rates don't depend on the total). False when a stop signal came meanwhile (the
-    resumed run times its steps again)."""
+def measure_costs(run: Setup, stop: StopFlag) -> None:
+    """train.max_minutes, after the process's first step (left out of the timing): time a held-out loss batch, the
+    base model's half of the end-of-training evaluation (run now: it doesn't depend on training, and the fine-tuned
+    half is expected to take as long) and a checkpoint, before the steps are timed, so they are timed as the rest of
+    the run trains (after a generation pass). A stop signal meanwhile is heard by the loop right after."""
     cfg, acc, state, held_out = run.cfg, run.accelerator, run.state, run.held_out
-    t, e = cfg.train, cfg.eval
-    loss_batch_s, eval_s, n_loss = 0.0, 0.0, min(e.loss_batches, len(held_out.loss_batches))
+    e, costs, n_loss = cfg.eval, bud.Costs(), min(cfg.eval.loss_batches, len(held_out.loss_batches))
     if n_loss:
         losses = []
-        loss_batch_s = bud.timed(lambda: losses.append(eval_loss(run.model, acc, held_out.loss_batches, n_loss)))
-        loss_batch_s /= n_loss
+        costs.loss_batch_s = bud.timed(lambda: losses.append(eval_loss(run.model, acc, held_out.loss_batches,
+                                                                       n_loss))) / n_loss
         if losses[0] is not None:
             run.tracker.log({"eval/loss": losses[0]}, step=state.step)
     if e.at_end and held_out.rows:
-        eval_s = bud.timed(lambda: final_evaluation(run.model, acc, run.tokenizer, held_out.rows, cfg, state, stop,
-                                                    run.tracker, held_out.prompts, names=("base",),
-                                                    trained=held_out.trained))
-    checkpoint_s = bud.timed(lambda: save_checkpoint(acc, run.model, run.optimizer, run.scheduler, run.tokenizer,
-                                                     state, cfg))
-    if stop.should_stop(acc):
-        return False
+        costs.eval_s = bud.timed(lambda: final_evaluation(
+            run.model, acc, run.tokenizer, held_out.rows, cfg, state, stop, run.tracker, held_out.prompts,
+            names=("base",), trained=held_out.trained))
+    costs.checkpoint_s = bud.timed(lambda: save_checkpoint(acc, run.model, run.optimizer, run.scheduler,
+                                                           run.tokenizer, state, cfg))
+    run.calibration.costs = costs
+
+
+def plan_budget(run: Setup) -> None:
+    """After the timed steps (train.max_minutes): plan the total steps (ft/budget.py) from them and the costs, and
+    build the LR schedule for that total (the timed steps are within the warmup, whose rates don't depend on it)."""
+    cfg, acc, state, held_out = run.cfg, run.accelerator, run.state, run.held_out
+    t, e, costs = cfg.train, cfg.eval, run.calibration.costs
+    n_loss = min(e.loss_batches, len(held_out.loss_batches))
 
     def weight(step):  # what a future step costs, relative to the timed ones
         return run.objective.step_weight(run.plan.step_counts(*divmod(step - 1, run.steps_per_epoch)))
 
     n_rows = len(held_out.rows)
     recurring = bud.Recurring(checkpoint_every=cfg.checkpoint.every, loss_every=e.loss_every if n_loss else 0,
-                              loss_batches=n_loss, final_loss_batches=len(held_out.loss_batches),
+                              loss_batches=n_loss,
+                              final_loss_batches=min(e.final_loss_batches or len(held_out.loss_batches),
+                                                     len(held_out.loss_batches)),
                               exec_every=e.every if n_rows else 0,
                               exec_fraction=min(e.sample_size, n_rows) / max(n_rows, 1))
     # Counted from the process's start; plus the checkpoint that records the plan, right after it.
-    elapsed = time.time() - run.started_at + checkpoint_s
+    elapsed = time.time() - run.started_at + costs.checkpoint_s
     plan = bud.plan_steps(t.max_minutes, elapsed, state.step, run.calibration, weight, recurring,
-                          loss_batch_s=loss_batch_s, eval_s=eval_s, checkpoint_s=checkpoint_s, cap=t.max_steps)
+                          loss_batch_s=costs.loss_batch_s, eval_s=costs.eval_s, checkpoint_s=costs.checkpoint_s,
+                          cap=t.max_steps)
     if acc.num_processes > 1:  # every rank trains for the main process's plan
         from accelerate.utils import broadcast_object_list
 
@@ -547,7 +555,6 @@ def plan_budget(run: Setup, stop: StopFlag) -> bool:
     run.budget, run.calibration, run.total_steps = plan, None, plan.total_steps
     state.budget = plan.to_dict()
     t.max_steps = plan.total_steps  # the config a checkpoint records says how long this run trains
-    return True
 
 
 # ------------------------------------------------------------------------------------------------
@@ -590,9 +597,16 @@ def fit(run: Setup, train: TrainConfig, eval: EvalConfig, checkpoint: Checkpoint
             bar.set_postfix(loss=f"{m['train/loss']:.3f}", tok_s=f"{m['perf/tokens_per_s']:.0f}")
 
         aside = time.perf_counter()  # evaluation and checkpointing are kept out of the throughput figures
-        # train.max_minutes: once the timed steps are done, the plan (recorded in a checkpoint at once)
-        planned = (run.calibration is not None and run.calibration.step_done(state.step, run.objective.step_weight(
-            data.counts)) and plan_budget(run, stop))
+        # train.max_minutes: the costs after the first step, then the timed steps, then the plan (recorded in a
+        # checkpoint at once); a stop signal meanwhile: the resumed run times its steps again
+        planned = False
+        if run.calibration is not None:
+            timed_all = run.calibration.step_done(state.step, run.objective.step_weight(data.counts))
+            if run.calibration.costs_due(state.step):
+                measure_costs(run, stop)
+            elif timed_all and run.calibration.costs is not None and not stop.should_stop(acc):
+                plan_budget(run)
+                planned = True
         if planned:
             bar.total = run.total_steps
             if acc.is_main_process:
@@ -645,7 +659,7 @@ def finish(run: Setup, eval: EvalConfig, stop: StopFlag, preempted: bool) -> dic
     acc, state, held_out, out = run.accelerator, run.state, run.held_out, run.cfg.train.output_dir
     result = {"step": state.step, "output_dir": out, "preempted": preempted}
     if not preempted:
-        ev = eval_loss(run.model, acc, held_out.loss_batches, None)
+        ev = eval_loss(run.model, acc, held_out.loss_batches, eval.final_loss_batches)
         if ev is not None:
             run.tracker.log({"eval/loss": ev}, step=state.step)
             result["eval_loss"] = ev

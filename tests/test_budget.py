@@ -36,6 +36,10 @@ def test_calibration_times_steps_within_the_warmup():
     assert bud.Calibration(0, 0).end == 3  # no warmup: at least 2 timed all the same
     assert bud.Calibration(0, 100).end == 9  # at most 8
     assert (bud.Calibration(40, 10).first, bud.Calibration(40, 10).end) == (41, 43)  # a resumed run
+    fresh = bud.Calibration(0, 4)
+    assert [s for s in range(1, 6) if fresh.costs_due(s)] == [1]  # the costs: after the left-out step only
+    fresh.costs = bud.Costs()
+    assert not fresh.costs_due(1)  # once
 
 
 def brute_force(plan_args: dict, n: int) -> float:
@@ -172,6 +176,26 @@ def test_budgeted_run_schedule_is_fixed_after_calibration_and_resume_keeps_it(tm
     proc, lost = resumed_from_step_4("lost", None)
     assert "timing steps 6-7" in proc.stderr + proc.stdout and "-> 12 steps" in proc.stdout
     assert max((a[k] - lost[k]).abs().max().item() for k in a) > 1e-4
+
+
+def test_costs_are_measured_before_the_timed_steps(tmp_path, tiny_model, rows_file):
+    """The base model's evaluation (and a held-out loss batch, a checkpoint) run after the left-out first step and
+    before the timed ones, so steps are timed as the rest of the run trains, after a generation pass."""
+    from helpers import metrics
+
+    cfg = write_config(tmp_path, tiny_model, rows_file,
+                       train={"max_minutes": 30, "max_steps": 8, "warmup_steps": 4, "log_every": 1},
+                       eval={"at_end": True, "max_new_tokens": 8, "batch_size": 4, "loss_every": 2, "loss_batches": 1})
+    proc = run(cfg)
+    assert "-> 8 steps (train.max_steps)" in proc.stdout
+    order = [(r["step"], "base" if "final/base/n" in r else "loss" if "eval/loss" in r else "step")
+             for r in metrics(tmp_path / "run") if {"final/base/n", "eval/loss", "train/loss"} & set(r)]
+    # right after step 1 (left out of the timing), before the first timed step: a loss batch, the base half
+    assert order[:4] == [(1, "step"), (1, "loss"), (1, "base"), (2, "step")]
+    state = json.loads((tmp_path / "run" / "checkpoints" / "step-000004" / "state.json").read_text())
+    assert state["budget"]["planned_at_step"] == 4 and state["budget"]["eval_s"] > 0
+    finals = [r for r in metrics(tmp_path / "run") if "final/finetuned/n" in r]
+    assert [r["step"] for r in finals] == [8]  # the fine-tuned half at the end, as before
 
 
 # ------------------------------------------------------------------------------------------------
