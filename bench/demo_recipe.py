@@ -57,6 +57,9 @@ CANDIDATES = {
     # hints on, now that they sit in each question's branch and leave the schema's prefix shared.
     "budget": {},
     "budget-value-hints": {"data.value_hints": True},
+    # 2026-12-07, the EPYC: the budget plans ~74 steps there (6.2 s a step), half the Xeon's 150; a higher peak rate
+    # for the shorter cosine schedule.
+    "budget-lr4e-3": {"train.learning_rate": 4e-3},
 }
 
 
