@@ -26,6 +26,8 @@ wall time:
 - `train_setup`: `sqlft train` (one process, W&B off) on the same rows, stopped with SIGINT as soon as its first
   optimizer step is logged: set-up (load, check, split, encode or open the cache, plan, model) up to step 1.
 
+`peak_anon_mb`: the largest anonymous memory (RSS less file-backed pages) seen, sampled every 0.25 s; peak RSS
+also counts the memory-mapped encoded data's pages once read, which the kernel drops under pressure.
 RSS does not depend on the machine's load; wall times do (record the `uptime` load printed with them, and re-run
 on a quiet machine for timings).
 """
@@ -94,13 +96,33 @@ def generate(n: int, out: Path, seed: int = 0, cache_dir: str | None = None) -> 
 
 def _child(argv: list[str], env: dict, cwd: str, stop_file: str | None, log_path: Path) -> dict:
     """Run argv; with stop_file, SIGINT its process group once a training step is logged there. Peak RSS of the
-    largest process in its tree, and wall time (to the stop, when stopping)."""
+    largest process in its tree, and wall time (to the stop, when stopping). Also the peak of its anonymous memory
+    (RSS less the file-backed pages: the memory-mapped encoded data and libraries, which the kernel can drop and
+    re-read), sampled every 0.25 s: what the rows really cost."""
+    import psutil
+
+    def anon_mb(pid: int) -> float:
+        try:
+            procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return 0.0
+        most = 0.0
+        for p in procs:
+            try:
+                m = p.memory_info()
+                most = max(most, (m.rss - m.shared) / 2**20)  # Linux: shared = RssFile + RssShmem
+            except psutil.NoSuchProcess:
+                pass
+        return most
+
+    peak_anon = 0.0
     t0 = time.perf_counter()
     with open(log_path, "w") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd, env=env)
         stopped_at = None
         while proc.poll() is None:
             time.sleep(0.25)
+            peak_anon = max(peak_anon, anon_mb(proc.pid))
             if stop_file and stopped_at is None and Path(stop_file).is_file() \
                     and "train/loss" in Path(stop_file).read_text():
                 stopped_at = time.perf_counter() - t0
@@ -108,7 +130,8 @@ def _child(argv: list[str], env: dict, cwd: str, stop_file: str | None, log_path
         rc = proc.wait()
     wall = time.perf_counter() - t0
     peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # Linux: KiB; the largest waited-for process
-    return {"rc": rc, "peak_rss_mb": round(peak_kb / 1024, 1), "wall_s": round(wall, 1),
+    return {"rc": rc, "peak_rss_mb": round(peak_kb / 1024, 1), "peak_anon_mb": round(peak_anon, 1),
+            "wall_s": round(wall, 1),
             "to_first_step_s": round(stopped_at, 1) if stopped_at is not None else None}
 
 
