@@ -222,8 +222,9 @@ def main() -> None:
         "dirty": bool(git("status", "--porcelain", "--untracked-files=no").strip()) if (REPO / ".git").exists() else
         "exported copy of the commit (git archive)",
         "before_commit": args.before, "command": " ".join(["python", *sys.argv]), "versions": _versions(),
-        "config": "configs/demo.yaml (the embedded default: schema_first, prefix sharing, schema linking, "
-                  "max_length 1024, per_device_batch_size 1) + --data.source <generated rows> " + " ".join(extra),
+        # The rows are a user's own file, so the library's defaults apply (ft/config.py), not configs/demo.yaml.
+        "config": "the library's defaults for a user's own data (ft/config.py: padded examples, 4 a step, no prefix "
+                  "sharing, schema linking off, max_length 1024) + --data.source <generated rows> " + " ".join(extra),
         "kinds": {"stats_cold": "sqlft data stats, no encoded data yet (it is built)",
                   "stats_warm": "sqlft data stats again (the encoded data opened)",
                   "train_setup_warm": "sqlft train (1 process) from start to its first logged step, encoded data there",
