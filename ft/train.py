@@ -413,7 +413,8 @@ def setup(cfg: Config) -> Setup:
     elif calibration is not None:
         state.budget = None
         if is_main:
-            log.info("budget %g min: timing steps %d-%d, then planning the steps", cfg.train.max_minutes,
+            log.info("budget %g min: timing the costs after step %d (evaluation, checkpoint), then timing steps "
+                     "%d-%d, then planning the steps", cfg.train.max_minutes, calibration.first,
                      calibration.first + 1, calibration.end)
     tracker = Tracker(accelerator, cfg, state.wandb_run_id, resumed=resume_from is not None)
     if resume_from is None:
