@@ -103,7 +103,8 @@ def _child(argv: list[str], env: dict, cwd: str, stop_file: str | None, log_path
 
     def anon_mb(pid: int) -> float:
         try:
-            procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+            root = psutil.Process(pid)
+            procs = [root, *root.children(recursive=True)]
         except psutil.NoSuchProcess:
             return 0.0
         most = 0.0
