@@ -507,7 +507,8 @@ def measure_costs(run: Setup, stop: StopFlag) -> None:
     """train.max_minutes, after the process's first step (left out of the timing): time a held-out loss batch, the
     base model's half of the end-of-training evaluation (run now: it doesn't depend on training; the plan expects
     the fine-tuned half to take bud.FINETUNED_EVAL_RATIO times as long) and a checkpoint, before the steps are
-    timed, so they are timed as the rest of the run trains (after a generation pass). A stop signal meanwhile is heard by the loop right after."""
+    timed, so they are timed as the rest of the run trains (after a generation pass). A stop signal meanwhile is
+    heard by the loop right after."""
     cfg, acc, state, held_out = run.cfg, run.accelerator, run.state, run.held_out
     e, costs, n_loss = cfg.eval, bud.Costs(), min(cfg.eval.loss_batches, len(held_out.loss_batches))
     if n_loss:
