@@ -60,10 +60,8 @@ CANDIDATES = {
     # 2026-12-07, the EPYC: the budget plans ~74 steps there (6.2 s a step), half the Xeon's 150; a higher peak rate
     # for the shorter cosine schedule.
     "budget-lr4e-3": {"train.learning_rate": 4e-3},
-    # 2026-12-07 evening, the EPYC: LoRA on the bf16 base instead of 4-bit QLoRA. Over 14 steps side by side the
-    # 4-bit base ran ~150 tokens/s and the bf16 one ~180 (no nf4 dequantization in every forward and backward), at
-    # a lower loss (0.456 vs 0.493 at step 14); and the trained form is then the served one (no 4-bit base to merge
-    # away from).
+    # 2026-12-07 evening, the EPYC: LoRA on the bf16 base instead of 4-bit QLoRA (no NF4 dequantization in every
+    # forward and backward; and the trained form is then the served one, no 4-bit base to merge away from).
     "budget-lora-bf16": {"quantization.mode": "none"},
 }
 
