@@ -22,8 +22,8 @@ def test_a_changed_figure_fails(tmp_path):
     (tmp_path / "README.md").write_text(text)
     assert checker.check(tmp_path / "README.md")[0] == []
     # the demo's headline figure, one point up: no record holds it
-    assert "| 0.0 % | **3.1 %** |" in text
-    (tmp_path / "README.md").write_text(text.replace("| 0.0 % | **3.1 %** |", "| 0.0 % | **16.7 %** |"))
+    assert "| 0.0 % | **15.6 %** |" in text
+    (tmp_path / "README.md").write_text(text.replace("| 0.0 % | **15.6 %** |", "| 0.0 % | **16.7 %** |"))
     misses, _ = checker.check(tmp_path / "README.md")
     assert len(misses) == 1 and "16.7" in misses[0] and "demo_recipe.json" in misses[0]
 
