@@ -2,7 +2,7 @@
 written by anyone.
 
     sqlft eval --adapter runs/demo/adapter                    # the run's model as served, its held-out split
-    sqlft eval --adapter runs/demo/adapter --as trained       # as training scored it (4-bit base + adapter)
+    sqlft eval --adapter runs/demo/adapter --as trained       # as training scored it (its base as loaded + adapter)
     sqlft eval --model smollm2-135m-instruct --data bundled --split eval --out runs/base-eval
     sqlft eval --adapter runs/demo/adapter --eval.test_suite 8 --eval.retries 4
     sqlft eval --predictions preds.jsonl --data dev.jsonl     # another system's SQL, same rules, no model
