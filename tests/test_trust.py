@@ -422,8 +422,11 @@ def test_ctrl_c_in_any_command_is_one_line_and_130(tmp_path, tiny_model, rows_fi
     cfg = write_config(tmp_path, tiny_model, rows_file, data={"source": "bundled", "cache_dir": str(cache)})
     with open(target.parent / f".{target.name}.lock", "a+") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
+        # SIGINT at its default in the command, as in a terminal: a test run started in the background by a shell
+        # without job control ignores SIGINT, and a Python started with it ignored keeps ignoring it (as it should)
         proc = subprocess.Popen(SQLFT + ["data", "stats", "--config", str(cfg)], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, cwd=REPO)
+                                stderr=subprocess.PIPE, text=True, cwd=REPO,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.time() + 120
         while f"-> FLOCK  ADVISORY  WRITE {proc.pid} " not in Path("/proc/locks").read_text():
             assert proc.poll() is None and time.time() < deadline, proc.communicate()
