@@ -88,6 +88,9 @@ class DataConfig:
     overlong: Literal["skip", "truncate_schema", "error"] = "truncate_schema"
     packing: bool = False  # best-fit-decreasing bins; a micro-batch's bins run end to end in one row (no padding)
     group_by_length: bool = False
+    # Micro-batch widths rounded up to a multiple of this (1: to the longest row): a few shapes instead of a new one
+    # each step, so a long run's memory stays flat (ft.data.batching.padded_width). Padding carries no loss.
+    pad_to_multiple_of: int = 64
     prefix_sharing: bool = False  # a schema once per row, its questions as branches; needs schema_first
     skip_bad_rows: bool = False
     drop_unparsable_gold: bool = False
@@ -470,6 +473,7 @@ def validate(cfg: Config) -> None:
            f"its tree-shaped mask can't run with model.attn_implementation {m.attn_implementation!r}; use auto, "
            "sdpa or flex_attention")
     _check(d.max_length >= 16, "data.max_length", d.max_length, "must be >= 16")
+    _check(d.pad_to_multiple_of >= 1, "data.pad_to_multiple_of", d.pad_to_multiple_of, "must be >= 1 (1: no rounding)")
     _check(d.eval_fraction is None or 0 <= d.eval_fraction < 1, "data.eval_fraction", d.eval_fraction,
            "must be in [0, 1) (0: no held-out split)")
     _check(d.limit is None or d.limit > 0, "data.limit", d.limit, "must be > 0")

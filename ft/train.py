@@ -105,9 +105,11 @@ def eval_loss_batches(examples, pad_id: int, cfg: Config, device=None) -> Sequen
         rows = plan.row_groups
         random.Random(cfg.train.seed).shuffle(rows)
         return LazyBatches([rows[s : s + bs] for s in range(0, len(rows), bs)],
-                           partial(collate_prefix, examples=examples, pad_id=pad_id, attn=plan.attn, device=device))
+                           partial(collate_prefix, examples=examples, pad_id=pad_id, attn=plan.attn, device=device,
+                                   multiple=cfg.data.pad_to_multiple_of))
     return LazyBatches([[[i] for i in range(s, min(s + bs, len(examples)))] for s in range(0, len(examples), bs)],
-                       partial(collate, examples=examples, pad_id=pad_id, packed=False))
+                       partial(collate, examples=examples, pad_id=pad_id, packed=False,
+                               multiple=cfg.data.pad_to_multiple_of, limit=cfg.data.max_length))
 
 
 @torch.no_grad()

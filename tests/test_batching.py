@@ -135,3 +135,72 @@ def test_packed_micro_batch_is_one_row_without_padding(tiny_model):
     assert "attention_mask" not in batch and (batch["input_ids"] != tok.pad_token_id).all()
     assert int((batch["position_ids"] == 0).sum()) == len(examples)
     assert _is_packed_sequence(batch["position_ids"], batch["input_ids"].shape[0])
+
+
+def test_padded_width_rounds_up_within_the_limit():
+    from ft.data.batching import padded_width
+
+    assert [padded_width(n, 64) for n in (1, 63, 64, 65, 1000)] == [64, 64, 64, 128, 1024]
+    assert padded_width(130, 1) == 130
+    assert padded_width(1000, 64, limit=1010) == 1010  # never past max_length ...
+    assert padded_width(1020, 64, limit=1010) == 1020  # ... unless the row itself is longer
+    assert padded_width(900, 64, limit=1024) == 960
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_rounded_widths_give_the_same_loss(tiny_model, packed):
+    """Rounding a micro-batch's width up (data.pad_to_multiple_of) only adds positions that carry no loss and that no
+    real token attends to: the loss and its token count are those of the unrounded batch. The same batch with the
+    added positions given labels differs (the comparison can fail)."""
+    from ft.objectives.base import token_loss_sum
+
+    model, tok, examples = _model_and_examples(tiny_model)
+    rows = [[0, 1, 2], [3, 4], [5]]
+    with torch.no_grad():
+        base = collate(rows, examples, tok.pad_token_id, packed=packed)
+        ref = token_loss_sum(model, base)
+        added = []
+        for multiple in (64, 11, 7):  # no width is a multiple of all three: one case at least adds padding
+            batch = collate(rows, examples, tok.pad_token_id, packed=packed, multiple=multiple)
+            width = batch["input_ids"].shape[1]
+            added.append(width - base["input_ids"].shape[1])
+            assert width % multiple == 0 and 0 <= added[-1] < multiple
+            assert {k: v.shape for k, v in batch.items()} == {k: (v.shape[0], width) for k, v in base.items()}
+            got = token_loss_sum(model, batch)
+            assert got[1] == ref[1] and abs(got[0].item() - ref[0].item()) / ref[1] < 1e-5
+        assert max(added) > 0
+        batch = collate(rows, examples, tok.pad_token_id, packed=packed, multiple=(64, 11, 7)[added.index(max(added))])
+        width = batch["input_ids"].shape[1]
+        if packed:  # the padding is one more sequence, positions from 0: flash-attn's varlen split sees it apart
+            n = base["input_ids"].shape[1]
+            assert batch["position_ids"][0, n:].tolist() == list(range(width - n))
+        leaky = dict(batch)
+        leaky["labels"] = batch["labels"].clone()
+        leaky["labels"][:, base["input_ids"].shape[1]:] = 7
+        wrong = token_loss_sum(model, leaky)
+    assert wrong[1] > ref[1] and abs(wrong[0].item() - ref[0].item()) / ref[1] > 1e-3
+
+
+@pytest.mark.parametrize("packing", [False, True])
+def test_a_plan_rounds_every_width_and_reports_that_padding(tiny_model, packing):
+    """The config's rounding reaches the plan (ft.data.prefix.plan_for): every micro-batch of an epoch is a multiple
+    of data.pad_to_multiple_of wide, and the padding the plan reports is what the tensors hold."""
+    from ft.config import Config
+    from ft.data.prefix import plan_for
+
+    _, tok, examples = _model_and_examples(tiny_model)
+    cfg = Config()
+    assert cfg.data.pad_to_multiple_of == 64  # the default
+    cfg.data.packing, cfg.data.pad_to_multiple_of, cfg.train.per_device_batch_size = packing, 16, 2
+    cfg.data.max_length = max(len(e.input_ids) for e in examples) + 20  # a few bins, micro-batches of 2
+    plan = plan_for(examples, cfg.data, cfg.train)
+    assert plan.global_micro_batches(0)
+    pads = positions = 0
+    for micro in plan.global_micro_batches(0):
+        batch = plan.collate(micro, examples, tok.pad_token_id)
+        width = batch["input_ids"].shape[1]
+        assert width % 16 == 0 or (not packing and width == cfg.data.max_length), width  # padded rows: the limit
+        real = sum(len(examples[i].input_ids) for row in micro for i in row)
+        pads += batch["input_ids"].numel() - real
+        positions += batch["input_ids"].numel()
+    assert pads > 0 and plan.padding()["padding_fraction"] == pytest.approx(pads / positions)

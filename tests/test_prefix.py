@@ -109,8 +109,9 @@ def _layout(rows_, ex):
     return [[big[:4]], [small, mid[:2]], [big[4:], mid[2:]]]
 
 
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
-def test_shared_rows_give_the_unshared_losses_and_gradients(tiny_model, tok, examples, attn):
+@pytest.mark.parametrize(("attn", "multiple"), [("sdpa", 1), ("eager", 1), ("sdpa", 64)])
+def test_shared_rows_give_the_unshared_losses_and_gradients(tiny_model, tok, examples, attn, multiple):
+    # multiple: widths rounded up (data.pad_to_multiple_of); the added positions change no loss and no gradient
     from transformers import AutoModelForCausalLM
 
     from ft.objectives.base import target_tokens, token_loss_sum
@@ -119,8 +120,9 @@ def test_shared_rows_give_the_unshared_losses_and_gradients(tiny_model, tok, exa
     model = AutoModelForCausalLM.from_pretrained(str(tiny_model), dtype=torch.float32, attn_implementation=attn).eval()
     layout = _layout(rows_, ex)
     used = [i for row in layout for g in row for i in g]
-    batch = collate_prefix(layout, ex, tok.pad_token_id, attn)
+    batch = collate_prefix(layout, ex, tok.pad_token_id, attn, multiple=multiple)
     assert (batch["input_ids"] == tok.pad_token_id).any()  # a padded row is covered too
+    assert batch["input_ids"].shape[1] % multiple == 0
 
     # per-branch losses
     with torch.no_grad():

@@ -176,7 +176,8 @@ def _cmd_stats(cfg, args) -> int:
     layouts = (("padded", False, False), ("grouped by length", False, True), ("packed", True, False))
     for name, packing, grouped in layouts:
         plan = BatchPlan(lengths, t.per_device_batch_size, d.max_length, packing, grouped, t.seed)
-        pad = padding_stats(plan.global_micro_batches(0), lengths, packed=packing)
+        pad = padding_stats(plan.global_micro_batches(0), lengths, packed=packing, multiple=d.pad_to_multiple_of,
+                            limit=d.max_length)
         print(f"  {name:<18} padding {100 * pad['padding_fraction']:5.1f}%"
               + (f"  ({len(plan.bins)} packed rows for {len(lengths)} examples)" if packing else ""))
     # The plan this config trains with (one process; several divide the steps).

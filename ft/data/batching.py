@@ -36,6 +36,21 @@ def pack_best_fit_decreasing(lengths: list[int], max_length: int) -> list[list[i
     return bins
 
 
+def padded_width(longest: int, multiple: int = 1, limit: int | None = None) -> int:
+    """The width a micro-batch is padded to: its longest row rounded up to a multiple of `multiple`
+    (data.pad_to_multiple_of), never past `limit` unless the row itself is longer. Padded rows take it as
+    data.max_length (their positions run 0..width-1: never past what the model was given); packed and prefix-shared
+    rows, whose positions restart per example, need none.
+
+    Few distinct shapes keep a long run's memory flat: with a new width every step, the allocator's free lists and
+    oneDNN's per-shape primitive cache grow step after step (RSS grew ~25 MB a step on the demo model over 80 steps,
+    flat with widths rounded to 64: bench/results/padding_multiple.json)."""
+    if multiple <= 1:
+        return longest
+    width = -(-longest // multiple) * multiple
+    return max(longest, min(width, limit)) if limit is not None else width
+
+
 def example_columns(examples) -> tuple[list[int], list[int], list[int]]:
     """(tokens, prefix tokens, prefix id) of every example, what the plans need: an EncodedSet (ft/data/encoded.py)
     has them stored, so planning reads no example; a list of Encoded is read once. Prefix ids number the distinct
@@ -94,6 +109,7 @@ class BatchPlan:
     world_size: int = 1
     accumulation: int = 1
     rows_for_epoch: Callable[[int], list[list[int]]] | None = None
+    pad_multiple: int = 1  # data.pad_to_multiple_of: micro-batch widths rounded up to a multiple of it
 
     def __post_init__(self):
         # Packing is computed once; epochs shuffle the bins (BFD itself is deterministic).
@@ -154,11 +170,12 @@ class BatchPlan:
         return StepCounts(examples, sum(len(m) for m in examples), sum(self.lengths[j] for m in examples for j in m))
 
     def collate(self, rows: list[list[int]], examples: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
-        return collate(rows, examples, pad_id, self.packing)
+        return collate(rows, examples, pad_id, self.packing, multiple=self.pad_multiple, limit=self.max_length)
 
     def padding(self) -> dict:
-        """Padding in the first epoch's micro-batches (packed micro-batches run as one row: none)."""
-        return padding_stats(self.global_micro_batches(0), self.lengths, packed=self.packing)
+        """Padding in the first epoch's micro-batches (packed micro-batches run as one row: only the rounding)."""
+        return padding_stats(self.global_micro_batches(0), self.lengths, packed=self.packing,
+                             multiple=self.pad_multiple, limit=self.max_length)
 
 
 class LazyBatches(Sequence):
@@ -177,7 +194,8 @@ class LazyBatches(Sequence):
         return self.collate_fn(self.batches[i])
 
 
-def collate(rows: list[list[int]], examples: list[Encoded], pad_id: int, packed: bool) -> dict[str, torch.Tensor]:
+def collate(rows: list[list[int]], examples: list[Encoded], pad_id: int, packed: bool, *, multiple: int = 1,
+            limit: int | None = None) -> dict[str, torch.Tensor]:
     """Tensors for one micro-batch.
 
     Packed: the micro-batch's rows are laid end to end in one row (padding-free, as TRL's padding_free), with
@@ -185,7 +203,8 @@ def collate(rows: list[list[int]], examples: list[Encoded], pad_id: int, packed:
     block-diagonal causal mask for sdpa / eager / flex, and flash-attn 2 runs its varlen kernel; flash-attn only
     recognises packing in a batch of one row, so two packed rows would attend across examples there. Unpacked rows
     are right-padded to the longest row (never to max_length) with an attention mask. Labels of padding and of every
-    example's first token are -100, so no loss crosses a boundary.
+    example's first token are -100, so no loss crosses a boundary. The width is rounded up by padded_width; a packed
+    row's padding is one more sequence (positions from 0), so it attends only to itself.
     """
     if packed:
         rows = [[i for row in rows for i in row]]
@@ -200,7 +219,9 @@ def collate(rows: list[list[int]], examples: list[Encoded], pad_id: int, packed:
         ids.append(r_ids)
         labels.append(r_lab)
         pos.append(r_pos)
-    width = max(len(r) for r in ids)
+    width = padded_width(max(len(r) for r in ids), multiple, None if packed else limit)
+    if packed:
+        pos = [r + list(range(width - len(r))) for r in pos]
     batch = {
         "input_ids": torch.tensor([r + [pad_id] * (width - len(r)) for r in ids]),
         "labels": torch.tensor([r + [-100] * (width - len(r)) for r in labels]),
@@ -212,13 +233,15 @@ def collate(rows: list[list[int]], examples: list[Encoded], pad_id: int, packed:
     return batch
 
 
-def padding_stats(batches: list[list[list[int]]], lengths: list[int], packed: bool = False) -> dict:
-    """Fraction of padded positions when each micro-batch is padded to its longest row (packed: one row, none)."""
+def padding_stats(batches: list[list[list[int]]], lengths: list[int], packed: bool = False, multiple: int = 1,
+                  limit: int | None = None) -> dict:
+    """Fraction of padded positions when each micro-batch is padded to its longest row, rounded as padded_width
+    rounds it (packed: one row, only the rounding)."""
     real = total = 0
     for batch in batches:
         if packed:
             batch = [[i for row in batch for i in row]]
         row_lens = [sum(lengths[i] for i in row) for row in batch]
         real += sum(row_lens)
-        total += max(row_lens) * len(row_lens)
+        total += padded_width(max(row_lens), multiple, None if packed else limit) * len(row_lens)
     return {"tokens": real, "padded_tokens": total, "padding_fraction": 1 - real / total if total else 0.0}

@@ -47,7 +47,7 @@ log = logging.getLogger("sqlft")
 
 FORMAT_VERSION = 2
 # data.* settings that only decide how examples are laid out in batches: the same cache serves all of them.
-PLAN_ONLY = ("packing", "group_by_length", "prefix_sharing", "cache_dir")
+PLAN_ONLY = ("packing", "group_by_length", "prefix_sharing", "pad_to_multiple_of", "cache_dir")
 OUTCOMES = ("kept", "truncated_schema", "linked_schema")
 _CODE = ("ft/data/encoded.py", "ft/data/sources.py", "ft/data/prompt.py", "ft/data/linking", "ft/data/rows.py",
          "ft/sql/macros.py", "ft/sql/parse.py", "ft/sql/engine.py")  # files, or folders of .py files

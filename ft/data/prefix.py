@@ -27,7 +27,7 @@ from collections import defaultdict
 
 import torch
 
-from ft.data.batching import BatchPlan, example_columns, pack_best_fit_decreasing, padding_stats
+from ft.data.batching import BatchPlan, example_columns, pack_best_fit_decreasing, padded_width, padding_stats
 from ft.data.prompt import Encoded
 from ft.data.rows import DataError
 from ft.system import TREE_ATTENTION
@@ -65,13 +65,14 @@ def _flex_block_mask(seg: torch.Tensor, branch: torch.Tensor, device):
 
 
 def collate_prefix(rows: list[list[list[int]]], examples: list[Encoded], pad_id: int, attn: str = "sdpa",
-                   device=None) -> dict:
+                   device=None, *, multiple: int = 1) -> dict:
     """Tensors for one micro-batch of prefix-shared rows; each row is a list of groups of example indices.
 
     All examples of a group must share their prefix tokens; the prefix is taken once from the group's first
     example. The result has input_ids, labels, position_ids and a tree-shaped attention_mask in the form `attn`
     takes: a 4-D bool tensor (sdpa), a 4-D additive float tensor (eager), or a BlockMask built on `device`
-    (flex_attention). Call the model with use_cache=False.
+    (flex_attention). Call the model with use_cache=False. The width is rounded up by padded_width (each padding
+    position attends only to itself).
     """
     ids, labels, pos, segs, branches = [], [], [], [], []
     for row in rows:
@@ -103,7 +104,7 @@ def collate_prefix(rows: list[list[list[int]]], examples: list[Encoded], pad_id:
         pos.append(r_pos)
         segs.append(r_seg)
         branches.append(r_br)
-    width = max(len(r) for r in ids)
+    width = padded_width(max(len(r) for r in ids), multiple)
     pad = [width - len(r) for r in ids]
     seg = torch.tensor([s + [-1] * n for s, n in zip(segs, pad)])
     branch = torch.tensor([b + list(range(-1, -n - 1, -1)) for b, n in zip(branches, pad)])
@@ -182,9 +183,11 @@ def plan_for(examples: list[Encoded], data, train, world_size: int = 1, attn: st
     Training and `sqlft data stats` both build it here."""
     if data.prefix_sharing:
         return PrefixPlan(examples, train.per_device_batch_size, data.max_length, train.seed, world_size,
-                          train.gradient_accumulation_steps, attn=attn, device=device)
+                          train.gradient_accumulation_steps, attn=attn, device=device,
+                          pad_multiple=data.pad_to_multiple_of)
     return BatchPlan(example_columns(examples)[0], train.per_device_batch_size, data.max_length, data.packing,
-                     data.group_by_length, train.seed, world_size, train.gradient_accumulation_steps)
+                     data.group_by_length, train.seed, world_size, train.gradient_accumulation_steps,
+                     pad_multiple=data.pad_to_multiple_of)
 
 
 def no_step_message(plan, n_examples: int, data, train, world_size: int = 1) -> str:
@@ -210,8 +213,9 @@ class PrefixPlan:
     """
 
     def __init__(self, examples: list[Encoded], batch_size: int, max_length: int, seed: int, world_size: int = 1,
-                 accumulation: int = 1, *, attn: str = "sdpa", device=None, max_branches: int | None = None):
-        self.attn, self.device, self.max_branches = attn, device, max_branches
+                 accumulation: int = 1, *, attn: str = "sdpa", device=None, max_branches: int | None = None,
+                 pad_multiple: int = 1):
+        self.attn, self.device, self.max_branches, self.pad_multiple = attn, device, max_branches, pad_multiple
         self.max_length, self.seed = max_length, seed
         # Per example: tokens, prefix tokens, prefix id (plain lists: no example's tokens are read to plan).
         full, self.prefix_lens, self.prefix_ids = columns = example_columns(examples)
@@ -278,11 +282,12 @@ class PrefixPlan:
         return groups
 
     def collate(self, rows: list[list[int]], examples: list[Encoded], pad_id: int) -> dict:
-        return collate_prefix([self.split_groups(r) for r in rows], examples, pad_id, self.attn, self.device)
+        return collate_prefix([self.split_groups(r) for r in rows], examples, pad_id, self.attn, self.device,
+                              multiple=self.pad_multiple)
 
     def padding(self) -> dict:
-        """Padding in the first epoch's micro-batches: rows are packed end to end, none."""
-        return padding_stats(self.global_micro_batches(0), self.lengths, packed=True)
+        """Padding in the first epoch's micro-batches: rows are packed end to end, only the rounding."""
+        return padding_stats(self.global_micro_batches(0), self.lengths, packed=True, multiple=self.pad_multiple)
 
     def stats(self) -> dict:
         """Token arithmetic of the plan: processed vs unshared tokens, branches per group, rows."""
