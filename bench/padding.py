@@ -8,7 +8,8 @@ packing on, prefix sharing off and 2 rows a micro-batch: what `sqlft data stats 
 Layouts: padded (each example a row, a micro-batch padded to its longest), packed (best-fit-decreasing bins, a
 micro-batch's bins end to end in one row, as the loop runs them), and packed bins kept as separate padded rows. The
 packed figure is counted from the collated tensors (their positions beyond the examples' tokens, in every micro-batch
-of an epoch), not from the plan, beside the plan's own figure. Writes bench/results/padding.json.
+of an epoch), not from the plan, beside the plan's own figure. Widths are rounded up to data.pad_to_multiple_of (64),
+as training rounds them; `unrounded` holds the same plans' figures without it. Writes bench/results/padding.json.
 """
 from __future__ import annotations
 
@@ -29,23 +30,29 @@ def measure(cfg) -> dict:
     from ft.data.__main__ import _encoded_from_config
     from ft.data.batching import BatchPlan, padding_stats
 
-    cfg, tok, train, _, _, encoded, counts = _encoded_from_config(cfg)
-    lengths = [len(e.input_ids) for e in encoded]
+    tok, data = _encoded_from_config(cfg)
+    encoded, lengths = data.train, data.train.lengths.tolist()
     t, d = cfg.train, cfg.data
-    out = {"examples": len(encoded), "encoding": counts}
-    padded = BatchPlan(lengths, t.per_device_batch_size, d.max_length, False, False, t.seed)
-    packed = BatchPlan(lengths, t.per_device_batch_size, d.max_length, True, False, t.seed)
+    m, limit = d.pad_to_multiple_of, d.max_length
+    out = {"examples": len(encoded), "encoding": data.encoding, "pad_to_multiple_of": m}
+    padded = BatchPlan(lengths, t.per_device_batch_size, limit, False, False, t.seed, pad_multiple=m)
+    packed = BatchPlan(lengths, t.per_device_batch_size, limit, True, False, t.seed, pad_multiple=m)
     real = positions = 0
     for micro in packed.global_micro_batches(0):  # as the loop gets them: positions beyond the examples' tokens
         batch = packed.collate(micro, encoded, tok.pad_token_id)  # (pad may be EOS: its id can't tell padding)
         real += sum(lengths[i] for row in micro for i in row)
         positions += batch["input_ids"].numel()
-    pads = positions - real
-    out["padded_padding"] = padding_stats(padded.global_micro_batches(0), lengths)["padding_fraction"]
+    out["padded_padding"] = padded.padding()["padding_fraction"]
     out["packed_padding_plan"] = packed.padding()["padding_fraction"]
-    out["packed_padding_collated"] = pads / positions if positions else None
+    out["packed_padding_collated"] = (positions - real) / positions if positions else None
     out["packed_rows"] = len(packed.bins)
-    out["packed_bins_as_padded_rows"] = padding_stats(packed.global_micro_batches(0), lengths)["padding_fraction"]
+    out["packed_bins_as_padded_rows"] = padding_stats(packed.global_micro_batches(0), lengths, multiple=m,
+                                                      limit=limit)["padding_fraction"]
+    # the same plans with widths not rounded (data.pad_to_multiple_of 1)
+    out["unrounded"] = {
+        "padded_padding": padding_stats(padded.global_micro_batches(0), lengths)["padding_fraction"],
+        "packed_padding_plan": padding_stats(packed.global_micro_batches(0), lengths, packed=True)["padding_fraction"],
+        "packed_bins_as_padded_rows": padding_stats(packed.global_micro_batches(0), lengths)["padding_fraction"]}
     return out
 
 

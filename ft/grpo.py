@@ -199,7 +199,8 @@ class Rollout:
         score_groups(groups, self.g, self.cfg.eval.timeout_s, self.cfg.eval.max_rows, self.golds, self.suite)
 
     def batch(self, groups: list[Group]) -> dict:
-        return collate_groups(groups, self.tok.pad_token_id, self.attn, shared=self.shared, device=self.device)
+        return collate_groups(groups, self.tok.pad_token_id, self.attn, shared=self.shared, device=self.device,
+                              multiple=self.cfg.data.pad_to_multiple_of, limit=self.cfg.data.max_length)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -247,7 +248,7 @@ def score_groups(groups: list[Group], g, timeout_s: float, max_rows: int, golds:
 
 
 def collate_groups(groups: list[Group], pad_id: int, attn: str = "sdpa", *, shared: bool = True,
-                   device=None) -> dict:
+                   device=None, multiple: int = 1, limit: int | None = None) -> dict:
     """One micro-batch: the completions of the groups that carry a signal, with labels on their tokens and their
     advantages aligned with the labels (`advantages`, [rows, T]).
 
@@ -255,6 +256,7 @@ def collate_groups(groups: list[Group], pad_id: int, attn: str = "sdpa", *, shar
     [last prompt token + completion]). Unshared: one right-padded row per completion (ft.data.batching.collate), any
     attention. When no group of the micro-batch carries a signal, its first completion alone stays, with no target:
     every rank runs the same forwards and backwards (DDP's all-reduce, ZeRO-3's gathering) whatever it sampled.
+    `multiple`, `limit`: the width rounded up as SFT's batches are (data.pad_to_multiple_of, data.max_length).
     """
     live = [grp for grp in groups if grp.active]
     picked = [(grp, grp.completions) for grp in live] or [(groups[0], groups[0].completions[:1])]
@@ -268,14 +270,15 @@ def collate_groups(groups: list[Group], pad_id: int, attn: str = "sdpa", *, shar
             members.append(len(examples) - 1)
         layout.append(members)
     if shared:
-        batch = collate_prefix([[m] for m in layout], examples, pad_id, attn, device)
+        batch = collate_prefix([[m] for m in layout], examples, pad_id, attn, device, multiple=multiple)
         for r, ((grp, comps), members) in enumerate(zip(picked, layout)):
             t = len(grp.prompt) - 1
             for c in comps:  # each branch: the last prompt token, then the completion
                 spans.append((r, t + 1, t + 1 + len(c.ids), c.advantage))
                 t += 1 + len(c.ids)
     else:
-        batch = collate([[i] for m in layout for i in m], examples, pad_id, packed=False)
+        batch = collate([[i] for m in layout for i in m], examples, pad_id, packed=False, multiple=multiple,
+                        limit=limit)
         r = 0
         for grp, comps in picked:
             for c in comps:

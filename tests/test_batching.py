@@ -204,3 +204,35 @@ def test_a_plan_rounds_every_width_and_reports_that_padding(tiny_model, packing)
         pads += batch["input_ids"].numel() - real
         positions += batch["input_ids"].numel()
     assert pads > 0 and plan.padding()["padding_fraction"] == pytest.approx(pads / positions)
+
+
+def test_rounded_logits_give_the_same_loss_and_gradients(tiny_model):
+    """token_loss_sum rounds the LM head's rows up to data.pad_to_multiple_of with positions that carry no target:
+    the loss, its count and every gradient are those of the unrounded head. Control: giving those extra positions a
+    target changes the loss (the comparison sees them)."""
+    from ft.objectives.base import token_loss_sum
+
+    model, tok, examples = _model_and_examples(tiny_model)
+    model.train()
+    batch = collate([[0, 1, 2], [3, 4], [5]], examples, tok.pad_token_id, packed=True, multiple=64)
+    rows = []
+    hook = model.get_output_embeddings().register_forward_hook(lambda m, i, o: rows.append(i[0].shape[-2]))
+    results = {}
+    for multiple in (1, 64):
+        model.zero_grad()
+        loss, n = token_loss_sum(model, batch, multiple=multiple)
+        loss.backward()
+        results[multiple] = loss.item(), n, {k: p.grad.clone() for k, p in model.named_parameters()}
+    hook.remove()
+    (l1, n1, g1), (l64, n64, g64) = results[1], results[64]
+    assert rows[0] == n1 and rows[1] % 64 == 0 and rows[1] > n1  # the head ran on more rows, none of them counted
+    assert n64 == n1 and abs(l64 - l1) / n1 < 1e-6
+    for k in g1:
+        assert torch.allclose(g1[k], g64[k], rtol=1e-4, atol=1e-6), k
+    # control: the positions just before the rounded ones given a target (the packed row's last tokens)
+    labels = batch["labels"].clone()
+    free = (labels[0] == -100).nonzero().squeeze(1)[-3:]
+    labels[0, free] = 7
+    with torch.no_grad():
+        wrong = token_loss_sum(model, dict(batch, labels=labels), multiple=64)
+    assert wrong[1] > n1 and abs(wrong[0].item() - l1) / n1 > 1e-3

@@ -175,9 +175,11 @@ def test_shared_prompts_give_the_unshared_logprobs_and_gradients(tiny_model, toy
     lengths = {len(c.ids) for g in groups for c in g.completions}
     assert len(lengths) > 1 or len(groups[0].prompt) != len(groups[1].prompt)
     pad = rollout.tok.pad_token_id
-    shared = grpo.collate_groups(groups, pad, "sdpa", shared=True)
-    unshared = grpo.collate_groups(groups, pad, "sdpa", shared=False)
+    # widths rounded up as training rounds them (data.pad_to_multiple_of): the padding changes nothing below
+    shared = grpo.collate_groups(groups, pad, "sdpa", shared=True, multiple=16)
+    unshared = grpo.collate_groups(groups, pad, "sdpa", shared=False, multiple=16, limit=cfg.data.max_length)
     assert shared["input_ids"].shape[0] == 2 and unshared["input_ids"].shape[0] == 8
+    assert shared["input_ids"].shape[1] % 16 == 0 and unshared["input_ids"].shape[1] % 16 == 0
     assert int(shared["tokens"]) < int(unshared["tokens"])  # the prompt once per group
     n = sum(len(c.ids) for g in groups for c in g.completions)
     assert int((shared["labels"][:, 1:] != -100).sum()) == int((unshared["labels"][:, 1:] != -100).sum()) == n

@@ -92,20 +92,28 @@ class Objective(Protocol):
 # the pieces of a step
 
 
-def token_loss_sum(model, batch: dict) -> tuple[torch.Tensor, int]:
+def token_loss_sum(model, batch: dict, multiple: int = 1) -> tuple[torch.Tensor, int]:
     """Summed cross-entropy over target tokens, and their count.
 
     The LM head runs only where the next token is a target (`logits_to_keep` as a boolean mask): prompts are
-    mostly schema, so most logits would be thrown away anyway.
+    mostly schema, so most logits would be thrown away anyway. `multiple` (data.pad_to_multiple_of): the kept
+    positions are rounded up to a multiple of it with positions that carry no target, so the logits, the largest
+    tensors of a step ([targets, vocabulary]), come in a few sizes rather than a new one each step.
     """
     labels = batch["labels"]
-    keep = torch.zeros_like(labels, dtype=torch.bool)
-    keep[:, :-1] = labels[:, 1:] != -100
-    targets = labels[:, 1:][keep[:, :-1]]
+    targets = torch.full_like(labels, -100)
+    targets[:, :-1] = labels[:, 1:]  # what each position predicts
+    keep = targets != -100
+    n = int(keep.sum())
+    if multiple > 1:
+        extra = min(-n % multiple, labels.numel() - n)
+        if extra:  # the last positions without a target: padding, else the prompt
+            free = (~keep).flatten().nonzero().squeeze(1)[-extra:]
+            keep = keep.flatten().index_fill(0, free, True).view_as(keep)
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     logits = model(**inputs, use_cache=False, logits_to_keep=keep).logits
     logits = logits.reshape(-1, logits.shape[-1]).float()
-    return F.cross_entropy(logits, targets, reduction="sum"), int(targets.numel())
+    return F.cross_entropy(logits, targets[keep], reduction="sum", ignore_index=-100), n
 
 
 def target_tokens(batch: dict) -> int:

@@ -3,13 +3,14 @@ of the accumulation window on all processes (ft.objectives.base.backward_window)
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import TYPE_CHECKING
 
 from ft.config import Config
 from ft.data.batching import Plan, StepCounts
 from ft.data.prefix import no_step_message, plan_for
 from ft.data.rows import DataError
-from ft.objectives.base import Learner, StepData, StepResult, backward_window, optimizer_step
+from ft.objectives.base import Learner, StepData, StepResult, backward_window, optimizer_step, token_loss_sum
 
 if TYPE_CHECKING:
     from ft.data.encoded import EncodedData
@@ -49,7 +50,8 @@ class SFT:
 
     def step(self, run: Learner, data: StepData) -> StepResult:
         batches = [self.plan.collate(rows, self.examples, self.pad_id) for rows in data.micro]
-        loss_sum, targets, window_targets = backward_window(run.model, run.accelerator, batches)
+        loss_sum, targets, window_targets = backward_window(
+            run.model, run.accelerator, batches, partial(token_loss_sum, multiple=self.data.pad_to_multiple_of))
         grad_norm = optimizer_step(run, self.train.max_grad_norm)
         return StepResult(loss_sum, targets, window_targets, data.counts.tokens, grad_norm)
 
