@@ -187,7 +187,9 @@ def _cmd_stats(cfg, args) -> int:
     steps = plan.steps_per_epoch()
     kind = "prefix-shared groups" if d.prefix_sharing else "packed bins" if d.packing else "padded examples"
     print(f"this config's plan: {plan.n_rows} rows of {kind}, {steps} optimizer steps per epoch "
-          f"({t.per_device_batch_size} rows x {t.gradient_accumulation_steps} accumulation per step, 1 process)")
+          f"({t.per_device_batch_size} rows x {t.gradient_accumulation_steps} accumulation per step, 1 process); "
+          f"padding {100 * plan.padding()['padding_fraction']:.1f}% (widths rounded up to data.pad_to_multiple_of "
+          f"{d.pad_to_multiple_of})")
     if d.prefix_sharing:
         print(f"  prefix sharing: {plan.stats()}")
     from ft.config import fixed_steps

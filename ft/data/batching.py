@@ -43,8 +43,8 @@ def padded_width(longest: int, multiple: int = 1, limit: int | None = None) -> i
     rows, whose positions restart per example, need none.
 
     Few distinct shapes keep a long run's memory flat: with a new width every step, the allocator's free lists and
-    oneDNN's per-shape primitive cache grow step after step (RSS grew ~25 MB a step on the demo model over 80 steps,
-    flat with widths rounded to 64: bench/results/padding_multiple.json)."""
+    oneDNN's per-shape primitive cache grow step after step (the demo's RSS grew 13 MB a step; 0.2 MB with widths and
+    the LM head's rows rounded to 64: bench/results/padding_multiple.json)."""
     if multiple <= 1:
         return longest
     width = -(-longest // multiple) * multiple
