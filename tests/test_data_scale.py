@@ -101,6 +101,11 @@ def test_cache_gives_the_in_memory_examples_rows_and_plan(tmp_path, tok, rows_pa
     assert list(data.train_rows) == train and [r.origin for r in data.train_rows] == [r.origin for r in train]
     assert data.eval_rows == evals and data.train_rows[3] == train[3] and data.train_rows[-2:] == train[-2:]
     assert data.sha1 == rows_sha1(train) and data.train_dbs == sorted({r.db_id for r in train})
+    assert list(data.train_rows.values("question", "db")) == [(r.question, r.db) for r in train]
+    from ft.eval.scoring import trained_keys
+
+    asked = train[::7] + evals[:2]
+    assert trained_keys(data.train_rows, asked) == trained_keys(train, asked) and trained_keys(train, asked)
     if layout in ("skip", "truncate", "linking"):  # the cases are what they say
         assert counts.get({"skip": "skipped_overlong", "truncate": "truncated_schema",
                            "linking": "linked_schema"}[layout])

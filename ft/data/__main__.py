@@ -228,7 +228,7 @@ def _dialect_stats(rows) -> None:
     from ft.sql.validate import validate
 
     # From two columns, not a Row per row: a million rows are counted in a second.
-    pairs = collections.Counter(zip(rows.column("dialect"), rows.column("db"))) if hasattr(rows, "column") \
+    pairs = collections.Counter(rows.values("dialect", "db")) if hasattr(rows, "values") \
         else collections.Counter((r.dialect, r.db) for r in rows)
     dialects = collections.Counter()
     for (dialect, db), n in pairs.items():

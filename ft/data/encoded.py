@@ -163,9 +163,11 @@ class RowSet(Sequence):
         for s in range(0, len(order), _BATCH):
             yield from self._rows(self._table.take(order[s : s + _BATCH]).to_pydict())
 
-    def column(self, name: str) -> list:
-        """One field of every row as a plain list (e.g. for counts), without making Rows."""
-        return self._table.column(name).to_pylist()
+    def values(self, *names: str) -> Iterator[tuple]:
+        """Those fields of every row (e.g. for counts), a tuple a row, without making Rows; read a batch at a time, so
+        a pass over a million rows never holds a million values."""
+        for batch in self._table.select(list(names)).to_batches(max_chunksize=_BATCH):
+            yield from zip(*(batch.column(n).to_pylist() for n in names))
 
 
 @dataclasses.dataclass

@@ -142,9 +142,10 @@ def _question_text(question: str | None) -> str:
 
 def trained_keys(train_rows, rows: list[Row]) -> set[tuple[str, str]]:
     """question_key()s of the training rows whose question is also one of `rows` (what `trained=` takes). A RowSet
-    (ft/data/encoded.py) is read from two columns: a million training rows are not made into Row objects for this."""
+    (ft/data/encoded.py) is read two fields at a time, a batch at a time: a million training rows are neither made
+    into Row objects nor held as lists of strings for this."""
     wanted = {_question_text(r.question) for r in rows}
-    pairs = zip(train_rows.column("question"), train_rows.column("query")) if hasattr(train_rows, "column") \
+    pairs = train_rows.values("question", "query") if hasattr(train_rows, "values") \
         else ((t.question, t.query) for t in train_rows)
     return {question_key(q, sql) for q, sql in pairs if _question_text(q) in wanted}
 
