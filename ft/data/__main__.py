@@ -205,7 +205,7 @@ def _cmd_stats(cfg, args) -> int:
     if steps == 0:
         print(f"  warning: {no_step_message(plan, len(encoded), d, t)}")
     for key in ("difficulty", "db_id"):
-        c = collections.Counter(data.train_rows.column(key))
+        c = collections.Counter(v for (v,) in data.train_rows.values(key))
         shown = c if len(c) <= BY_VALUE else dict(c.most_common(BY_VALUE))  # thousands of databases: the largest
         more = f" ({len(c)} values, the {BY_VALUE} most frequent)" if len(shown) < len(c) else ""
         print(f"train by {key}{more}: "
