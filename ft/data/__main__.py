@@ -160,7 +160,7 @@ def _cmd_stats(cfg, args) -> int:
     import collections
     import statistics
 
-    from ft.data.batching import BatchPlan, padding_stats
+    from ft.data.batching import BatchPlan
 
     tok, data = _encoded_from_config(cfg)
     encoded, counts, report = data.train, data.encoding, data.report
@@ -175,9 +175,9 @@ def _cmd_stats(cfg, args) -> int:
     print("token-length histogram:\n" + _histogram(lengths))
     layouts = (("padded", False, False), ("grouped by length", False, True), ("packed", True, False))
     for name, packing, grouped in layouts:
-        plan = BatchPlan(lengths, t.per_device_batch_size, d.max_length, packing, grouped, t.seed)
-        pad = padding_stats(plan.global_micro_batches(0), lengths, packed=packing, multiple=d.pad_to_multiple_of,
-                            limit=d.max_length)
+        plan = BatchPlan(lengths, t.per_device_batch_size, d.max_length, packing, grouped, t.seed,
+                         pad_multiple=d.pad_to_multiple_of)
+        pad = plan.padding()
         print(f"  {name:<18} padding {100 * pad['padding_fraction']:5.1f}%"
               + (f"  ({len(plan.bins)} packed rows for {len(lengths)} examples)" if packing else ""))
     # The plan this config trains with (one process; several divide the steps).
